@@ -1,0 +1,143 @@
+"""Command line: parse, call one library function, render. Errors become one-line messages."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import GloveFaissError
+
+
+class _Group(click.Group):
+    """Turns library errors into ``click.ClickException`` unless ``--verbose`` asks for tracebacks."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GloveFaissError as e:
+            if ctx.obj and ctx.obj.get("verbose"):
+                raise
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="glovefaiss")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging and full tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.pass_context
+def cli(ctx, verbose, quiet):
+    """Build and query FAISS indexes of GloVe mean-pool text vectors."""
+    ctx.obj = {"verbose": verbose}
+    level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s: %(message)s", force=True)
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+@cli.command()
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Index directory to write.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML config (may `extends` another).")
+@click.option("--id-column", help="Column with document ids (default: id).")
+@click.option("--text-column", help="Column with document text (default: text).")
+@click.option("--glove", help="Word vectors: a gensim-data name or a path (default: glove-wiki-gigaword-50, bundled).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Documents encoded per batch.")
+@click.option("--shard-rows", type=click.IntRange(min=1), help="Rows per Parquet shard.")
+@click.option("--threads", type=click.IntRange(min=1), help="Encoding threads (default: all cores).")
+@click.option("--store-text/--no-store-text", default=None, help="Keep document texts in the shards (default: yes).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing index directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
+def build(corpus, out, config_path, id_column, text_column, glove, batch_size, shard_rows, threads,
+          store_text, overwrite, as_json):
+    """Encode Parquet CORPUS files (or directories of them) into an index at --out."""
+    from .config import load_config
+    from .pipeline import build as run_build
+
+    config = load_config(config_path).replace({
+        "build.id_column": id_column, "build.text_column": text_column, "embedding.model_name": glove,
+        "build.batch_size": batch_size, "build.shard_rows": shard_rows, "build.threads": threads,
+        "build.store_text": store_text,
+    })
+    result = run_build(list(corpus), out, config, overwrite=overwrite)
+    if as_json:
+        click.echo(json.dumps(result.manifest, indent=2))
+    m = result.manifest
+    click.echo(
+        f"built {result.out_dir}: {result.documents:,} documents in {result.seconds:.1f} s "
+        f"({m['timings']['docs_per_s'] or 0:,.0f} docs/s encoding), OOV rate {result.oov_rate:.1%}, "
+        f"{result.empty_documents:,} empty documents, index {_human_bytes(result.index_bytes)}",
+        err=True,
+    )
+
+
+FORMATS = ("table", "json", "jsonl", "csv", "trec")
+
+
+def _render(hits: list[dict], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(hits, ensure_ascii=False, indent=2) + "\n"
+    if fmt == "jsonl":
+        return "".join(json.dumps(h, ensure_ascii=False) + "\n" for h in hits)
+    if fmt == "trec":
+        return "".join(f"{h['query_id']} Q0 {h['id']} {h['rank']} {h['score']:.6f} glovefaiss\n" for h in hits)
+    fields = ["query_id", "rank", "id", "score"] + (["text"] if hits and "text" in hits[0] else [])
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        w.writeheader()
+        w.writerows(hits)
+        return buf.getvalue()
+    rows = [[str(h["query_id"]), str(h["rank"]), str(h["id"]), f"{h['score']:.4f}"]
+            + ([_snippet(h["text"])] if "text" in fields else []) for h in hits]
+    widths = [max([len(f)] + [len(r[i]) for r in rows]) for i, f in enumerate(fields)]
+    lines = ["  ".join(f.ljust(w) for f, w in zip(fields, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _snippet(text: str | None, width: int = 80) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@cli.command()
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@click.argument("text", nargs=-1)
+@click.option("-k", "--top-k", "k", default=10, show_default=True, type=int, help="Hits per query.")
+@click.option("--queries", type=click.Path(path_type=Path),
+              help="Queries from Parquet or JSONL (columns id, text) or a text file (one per line).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--output", type=click.Path(path_type=Path), help="Write results here instead of stdout.")
+@click.option("--mmap", is_flag=True, help="Memory-map the index instead of reading it.")
+def query(index_dir, text, k, queries, fmt, output, mmap):
+    """Search INDEX_DIR for each TEXT (or each query of --queries)."""
+    from .query import Index, read_queries
+
+    if queries is not None and text:
+        raise click.UsageError("give query TEXT arguments or --queries FILE, not both")
+    if queries is None and not text:
+        raise click.UsageError("give at least one query TEXT, or --queries FILE")
+    qids, qtexts = read_queries(queries) if queries is not None else (list(range(1, len(text) + 1)), list(text))
+    hits = Index.load(index_dir, mmap=mmap).hits(qtexts, k=k, query_ids=qids)
+    rendered = _render(hits, fmt)
+    if output is not None:
+        output.write_text(rendered, encoding="utf-8")
+    else:
+        click.echo(rendered, nl=False)
+
+
+def main() -> None:
+    cli(prog_name="glovefaiss")

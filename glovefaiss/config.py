@@ -1,0 +1,182 @@
+"""YAML configuration with ``extends``, validated into dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TokeniserConfig:
+    """Word-level tokenisation rules, shared by documents and queries."""
+
+    type: str = "word"
+    lowercase: bool = True
+    strip_punctuation: bool = True
+    max_len: int | None = None
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """Which word vectors feed the tower, and whether training may change them."""
+
+    type: str = "glove"
+    model_name: str = "glove-wiki-gigaword-50"
+    dim: int | None = None
+    trainable: bool = False
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Tower architecture: average pooling, with an optional projection to ``hidden_dim``."""
+
+    arch: str = "avg_pool"
+    hidden_dim: int | None = None
+    tied_weights: bool = True
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    type: str = "triplet"
+    margin: float = 0.2
+    temperature: float = 0.05
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    type: str = "adam"
+    lr: float = 0.001
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """How ``glovefaiss build`` reads the corpus and lays out its output."""
+
+    id_column: str = "id"
+    text_column: str = "text"
+    batch_size: int = 32768
+    shard_rows: int = 1_000_000
+    row_group_rows: int = 4096
+    store_text: bool = True
+    index: str = "flat"
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    tokeniser: TokeniserConfig = field(default_factory=TokeniserConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    build: BuildConfig = field(default_factory=BuildConfig)
+    batch_size: int = 64
+    epochs: int = 5
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, overrides: dict[str, Any]) -> Config:
+        """Return a copy with dotted-key overrides (``{"build.batch_size": 10}``); None values are ignored."""
+        nested: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            node = nested
+            *parents, leaf = key.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value
+        return from_dict(_merge(self.to_dict(), nested), origin="overrides")
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _check_type(value: Any, tp: Any, where: str, origin: str) -> Any:
+    args = typing.get_args(tp)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"{origin}: '{where}' must not be empty")
+    wanted = [a for a in args if a is not type(None)] or [tp]
+    for t in wanted:
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t in (bool, str) and isinstance(value, t):
+            return value
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in wanted)
+    raise ConfigError(f"{origin}: '{where}' must be {names}, got {value!r}")
+
+
+def _build(cls: type, data: Any, prefix: str, origin: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: '{prefix.rstrip('.') or 'config'}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{origin}: unknown key '{prefix}{unknown[0]}'; valid keys here: {', '.join(fields)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, f"{prefix}{name}.", origin)
+        else:
+            kwargs[name] = _check_type(value, tp, prefix + name, origin)
+    return cls(**kwargs)
+
+
+def from_dict(data: dict[str, Any], origin: str = "config") -> Config:
+    """Validate a plain mapping (as parsed from YAML) into a Config."""
+    return _build(Config, data, "", origin)
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict:
+    import yaml
+
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'extends' loops back to itself")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: 'extends' must be a file name")
+    return _merge(_read_yaml(path.parent / parent, seen + (path,)), data)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load a YAML config (following ``extends`` relative to its file); None gives the defaults."""
+    if path is None:
+        return Config()
+    return from_dict(_read_yaml(Path(path), ()), origin=str(path))

@@ -1,0 +1,91 @@
+"""Read Parquet corpora in record batches, after validating files, columns and types."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import CorpusError
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Parquet files with an id and a text column, read in order, batch by batch."""
+
+    files: tuple[Path, ...]
+    id_column: str
+    text_column: str
+    num_rows: int
+    id_type: str  # "int64" or "string"
+
+    def batches(self, batch_size: int) -> Iterator[tuple[pa.Array, pa.Array]]:
+        """(ids, texts) per record batch; ids cast to int64 or string, texts to string."""
+        id_type = pa.int64() if self.id_type == "int64" else pa.string()
+        for path in self.files:
+            pf = pq.ParquetFile(path)
+            for batch in pf.iter_batches(batch_size=batch_size, columns=[self.id_column, self.text_column]):
+                ids = batch.column(0)
+                if ids.null_count:
+                    raise CorpusError(f"{path}: column '{self.id_column}' has {ids.null_count} null ids")
+                yield ids.cast(id_type), batch.column(1).cast(pa.string())
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.parquet") if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise CorpusError(f"no .parquet files in directory {path}")
+        return files
+    if path.is_file():
+        return [path]
+    raise CorpusError(f"corpus not found: {path}")
+
+
+def _id_type(t: pa.DataType) -> str | None:
+    if pa.types.is_integer(t):
+        return "int64"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "string"
+    return None
+
+
+def open_corpus(paths: Sequence[str | Path], id_column: str = "id", text_column: str = "text") -> Corpus:
+    """Check every file's schema (footers only) and return a :class:`Corpus` to stream."""
+    if not paths:
+        raise CorpusError("no corpus given")
+    files: list[Path] = []
+    for p in paths:
+        files.extend(_parquet_files(Path(p)))
+    num_rows = 0
+    id_types = set()
+    for f in files:
+        try:
+            meta = pq.read_metadata(f)
+            schema = meta.schema.to_arrow_schema()
+        except (pa.ArrowInvalid, OSError) as e:
+            raise CorpusError(f"{f} is not a readable Parquet file ({e})") from None
+        names = schema.names
+        for col, flag in ((id_column, "--id-column"), (text_column, "--text-column")):
+            if col not in names:
+                raise CorpusError(
+                    f"{f} has no column '{col}'; columns present: {', '.join(names)}; choose one with {flag}"
+                )
+        tt = schema.field(text_column).type
+        if not (pa.types.is_string(tt) or pa.types.is_large_string(tt)):
+            raise CorpusError(f"{f}: text column '{text_column}' has type {tt}, expected a string type")
+        it = _id_type(schema.field(id_column).type)
+        if it is None:
+            raise CorpusError(
+                f"{f}: id column '{id_column}' has type {schema.field(id_column).type}; ids must be integers or strings"
+            )
+        id_types.add(it)
+        num_rows += meta.num_rows
+    if len(id_types) > 1:
+        raise CorpusError("the corpus files mix integer and string ids; use one id type in every file")
+    if num_rows == 0:
+        raise CorpusError("the corpus has no rows")
+    return Corpus(tuple(files), id_column, text_column, num_rows, id_types.pop())

@@ -1,0 +1,45 @@
+"""``GloVeSearch``: the design's standalone utility, an in-memory index over a list of documents.
+
+It is a thin wrapper: the same tokeniser, word vectors and mean-pool tower as ``glovefaiss
+build``, and the same :class:`~glovefaiss.query.Index` for search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from . import index as faiss_index
+from .config import Config, EmbeddingConfig, TokeniserConfig
+from .pipeline import encoder_from_config
+from .query import Index
+
+
+class GloVeSearch:
+    """Index a list of documents in memory and search it with GloVe mean-pool vectors."""
+
+    def __init__(self, model_name: str = "glove-wiki-gigaword-50", tokeniser: TokeniserConfig | None = None):
+        config = Config(tokeniser=tokeniser or TokeniserConfig(), embedding=EmbeddingConfig(model_name=model_name))
+        self.encoder, self.vectors = encoder_from_config(config)
+        self.documents: list[str] = []
+        self._index: Index | None = None
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised float32 vectors, one row per text."""
+        return self.encoder.encode_arrow(pa.array(list(texts), pa.string()))[0]
+
+    def index_documents(self, documents: Sequence[str]) -> None:
+        """Replace the indexed documents with ``documents``."""
+        self.documents = list(documents)
+        idx = faiss_index.make_index(self.encoder.dim, "flat", with_ids=False)
+        faiss_index.add(idx, self.encode(self.documents))
+        self._index = Index(self.encoder, idx, row_ids=pa.array(range(len(self.documents)), pa.int64()),
+                            texts=self.documents)
+
+    def search(self, query: str, top_k: int = 5) -> list[dict]:
+        """The ``top_k`` most similar documents: ``[{"document": text, "score": cosine}]``, best first."""
+        if self._index is None:
+            raise RuntimeError("call index_documents() before search()")
+        return [{"document": h["text"], "score": h["score"]} for h in self._index.hits([query], k=top_k)]

@@ -1,0 +1,192 @@
+"""Load an index directory once and search it with many queries. Imports neither torch nor gensim."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from . import index as faiss_index
+from .errors import IndexDirError, QueryError
+from .manifest import INDEX_FILE, TOWER_DIR, read_manifest
+from .pooling import TextEncoder, load_encoder
+from .shards import ShardReader
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchResult:
+    """Top-k per query: ``ids`` (n, k) corpus ids, ``scores`` (n, k) cosine similarities.
+
+    A query with no word in the vocabulary, or a k beyond the corpus size, leaves slots
+    empty: id -1 (or None for string ids) and score -inf.
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+    rows: np.ndarray  # row numbers in the shards, -1 where empty
+
+
+class Index:
+    """A searchable index: query tower + FAISS index + ids (+ stored texts)."""
+
+    def __init__(self, encoder: TextEncoder, faiss_idx, row_ids: pa.Array | None,
+                 texts=None, manifest: dict | None = None):
+        """``row_ids``: corpus id of each row, None when FAISS labels are the int64 ids themselves.
+
+        ``texts``: an object with ``take(rows, "text")`` (a ShardReader), a sequence of strings, or None.
+        """
+        self.encoder = encoder
+        self.faiss = faiss_idx
+        self._row_ids = row_ids
+        self._texts = texts
+        self.manifest = manifest or {}
+        self._id_order: tuple[np.ndarray, np.ndarray] | None = None
+        self._id_source = None
+
+    @classmethod
+    def load(cls, directory: str | Path, *, mmap: bool = False) -> Index:
+        """Open an index directory written by ``glovefaiss build``."""
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        try:
+            encoder = load_encoder(directory / manifest.get("query_tower", {}).get("dir", TOWER_DIR))
+        except (OSError, KeyError, ValueError) as e:
+            raise IndexDirError(f"{directory}: the query tower is missing or damaged ({e}); rebuild the index") from None
+        idx = faiss_index.load(directory / manifest["index"].get("file", INDEX_FILE), mmap=mmap)
+        reader = ShardReader(directory, manifest["shards"], manifest["row_group_rows"])
+        if idx.ntotal != reader.num_rows:
+            raise IndexDirError(
+                f"{directory}: the index holds {idx.ntotal} vectors but the shards {reader.num_rows} rows; rebuild the index"
+            )
+        by_row = manifest["index"]["labels"] == "row"
+        self = cls(encoder, idx, None, reader if manifest.get("store_text") else None, manifest)
+        self._id_source = reader
+        if by_row:
+            self._row_ids = reader.column("id").combine_chunks()
+        return self
+
+    def __len__(self) -> int:
+        return int(self.faiss.ntotal)
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    def encode(self, texts: Sequence[str] | str) -> np.ndarray:
+        """Query vectors, float32 (n, dim), L2-normalised (zero for a text with no known word)."""
+        return self.encoder.encode(texts)
+
+    def search(self, texts: Sequence[str] | str, k: int = 10) -> SearchResult:
+        """Top-``k`` documents for each text, best first."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if k <= 0:
+            raise QueryError(f"k must be at least 1, got {k}")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise QueryError(f"query {i + 1} is empty; give some text to search for")
+        return self.search_vectors(self.encode(texts), k)
+
+    def search_vectors(self, vectors: np.ndarray, k: int = 10) -> SearchResult:
+        """Top-``k`` for query vectors already encoded by :meth:`encode`."""
+        scores, labels = faiss_index.search(self.faiss, vectors, min(k, max(len(self), 1)))
+        empty = ~np.any(vectors != 0, axis=1)
+        labels[empty] = -1
+        scores[empty] = -np.inf
+        if self._row_ids is None:
+            ids = labels
+            rows = self._rows_of_ids(labels)
+        else:
+            rows = labels
+            ids = np.empty(labels.shape, dtype=object)
+            found = labels >= 0
+            ids[found] = self._row_ids.take(pa.array(labels[found])).to_numpy(zero_copy_only=False)
+            ids[~found] = None
+        return SearchResult(ids=ids, scores=scores, rows=rows)
+
+    def _rows_of_ids(self, labels: np.ndarray) -> np.ndarray:
+        """Shard row of each int64 id label (-1 stays -1)."""
+        if self._id_order is None:
+            if self._id_source is None:
+                return labels
+            ids = self._id_source.column("id").to_numpy()
+            order = np.argsort(ids, kind="stable")
+            self._id_order = (ids[order], order)
+        sorted_ids, order = self._id_order
+        pos = np.clip(np.searchsorted(sorted_ids, labels), 0, len(sorted_ids) - 1)
+        return np.where(labels >= 0, order[pos], -1)
+
+    def hits(self, texts: Sequence[str] | str, k: int = 10, query_ids: Sequence[Any] | None = None,
+             with_text: bool = True) -> list[dict[str, Any]]:
+        """Flat list of hits: ``query_id``, ``rank`` (from 1), ``id``, ``score`` and ``text`` when stored."""
+        if isinstance(texts, str):
+            texts = [texts]
+        query_ids = list(query_ids) if query_ids is not None else list(range(1, len(texts) + 1))
+        result = self.search(texts, k)
+        found = result.rows >= 0
+        want_text = with_text and self._texts is not None
+        text_of = {}
+        if want_text and found.any():
+            rows = np.unique(result.rows[found])
+            take = getattr(self._texts, "take", None)
+            values = take(rows, "text") if take else [self._texts[int(r)] for r in rows]
+            text_of = dict(zip(rows.tolist(), values))
+        out = []
+        for qi, qid in enumerate(query_ids):
+            for rank in range(result.rows.shape[1]):
+                if not found[qi, rank]:
+                    continue
+                ident = result.ids[qi, rank]
+                hit = {"query_id": qid, "rank": rank + 1,
+                       "id": ident.item() if isinstance(ident, np.generic) else ident,
+                       "score": float(result.scores[qi, rank])}
+                if want_text:
+                    hit["text"] = text_of[int(result.rows[qi, rank])]
+                out.append(hit)
+        return out
+
+
+def read_queries(path: str | Path) -> tuple[list[Any], list[str]]:
+    """(ids, texts) from Parquet or JSONL with columns ``id`` and ``text``, or a text file (ids = line numbers)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise QueryError(f"query file not found: {path}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic == b"PAR1":
+        table = pq.read_table(path)
+        rows = table.to_pylist()
+    elif path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise QueryError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+                if not isinstance(rows[-1], dict):
+                    raise QueryError(f"{path}:{n}: each line must be a JSON object with 'id' and 'text'")
+    else:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        pairs = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+        if not pairs:
+            raise QueryError(f"{path} has no queries")
+        return [n for n, _ in pairs], [t for _, t in pairs]
+    if not rows:
+        raise QueryError(f"{path} has no queries")
+    for col in ("id", "text"):
+        if col not in rows[0]:
+            raise QueryError(f"{path} has no '{col}' column; columns present: {', '.join(rows[0])}; "
+                             "query files need 'id' and 'text'")
+    return [r.get("id") for r in rows], [r.get("text") or "" for r in rows]

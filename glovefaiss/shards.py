@@ -1,0 +1,140 @@
+"""Vector shards: Parquet files of (id, vector[, text]), written atomically, read by row group."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .manifest import sha256_file
+
+
+def shard_schema(id_type: str, dim: int, store_text: bool) -> pa.Schema:
+    fields = [
+        pa.field("id", pa.int64() if id_type == "int64" else pa.string(), nullable=False),
+        pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
+    ]
+    if store_text:
+        fields.append(pa.field("text", pa.string()))
+    return pa.schema(fields)
+
+
+def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+
+
+class ShardWriter:
+    """Writes rows into ``part-NNNNN.parquet`` files of ``shard_rows`` rows each.
+
+    Row groups always hold ``row_group_rows`` rows (the last of a shard may hold fewer), whatever
+    the batch sizes fed in, so the bytes depend only on the data and the layout settings. Each
+    shard is written under a temporary name and renamed when complete.
+    """
+
+    def __init__(self, directory: Path, schema: pa.Schema, shard_rows: int, row_group_rows: int):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.schema = schema
+        self.shard_rows = shard_rows
+        self.row_group_rows = min(row_group_rows, shard_rows)
+        self.shards: list[dict] = []
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._rows_in_shard = 0
+
+    def write(self, ids: pa.Array, vectors: np.ndarray, texts: pa.Array | None = None) -> None:
+        arrays = [ids, vectors_to_arrow(vectors)]
+        if "text" in self.schema.names:
+            arrays.append(texts)
+        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        while self._pending_rows and (final or self._pending_rows >= self.row_group_rows):
+            room = self.shard_rows - self._rows_in_shard
+            take = min(self.row_group_rows, room, self._pending_rows)
+            table = pa.Table.from_batches(self._pending, schema=self.schema)
+            head, rest = table.slice(0, take), table.slice(take)
+            self._pending = rest.to_batches()
+            self._pending_rows = rest.num_rows
+            self._open().write_table(head, row_group_size=take)
+            self._rows_in_shard += take
+            if self._rows_in_shard == self.shard_rows:
+                self._close_shard()
+
+    def _open(self) -> pq.ParquetWriter:
+        if self._writer is None:
+            name = f"part-{len(self.shards):05d}.parquet"
+            self._tmp = self.directory / (name + ".tmp")
+            self._name = name
+            self._writer = pq.ParquetWriter(
+                self._tmp,
+                self.schema,
+                compression={"id": "zstd", "vector": "none", "text": "zstd"},
+                use_dictionary=["id", "text"],
+                write_statistics=["id"],
+            )
+        return self._writer
+
+    def _close_shard(self) -> None:
+        self._writer.close()
+        self._writer = None
+        final = self.directory / self._name
+        os.replace(self._tmp, final)
+        self.shards.append({"file": f"{self.directory.name}/{self._name}", "rows": self._rows_in_shard,
+                            "sha256": sha256_file(final)})
+        self._rows_in_shard = 0
+
+    def close(self) -> list[dict]:
+        """Flush what is pending, close the last shard and return the shard list."""
+        self._flush(final=True)
+        if self._writer is not None:
+            self._close_shard()
+        return self.shards
+
+
+class ShardReader:
+    """Random access to shard rows by global row number, one row group at a time."""
+
+    def __init__(self, root: Path, shards: list[dict], row_group_rows: int):
+        self.root = Path(root)
+        self.files = [self.root / s["file"] for s in shards]
+        self.starts = np.concatenate([[0], np.cumsum([s["rows"] for s in shards])]).astype(np.int64)
+        self.row_group_rows = row_group_rows
+        self._row_group = lru_cache(maxsize=64)(self._read_row_group)
+        self._files: dict[int, pq.ParquetFile] = {}
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.starts[-1])
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        """One column of every shard, in row order."""
+        return pa.chunked_array(
+            [pq.read_table(f, columns=[name]).column(0).combine_chunks() for f in self.files]
+        )
+
+    def _read_row_group(self, shard: int, group: int, column: str) -> pa.Array:
+        pf = self._files.get(shard)
+        if pf is None:
+            pf = self._files[shard] = pq.ParquetFile(self.files[shard])
+        return pf.read_row_group(group, columns=[column]).column(0).combine_chunks()
+
+    def take(self, rows: np.ndarray, column: str) -> list:
+        """Values of ``column`` at global ``rows`` (reads only the row groups that hold them)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        shard = np.searchsorted(self.starts, rows, side="right") - 1
+        local = rows - self.starts[shard]
+        group, within = np.divmod(local, self.row_group_rows)
+        return [
+            self._row_group(int(s), int(g), column)[int(w)].as_py()
+            for s, g, w in zip(shard, group, within)
+        ]

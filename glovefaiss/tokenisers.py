@@ -1,0 +1,144 @@
+"""One word-level tokeniser with two paths that agree: Arrow arrays (corpora) and single strings (queries).
+
+The rules, in order: optional lowercasing (Unicode simple case mapping, as pyarrow's
+``utf8_lower``), then every separator character (whitespace and punctuation) either becomes
+a space (``strip_punctuation``) or, for punctuation, a token of its own; then split on spaces,
+then keep the first ``max_len`` tokens. The separator set is an explicit list of code points
+given to both regex engines (RE2 in pyarrow, ``re`` in Python), whose ``\\w``/``\\s`` differ.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .config import TokeniserConfig
+
+# Separator code points, frozen from Unicode 14.0 (Python 3.11) so that an index built on one
+# Python tokenises queries the same on another: whitespace = ASCII controls \t..\r, \x1c..\x1f,
+# space, and category Z*; punctuation = printable ASCII that is not alphanumeric, and category P*.
+_SPACE_RANGES = (
+    (0x0009, 0x000D), (0x001C, 0x0020), (0x0085, 0x0085), (0x00A0, 0x00A0), (0x1680, 0x1680),
+    (0x2000, 0x200A), (0x2028, 0x2029), (0x202F, 0x202F), (0x205F, 0x205F), (0x3000, 0x3000),
+)
+_PUNCT_RANGES = (
+    (0x0021, 0x002F), (0x003A, 0x0040), (0x005B, 0x0060), (0x007B, 0x007E), (0x00A1, 0x00A1),
+    (0x00A7, 0x00A7), (0x00AB, 0x00AB), (0x00B6, 0x00B7), (0x00BB, 0x00BB), (0x00BF, 0x00BF),
+    (0x037E, 0x037E), (0x0387, 0x0387), (0x055A, 0x055F), (0x0589, 0x058A), (0x05BE, 0x05BE),
+    (0x05C0, 0x05C0), (0x05C3, 0x05C3), (0x05C6, 0x05C6), (0x05F3, 0x05F4), (0x0609, 0x060A),
+    (0x060C, 0x060D), (0x061B, 0x061B), (0x061D, 0x061F), (0x066A, 0x066D), (0x06D4, 0x06D4),
+    (0x0700, 0x070D), (0x07F7, 0x07F9), (0x0830, 0x083E), (0x085E, 0x085E), (0x0964, 0x0965),
+    (0x0970, 0x0970), (0x09FD, 0x09FD), (0x0A76, 0x0A76), (0x0AF0, 0x0AF0), (0x0C77, 0x0C77),
+    (0x0C84, 0x0C84), (0x0DF4, 0x0DF4), (0x0E4F, 0x0E4F), (0x0E5A, 0x0E5B), (0x0F04, 0x0F12),
+    (0x0F14, 0x0F14), (0x0F3A, 0x0F3D), (0x0F85, 0x0F85), (0x0FD0, 0x0FD4), (0x0FD9, 0x0FDA),
+    (0x104A, 0x104F), (0x10FB, 0x10FB), (0x1360, 0x1368), (0x1400, 0x1400), (0x166E, 0x166E),
+    (0x169B, 0x169C), (0x16EB, 0x16ED), (0x1735, 0x1736), (0x17D4, 0x17D6), (0x17D8, 0x17DA),
+    (0x1800, 0x180A), (0x1944, 0x1945), (0x1A1E, 0x1A1F), (0x1AA0, 0x1AA6), (0x1AA8, 0x1AAD),
+    (0x1B5A, 0x1B60), (0x1B7D, 0x1B7E), (0x1BFC, 0x1BFF), (0x1C3B, 0x1C3F), (0x1C7E, 0x1C7F),
+    (0x1CC0, 0x1CC7), (0x1CD3, 0x1CD3), (0x2010, 0x2027), (0x2030, 0x2043), (0x2045, 0x2051),
+    (0x2053, 0x205E), (0x207D, 0x207E), (0x208D, 0x208E), (0x2308, 0x230B), (0x2329, 0x232A),
+    (0x2768, 0x2775), (0x27C5, 0x27C6), (0x27E6, 0x27EF), (0x2983, 0x2998), (0x29D8, 0x29DB),
+    (0x29FC, 0x29FD), (0x2CF9, 0x2CFC), (0x2CFE, 0x2CFF), (0x2D70, 0x2D70), (0x2E00, 0x2E2E),
+    (0x2E30, 0x2E4F), (0x2E52, 0x2E5D), (0x3001, 0x3003), (0x3008, 0x3011), (0x3014, 0x301F),
+    (0x3030, 0x3030), (0x303D, 0x303D), (0x30A0, 0x30A0), (0x30FB, 0x30FB), (0xA4FE, 0xA4FF),
+    (0xA60D, 0xA60F), (0xA673, 0xA673), (0xA67E, 0xA67E), (0xA6F2, 0xA6F7), (0xA874, 0xA877),
+    (0xA8CE, 0xA8CF), (0xA8F8, 0xA8FA), (0xA8FC, 0xA8FC), (0xA92E, 0xA92F), (0xA95F, 0xA95F),
+    (0xA9C1, 0xA9CD), (0xA9DE, 0xA9DF), (0xAA5C, 0xAA5F), (0xAADE, 0xAADF), (0xAAF0, 0xAAF1),
+    (0xABEB, 0xABEB), (0xFD3E, 0xFD3F), (0xFE10, 0xFE19), (0xFE30, 0xFE52), (0xFE54, 0xFE61),
+    (0xFE63, 0xFE63), (0xFE68, 0xFE68), (0xFE6A, 0xFE6B), (0xFF01, 0xFF03), (0xFF05, 0xFF0A),
+    (0xFF0C, 0xFF0F), (0xFF1A, 0xFF1B), (0xFF1F, 0xFF20), (0xFF3B, 0xFF3D), (0xFF3F, 0xFF3F),
+    (0xFF5B, 0xFF5B), (0xFF5D, 0xFF5D), (0xFF5F, 0xFF65), (0x10100, 0x10102), (0x1039F, 0x1039F),
+    (0x103D0, 0x103D0), (0x1056F, 0x1056F), (0x10857, 0x10857), (0x1091F, 0x1091F), (0x1093F, 0x1093F),
+    (0x10A50, 0x10A58), (0x10A7F, 0x10A7F), (0x10AF0, 0x10AF6), (0x10B39, 0x10B3F), (0x10B99, 0x10B9C),
+    (0x10EAD, 0x10EAD), (0x10F55, 0x10F59), (0x10F86, 0x10F89), (0x11047, 0x1104D), (0x110BB, 0x110BC),
+    (0x110BE, 0x110C1), (0x11140, 0x11143), (0x11174, 0x11175), (0x111C5, 0x111C8), (0x111CD, 0x111CD),
+    (0x111DB, 0x111DB), (0x111DD, 0x111DF), (0x11238, 0x1123D), (0x112A9, 0x112A9), (0x1144B, 0x1144F),
+    (0x1145A, 0x1145B), (0x1145D, 0x1145D), (0x114C6, 0x114C6), (0x115C1, 0x115D7), (0x11641, 0x11643),
+    (0x11660, 0x1166C), (0x116B9, 0x116B9), (0x1173C, 0x1173E), (0x1183B, 0x1183B), (0x11944, 0x11946),
+    (0x119E2, 0x119E2), (0x11A3F, 0x11A46), (0x11A9A, 0x11A9C), (0x11A9E, 0x11AA2), (0x11C41, 0x11C45),
+    (0x11C70, 0x11C71), (0x11EF7, 0x11EF8), (0x11FFF, 0x11FFF), (0x12470, 0x12474), (0x12FF1, 0x12FF2),
+    (0x16A6E, 0x16A6F), (0x16AF5, 0x16AF5), (0x16B37, 0x16B3B), (0x16B44, 0x16B44), (0x16E97, 0x16E9A),
+    (0x16FE2, 0x16FE2), (0x1BC9F, 0x1BC9F), (0x1DA87, 0x1DA8B), (0x1E95E, 0x1E95F),
+)
+
+
+def _char_class(ranges: tuple[tuple[int, int], ...]) -> str:
+    """A regex character class that RE2 and Python's ``re`` read the same way."""
+
+    def lit(cp: int) -> str:
+        c = chr(cp)
+        return "\\" + c if c in "\\]^-[" else c
+
+    return "[" + "".join(lit(a) if a == b else f"{lit(a)}-{lit(b)}" for a, b in ranges) + "]"
+
+
+SPACE_CLASS = _char_class(_SPACE_RANGES)
+PUNCT_CLASS = _char_class(_PUNCT_RANGES)
+SEPARATOR_CLASS = SPACE_CLASS[:-1] + PUNCT_CLASS[1:]
+
+_SEP_RUN = re.compile(SEPARATOR_CLASS + "+")
+_SPACE_RUN = re.compile(SPACE_CLASS + "+")
+_PUNCT_ONE = re.compile("(" + PUNCT_CLASS + ")")
+
+
+@dataclass(frozen=True)
+class Tokeniser:
+    """Splits text into word tokens by the rules of a :class:`TokeniserConfig`."""
+
+    config: TokeniserConfig = TokeniserConfig()
+
+    def describe(self) -> dict:
+        c = self.config
+        return {
+            "type": c.type,
+            "lowercase": c.lowercase,
+            "strip_punctuation": c.strip_punctuation,
+            "max_len": c.max_len,
+        }
+
+    def tokenise(self, text: str) -> list[str]:
+        """Tokens of one string (the query path: a few microseconds, no Arrow batch overhead)."""
+        if self.config.lowercase:
+            # utf8_lower, not str.lower: Python's full case mapping differs ("İ", final sigma).
+            text = pc.utf8_lower(pa.scalar(_valid_utf8(text), pa.string())).as_py()
+        if self.config.strip_punctuation:
+            text = _SEP_RUN.sub(" ", text)
+        else:
+            text = _PUNCT_ONE.sub(r" \1 ", _SPACE_RUN.sub(" ", text))
+        tokens = [t for t in text.split(" ") if t]
+        if self.config.max_len is not None:
+            tokens = tokens[: self.config.max_len]
+        return tokens
+
+    def tokenise_arrow(self, texts: pa.Array | pa.ChunkedArray) -> pa.ListArray:
+        """Tokens of every string in an Arrow array, vectorised; null texts give null lists."""
+        if isinstance(texts, pa.ChunkedArray):
+            texts = texts.combine_chunks()
+        if pa.types.is_large_string(texts.type):
+            texts = texts.cast(pa.string())
+        s = texts
+        if self.config.lowercase:
+            s = pc.utf8_lower(s)
+        if self.config.strip_punctuation:
+            s = pc.replace_substring_regex(s, SEPARATOR_CLASS + "+", " ")
+        else:
+            s = pc.replace_substring_regex(s, SPACE_CLASS + "+", " ")
+            s = pc.replace_substring_regex(s, "(" + PUNCT_CLASS + ")", r" \1 ")
+            s = pc.replace_substring_regex(s, "  +", " ")
+        s = pc.utf8_trim(s, " ")
+        s = pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
+        tokens = pc.split_pattern(s, " ")
+        if self.config.max_len is not None:
+            tokens = pc.list_slice(tokens, 0, self.config.max_len)
+        return tokens
+
+
+def _valid_utf8(text: str) -> str:
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:  # lone surrogates cannot enter Arrow
+        return text.encode("utf-8", "replace").decode("utf-8")

@@ -1,0 +1,167 @@
+"""The CLI end to end with click's CliRunner: exit codes and exact output."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from glovefaiss.cli import cli
+
+from .conftest import write_corpus, write_glove_text
+
+TEXTS = ["cat", "cat dog", "fish", "dog, dog & bird"]
+
+
+@pytest.fixture
+def onehot(tmp_path):
+    """One-hot word vectors, so every score is known by hand."""
+    path = write_glove_text(tmp_path / "onehot.txt", ["cat", "dog", "fish", "bird"], np.eye(4, dtype=np.float32))
+    corpus = write_corpus(tmp_path / "docs.parquet", [1, 2, 3, 4], TEXTS, pa.int64())
+    return path, corpus
+
+
+@pytest.fixture
+def index_dir(tmp_path, onehot):
+    vectors, corpus = onehot
+    out = tmp_path / "idx"
+    result = CliRunner().invoke(cli, ["build", str(corpus), "--out", str(out), "--glove", str(vectors)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_build_summary(tmp_path, onehot):
+    vectors, corpus = onehot
+    result = run("build", corpus, "--out", tmp_path / "x", "--glove", vectors, "--batch-size", 3)
+    assert result.exit_code == 0
+    assert result.stdout == ""
+    assert f"built {tmp_path / 'x'}: 4 documents in " in result.stderr
+    assert "OOV rate 0.0%, 0 empty documents, index " in result.stderr
+
+
+def test_query_table(index_dir):
+    result = run("query", index_dir, "cat", "-k", 2)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "query_id  rank  id  score   text\n"
+        "--------  ----  --  ------  -------\n"
+        "1         1     1   1.0000  cat\n"
+        "1         2     2   0.7071  cat dog\n"
+    )
+
+
+def test_query_jsonl_csv_trec(index_dir):
+    result = run("query", index_dir, "bird", "fish", "-k", 1, "--format", "jsonl")
+    assert result.exit_code == 0
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines == [
+        {"query_id": 1, "rank": 1, "id": 4, "score": pytest.approx(1 / np.sqrt(5), abs=1e-6), "text": "dog, dog & bird"},
+        {"query_id": 2, "rank": 1, "id": 3, "score": pytest.approx(1.0, abs=1e-6), "text": "fish"},
+    ]
+    result = run("query", index_dir, "fish", "-k", 1, "--format", "csv")
+    assert result.stdout == "query_id,rank,id,score,text\n1,1,3,1.0,fish\n"
+    result = run("query", index_dir, "fish", "-k", 1, "--format", "trec")
+    assert result.stdout == "1 Q0 3 1 1.000000 glovefaiss\n"
+
+
+def test_query_files(tmp_path, index_dir):
+    txt = tmp_path / "q.txt"
+    txt.write_text("fish\n\ncat\n")
+    result = run("query", index_dir, "--queries", txt, "-k", 1, "--format", "jsonl")
+    assert [(h["query_id"], h["id"]) for h in map(json.loads, result.stdout.splitlines())] == [(1, 3), (3, 1)]
+
+    jl = tmp_path / "q.jsonl"
+    jl.write_text('{"id": "a", "text": "bird"}\n{"id": "b", "text": "cat"}\n')
+    out = tmp_path / "hits.json"
+    result = run("query", index_dir, "--queries", jl, "-k", 1, "--format", "json", "--output", out)
+    assert result.exit_code == 0 and result.stdout == ""
+    assert [(h["query_id"], h["id"]) for h in json.loads(out.read_text())] == [("a", 4), ("b", 1)]
+
+    pqf = tmp_path / "q.parquet"
+    pq.write_table(pa.table({"id": [7], "text": ["dog"]}), pqf)
+    result = run("query", index_dir, "--queries", pqf, "-k", 1, "--format", "trec")
+    assert result.stdout.startswith("7 Q0 ")
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"qid": 1, "text": "cat"}\n')
+    result = run("query", index_dir, "--queries", bad)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {bad} has no 'id' column; columns present: qid, text; query files need 'id' and 'text'\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["query", "{idx}", "cat", "-k", "0"], "Error: k must be at least 1, got 0\n"),
+        (["query", "{idx}", "   "], "Error: query 1 is empty; give some text to search for\n"),
+        (["query", "{tmp}/nowhere", "cat"], "Error: index directory not found: {tmp}/nowhere\n"),
+        (["build", "{tmp}/missing.parquet", "--out", "{tmp}/o"], "Error: corpus not found: {tmp}/missing.parquet\n"),
+    ],
+)
+def test_errors_are_one_line(tmp_path, index_dir, args, message):
+    fill = {"idx": index_dir, "tmp": tmp_path}
+    result = run(*[a.format(**fill) for a in args])
+    assert result.exit_code == 1
+    assert result.stderr == message.format(**fill)
+
+
+def test_missing_column_lists_columns(tmp_path, onehot):
+    vectors, _ = onehot
+    corpus = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"doc_id": [1], "body": ["cat"]}), corpus)
+    result = run("build", corpus, "--out", tmp_path / "o", "--glove", vectors)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {corpus} has no column 'id'; columns present: doc_id, body; choose one with --id-column\n"
+    )
+    result = run("build", corpus, "--out", tmp_path / "o", "--glove", vectors, "--id-column", "doc_id",
+                 "--text-column", "body")
+    assert result.exit_code == 0, result.output
+
+
+def test_usage_errors(index_dir, tmp_path):
+    result = run("query", index_dir)
+    assert result.exit_code == 2
+    assert "give at least one query TEXT, or --queries FILE" in result.stderr
+    result = run("query", index_dir, "cat", "--queries", tmp_path / "q.txt")
+    assert result.exit_code == 2
+
+
+def test_existing_output_needs_overwrite(index_dir, onehot):
+    vectors, corpus = onehot
+    result = run("build", corpus, "--out", index_dir, "--glove", vectors)
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {index_dir} already exists; pass --overwrite to replace it\n"
+    assert run("build", corpus, "--out", index_dir, "--glove", vectors, "--overwrite").exit_code == 0
+
+
+def test_verbose_shows_the_exception(tmp_path):
+    result = run("--verbose", "query", tmp_path / "nowhere", "cat")
+    assert result.exit_code == 1
+    assert type(result.exception).__name__ == "IndexDirError"
+
+
+def test_python_dash_m_and_config_flag_override(tmp_path, onehot):
+    vectors, corpus = onehot
+    cfg = tmp_path / "c.yml"
+    cfg.write_text("build:\n  store_text: false\nembedding:\n  model_name: does-not-matter\n")
+    out = tmp_path / "idx"
+    proc = subprocess.run(
+        [sys.executable, "-m", "glovefaiss", "build", str(corpus), "--out", str(out), "--config", str(cfg),
+         "--glove", str(vectors)],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["store_text"] is False and manifest["config"]["embedding"]["model_name"] == str(vectors)

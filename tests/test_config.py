@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+
+from glovefaiss.config import Config, load_config
+from glovefaiss.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_default_config_file_equals_builtin_defaults():
+    assert load_config(CONFIGS / "default_config.yml") == Config()
+
+
+def test_glove_search_extends_default():
+    cfg = load_config(CONFIGS / "glove_search.yml")
+    assert cfg.loss.margin == 0.3
+    assert cfg.embedding.type == "glove" and cfg.embedding.trainable is False
+    assert cfg.tokeniser.max_len == 128
+    # Keys it does not set come from default_config.yml.
+    assert cfg.build == Config().build
+    assert cfg.optimizer.type == "adam"
+
+
+def test_unknown_key_is_named(tmp_path):
+    p = tmp_path / "c.yml"
+    p.write_text("extends: {}\nembedding:\n  dimm: 3\n".format(CONFIGS / "default_config.yml"))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == (
+        f"{p}: unknown key 'embedding.dimm'; valid keys here: type, model_name, dim, trainable"
+    )
+
+
+def test_unknown_top_level_key(tmp_path):
+    p = tmp_path / "c.yml"
+    p.write_text("epochz: 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'epochz'"):
+        load_config(p)
+
+
+def test_wrong_type_is_named(tmp_path):
+    p = tmp_path / "c.yml"
+    p.write_text("tokeniser:\n  lowercase: 'yes'\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == f"{p}: 'tokeniser.lowercase' must be bool, got 'yes'"
+
+
+def test_extends_loop_and_missing_file(tmp_path):
+    a, b = tmp_path / "a.yml", tmp_path / "b.yml"
+    a.write_text("extends: b.yml\n")
+    b.write_text("extends: a.yml\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(a)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yml")
+
+
+def test_overrides_ignore_none_and_validate():
+    cfg = Config().replace({"build.batch_size": 7, "build.id_column": None, "embedding.model_name": "x"})
+    assert cfg.build.batch_size == 7 and cfg.build.id_column == "id" and cfg.embedding.model_name == "x"
+    with pytest.raises(ConfigError, match="'build.batch_size' must be int"):
+        Config().replace({"build.batch_size": "many"})
+
+
+def test_int_accepted_for_float():
+    assert Config().replace({"loss.margin": 1}).loss.margin == 1.0

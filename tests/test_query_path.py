@@ -1,0 +1,47 @@
+"""The query path must not import torch or gensim; the design's examples run offline."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+from glovefaiss.pipeline import build
+
+from .test_build_query import config_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_query_path_imports_neither_torch_nor_gensim(tmp_path, tiny_vectors, tiny_corpus):
+    build([tiny_corpus[0]], tmp_path / "idx", config_for(tiny_vectors[0]), progress=False)
+    code = (
+        "import sys, glovefaiss\n"
+        f"idx = glovefaiss.Index.load({str(tmp_path / 'idx')!r})\n"
+        "hits = idx.hits(['the cat sat'], k=2)\n"
+        "from glovefaiss.cli import cli\n"
+        "assert hits[0]['id'] == 10, hits\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'gensim'))\n"
+        "print(','.join(bad))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
+
+
+def test_glove_search_example_runs_offline():
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "glove_search_example.py")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3
+    assert lines[0].endswith("Kittens love to play with yarn.") or lines[0].endswith("The cat sat on the mat.")
+
+
+def test_glove_search_api():
+    from glovefaiss import GloVeSearch
+
+    s = GloVeSearch()
+    s.index_documents(["The stock market fell.", "A kitten chased a cat.", "Rain fell on the river."])
+    hits = s.search("cats and kittens", top_k=2)
+    assert [set(h) for h in hits] == [{"document", "score"}] * 2
+    assert hits[0]["document"] == "A kitten chased a cat."
+    assert hits[0]["score"] >= hits[1]["score"]
