@@ -58,9 +58,10 @@ def _human_bytes(n: int) -> str:
 @click.option("--threads", type=click.IntRange(min=1), help="Encoding threads (default: all cores).")
 @click.option("--store-text/--no-store-text", default=None, help="Keep document texts in the shards (default: yes).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index directory.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted build from its completed shards.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 def build(corpus, out, config_path, id_column, text_column, glove, batch_size, shard_rows, threads,
-          store_text, overwrite, as_json):
+          store_text, overwrite, resume, as_json):
     """Encode Parquet CORPUS files (or directories of them) into an index at --out."""
     from .config import load_config
     from .pipeline import build as run_build
@@ -70,7 +71,7 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
         "build.batch_size": batch_size, "build.shard_rows": shard_rows, "build.threads": threads,
         "build.store_text": store_text,
     })
-    result = run_build(list(corpus), out, config, overwrite=overwrite)
+    result = run_build(list(corpus), out, config, overwrite=overwrite, resume=resume)
     if as_json:
         click.echo(json.dumps(result.manifest, indent=2))
     m = result.manifest
@@ -137,6 +138,16 @@ def query(index_dir, text, k, queries, fmt, output, mmap):
         output.write_text(rendered, encoding="utf-8")
     else:
         click.echo(rendered, nl=False)
+
+
+@cli.command()
+@click.argument("index_dir", type=click.Path(path_type=Path))
+def verify(index_dir):
+    """Check every file of INDEX_DIR against the sha256 sums in its manifest."""
+    from .manifest import verify as run_verify
+
+    checked = run_verify(index_dir)
+    click.echo(f"{index_dir}: OK ({len(checked)} files match the manifest)")
 
 
 def main() -> None:

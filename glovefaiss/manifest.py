@@ -53,3 +53,50 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
             "upgrade glovefaiss"
         )
     return data
+
+
+def _expected_files(directory: Path, manifest: dict[str, Any]) -> list[tuple[Path, int | None, str | None]]:
+    """(path, bytes, sha256) of every file the manifest vouches for."""
+    files = [(directory / s["file"], s.get("bytes"), s.get("sha256")) for s in manifest.get("shards", [])]
+    idx = manifest.get("index", {})
+    files.append((directory / idx.get("file", INDEX_FILE), idx.get("bytes"), idx.get("sha256")))
+    tower = manifest.get("query_tower", {})
+    for name, digest in tower.get("files", {}).items():
+        files.append((directory / tower.get("dir", TOWER_DIR) / name, None, digest))
+    return files
+
+
+def check_sizes(directory: str | Path, manifest: dict[str, Any]) -> None:
+    """Cheap check (no hashing) that every file exists with its recorded size."""
+    directory = Path(directory)
+    for path, size, _ in _expected_files(directory, manifest):
+        if not path.is_file():
+            raise IndexDirError(f"{directory}: {path.relative_to(directory)} is missing; rebuild the index")
+        if size is not None and path.stat().st_size != size:
+            raise IndexDirError(
+                f"{directory}: {path.relative_to(directory)} has {path.stat().st_size} bytes, the manifest says "
+                f"{size} (truncated or replaced); run 'glovefaiss verify' and rebuild the index"
+            )
+
+
+def verify(directory: str | Path) -> list[str]:
+    """Check every file of an index directory against the manifest's sizes and sha256 sums.
+
+    Returns the names of the files checked; raises :class:`IndexDirError` listing each problem.
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    problems, checked = [], []
+    for path, size, digest in _expected_files(directory, manifest):
+        rel = str(path.relative_to(directory))
+        if not path.is_file():
+            problems.append(f"{rel} is missing")
+        elif size is not None and path.stat().st_size != size:
+            problems.append(f"{rel} has {path.stat().st_size} bytes, expected {size}")
+        elif digest is not None and sha256_file(path) != digest:
+            problems.append(f"{rel} does not match its sha256")
+        else:
+            checked.append(rel)
+    if problems:
+        raise IndexDirError(f"{directory} is damaged: {'; '.join(problems)}; rebuild the index")
+    return checked

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,19 +17,22 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from . import index as faiss_index
 from .config import Config
 from .corpus import Corpus, open_corpus
-from .errors import CorpusError, IndexDirError
+from .errors import CorpusError, IndexDirError, ModelError
 from .manifest import FORMAT_VERSION, INDEX_FILE, MANIFEST, SHARDS_DIR, TOWER_DIR, sha256_file, write_json_atomic
 from .pooling import EncodeStats, TextEncoder, Vocabulary, save_encoder
-from .shards import ShardWriter, shard_schema
+from .shards import ShardWriter, shard_schema, vectors_from_arrow
 from .tokenisers import Tokeniser
 
 logger = logging.getLogger(__name__)
 
 TOP_OOV = 20
+KEEP_OOV_PER_SHARD = 200  # unknown words kept per shard; the manifest's top 20 merge these lists
+STATE = "build-state.json"
 
 
 @dataclass
@@ -99,22 +103,104 @@ def _duplicates(ids: pa.ChunkedArray) -> list:
     return dup.to_pylist()
 
 
+def _aligned(batches: Iterable[tuple[pa.Array, pa.Array]], shard_rows: int, skip: int) -> Iterator[tuple[pa.Array, pa.Array]]:
+    """Batches cut so that none crosses a shard boundary, after skipping ``skip`` rows.
+
+    Each shard's counts can then be recorded with it, which is what lets a build resume.
+    """
+    pos = 0
+    for ids, texts in batches:
+        n = len(ids)
+        start = max(0, skip - pos)
+        while start < n:
+            end = min(n, start + shard_rows - (pos + start) % shard_rows)
+            yield ids.slice(start, end - start), texts.slice(start, end - start)
+            start = end
+        pos += n
+
+
+def _stats_json(s: EncodeStats) -> dict:
+    top = sorted(s.oov_words.items(), key=lambda x: (-x[1], x[0]))[:KEEP_OOV_PER_SHARD]
+    return {"texts": s.texts, "tokens": s.tokens, "oov_tokens": s.oov_tokens, "empty_texts": s.empty_texts,
+            "top_oov_words": top}
+
+
+def _stats_from_json(d: dict) -> EncodeStats:
+    return EncodeStats(d["texts"], d["tokens"], d["oov_tokens"], d["empty_texts"],
+                       Counter(dict((w, c) for w, c in d["top_oov_words"])))
+
+
+class _BuildState:
+    """The partial directory's journal: what the build is of, and which shards are complete."""
+
+    def __init__(self, directory: Path, fingerprint: dict):
+        self.path = directory / STATE
+        self.fingerprint = fingerprint
+        self.shards: list[dict] = []
+
+    def load_completed(self) -> bool:
+        """Adopt the shards of an earlier, interrupted run of the same build; False if there is none."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        if data.get("fingerprint") != self.fingerprint:
+            return False
+        root = self.path.parent
+        for shard in data.get("shards", []):
+            f = root / shard["file"]
+            if not f.is_file() or f.stat().st_size != shard["bytes"] or sha256_file(f) != shard["sha256"]:
+                break
+            self.shards.append(shard)
+        return True
+
+    def add(self, shard: dict) -> None:
+        self.shards.append(shard)
+        write_json_atomic(self.path, {"fingerprint": self.fingerprint, "shards": self.shards})
+
+
+def _fingerprint(config: Config, corpus: Corpus, tower_files: dict) -> dict:
+    cfg = config.to_dict()
+    for k in ("batch_size", "threads"):  # do not change the output
+        cfg["build"].pop(k, None)
+    files = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in corpus.files]
+    return {"config": cfg, "corpus": files, "tower": tower_files}
+
+
+def _prepare_partial(out: Path, resume: bool) -> Path:
+    tmp = out.with_name(f".{out.name}.partial")
+    if tmp.exists() and not resume:
+        if not (tmp / STATE).exists() and any(tmp.iterdir()):
+            raise IndexDirError(f"{tmp} exists and was not made by glovefaiss; move it away and build again")
+        logger.info("removing the unfinished build in %s (pass --resume to continue it instead)", tmp)
+        shutil.rmtree(tmp)
+    tmp.mkdir(exist_ok=True)
+    return tmp
+
+
 def build(
     corpus: Sequence[str | Path] | Corpus,
     out: str | Path,
     config: Config | None = None,
     *,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool | None = None,
     encoder: TextEncoder | None = None,
+    query_encoder: TextEncoder | None = None,
+    extra_manifest: dict[str, Any] | None = None,
 ) -> BuildResult:
     """Encode every document of ``corpus`` and write an index directory at ``out``.
 
-    The directory is assembled in a hidden sibling and renamed into place when complete, so
-    a failed build leaves any previous index untouched.
-    """
-    from tqdm.auto import tqdm
+    The directory is assembled in a hidden sibling (``.NAME.partial``) and renamed into place
+    when complete, so a failed build leaves any previous index untouched. Completed shards are
+    journalled: after a crash, ``resume=True`` continues from them, and the result is the same,
+    byte for byte, as an uninterrupted build.
 
+    ``encoder`` encodes the documents (default: the config's frozen GloVe mean); ``query_encoder``
+    (default: the same) is stored for the query path. ``extra_manifest`` entries (e.g. the trained
+    model a build used) are added to the manifest.
+    """
     config = config or Config()
     bc = config.build
     t0 = time.perf_counter()
@@ -131,14 +217,18 @@ def build(
     t_vectors = time.perf_counter() - t0
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
+    tmp = _prepare_partial(out, resume)
     try:
-        result = _build_into(tmp, corpus, config, encoder, vectors_info, progress, tqdm)
+        result = _build_into(tmp, corpus, config, encoder, query_encoder or encoder, vectors_info, progress, resume)
+        result.update(extra_manifest or {})
         result["timings"]["load_vectors_s"] = round(t_vectors, 3)
         result["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
+        (tmp / STATE).unlink()
         write_json_atomic(tmp / MANIFEST, result)
         _publish(tmp, out)
+    except KeyboardInterrupt:
+        logger.warning("interrupted; completed shards are kept in %s: build again with --resume to continue", tmp)
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -153,18 +243,57 @@ def build(
     )
 
 
-def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
-                vectors_info: dict, progress: bool | None, tqdm) -> dict[str, Any]:
+def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder, query_encoder: TextEncoder,
+                vectors_info: dict, progress: bool | None, resume: bool) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
     from . import __version__
 
     bc = config.build
-    tower_meta = save_encoder(encoder, tmp / TOWER_DIR)
+    if query_encoder.dim != encoder.dim:
+        raise ModelError(f"the query tower gives {query_encoder.dim}-d vectors but the document tower "
+                         f"{encoder.dim}-d; both towers must have the same output size")
+    tower_meta = save_encoder(query_encoder, tmp / TOWER_DIR)
+    # Document-side weights matter for resuming too: they decide the vectors in finished shards.
+    if encoder is not query_encoder:
+        save_encoder(encoder, tmp / "document_tower")
+    tower_files = {p.name: sha256_file(p) for p in sorted((tmp / TOWER_DIR).iterdir())}
+    doc_files = {}
+    if encoder is not query_encoder:
+        doc_files = {p.name: sha256_file(p) for p in sorted((tmp / "document_tower").iterdir())}
+        shutil.rmtree(tmp / "document_tower")
+    state = _BuildState(tmp, _fingerprint(config, corpus, {"query": tower_files, "document": doc_files}))
+    if resume and not state.load_completed():
+        logger.info("nothing to resume in %s; building from the start", tmp)
+    for stray in (tmp / SHARDS_DIR).glob("*") if (tmp / SHARDS_DIR).exists() else []:
+        if f"{SHARDS_DIR}/{stray.name}" not in {s["file"] for s in state.shards}:
+            stray.unlink()  # a shard cut short by the crash, or one that failed its checksum
+
     with_ids = corpus.id_type == "int64"
     index = faiss_index.make_index(encoder.dim, bc.index, with_ids=with_ids)
-    writer = ShardWriter(tmp / SHARDS_DIR, shard_schema(corpus.id_type, encoder.dim, bc.store_text),
-                         bc.shard_rows, bc.row_group_rows)
     stats = EncodeStats()
     all_ids: list[pa.Array] = []
+    done_rows = 0
+    for shard in state.shards:
+        table = pq.read_table(tmp / shard["file"], columns=["id", "vector"])
+        ids = table.column("id").combine_chunks()
+        faiss_index.add(index, vectors_from_arrow(table.column("vector")), ids.to_numpy() if with_ids else None)
+        all_ids.append(ids)
+        stats.add(_stats_from_json(shard["stats"]))
+        done_rows += shard["rows"]
+    if state.shards:
+        logger.info("resuming after %d complete shards (%d documents)", len(state.shards), done_rows)
+
+    shard_stats = EncodeStats()
+
+    def on_shard(meta: dict) -> None:
+        nonlocal shard_stats
+        state.add({**meta, "stats": _stats_json(shard_stats)})
+        stats.add(_stats_from_json(state.shards[-1]["stats"]))
+        shard_stats = EncodeStats()
+
+    writer = ShardWriter(tmp / SHARDS_DIR, shard_schema(corpus.id_type, encoder.dim, bc.store_text),
+                         bc.shard_rows, bc.row_group_rows, first_shard=len(state.shards), on_shard=on_shard)
 
     def encode(batch):
         ids, texts = batch
@@ -173,22 +302,23 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
 
     workers = bc.threads or os.cpu_count() or 1
     t_encode = time.perf_counter()
-    with tqdm(total=corpus.num_rows, unit="doc", unit_scale=True, desc="encoding",
+    batches = _aligned(corpus.batches(bc.batch_size), bc.shard_rows, done_rows)
+    with tqdm(total=corpus.num_rows, initial=done_rows, unit="doc", unit_scale=True, desc="encoding",
               disable=None if progress is None else not progress, leave=False) as bar:
-        for ids, texts, vectors, s in _ordered_map(encode, corpus.batches(bc.batch_size), workers):
-            stats.add(s)
+        for ids, texts, vectors, s in _ordered_map(encode, batches, workers):
+            shard_stats.add(s)
             writer.write(ids, vectors, texts if bc.store_text else None)
             # String ids: FAISS labels are row numbers, mapped back through the shards' id column.
             faiss_index.add(index, vectors, ids.to_numpy() if with_ids else None)
             all_ids.append(ids)
             bar.update(len(ids))
+        writer.close()
     t_encode = time.perf_counter() - t_encode
 
     dups = _duplicates(pa.chunked_array(all_ids))
     if dups:
         shown = ", ".join(map(repr, dups[:5]))
         raise CorpusError(f"the corpus has {len(dups)} duplicate ids (e.g. {shown}); ids must be unique")
-    shards = writer.close()
     t_index = time.perf_counter()
     faiss_index.save(index, tmp / INDEX_FILE)
     t_index = time.perf_counter() - t_index
@@ -196,6 +326,7 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
     if stats.empty_texts:
         logger.warning("%d of %d documents have no word in the vocabulary; they get zero vectors",
                        stats.empty_texts, stats.texts)
+    encoded = stats.texts - done_rows
     return {
         "format_version": FORMAT_VERSION,
         "glovefaiss_version": __version__,
@@ -213,11 +344,12 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
         "dim": encoder.dim,
         "store_text": bc.store_text,
         "row_group_rows": min(bc.row_group_rows, bc.shard_rows),
-        "shards": shards,
+        "shards": [{k: v for k, v in s.items() if k != "stats"} for s in state.shards],
         "index": {"type": bc.index, "file": INDEX_FILE, "metric": "inner_product",
                   "labels": "id" if with_ids else "row", "ntotal": int(index.ntotal),
                   "bytes": index_bytes, "sha256": sha256_file(tmp / INDEX_FILE)},
-        "query_tower": {"dir": TOWER_DIR, **tower_meta},
+        "query_tower": {"dir": TOWER_DIR, "files": tower_files, **tower_meta},
         "timings": {"encode_s": round(t_encode, 3), "index_write_s": round(t_index, 3),
-                    "docs_per_s": round(stats.texts / t_encode, 1) if t_encode else None},
+                    "resumed_documents": done_rows,
+                    "docs_per_s": round(encoded / t_encode, 1) if t_encode and encoded else None},
     }

@@ -20,6 +20,9 @@ from .config import TokeniserConfig
 from .tokenisers import Tokeniser
 
 
+_ZERO = np.zeros(1, dtype=np.int64)
+
+
 def mean_pool(
     matrix: np.ndarray,
     ids: np.ndarray,
@@ -37,13 +40,10 @@ def mean_pool(
     offsets = np.asarray(offsets, dtype=np.int64)
     n = len(offsets) - 1
     if n == 1 and projection is None and ids.size:
-        # One text (a query): skip the segment machinery, same arithmetic in float32.
-        out = (np.add.reduce(matrix[ids], axis=0, dtype=np.float32) / np.float32(ids.size))[None, :]
-        if normalize:
-            norm = np.sqrt(np.dot(out[0], out[0]))
-            if norm > 0:
-                out /= norm
-        return out
+        # One text (a query): skip the segment bookkeeping. reduceat, not sum: the same order
+        # of additions as the batch path, so a text's vector never depends on its batch.
+        out = np.add.reduceat(matrix[ids], _ZERO, axis=0, dtype=np.float32) / np.float32(ids.size)
+        return l2_normalize(out) if normalize else out
     counts = np.diff(offsets)
     out = np.zeros((n, matrix.shape[1]), dtype=np.float32)
     nonempty = counts > 0

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from . import index as faiss_index
 from .errors import IndexDirError, QueryError
-from .manifest import INDEX_FILE, TOWER_DIR, read_manifest
+from .manifest import INDEX_FILE, TOWER_DIR, check_sizes, read_manifest
 from .pooling import TextEncoder, load_encoder
 from .shards import ShardReader
 
@@ -55,6 +55,7 @@ class Index:
         """Open an index directory written by ``glovefaiss build``."""
         directory = Path(directory)
         manifest = read_manifest(directory)
+        check_sizes(directory, manifest)
         try:
             encoder = load_encoder(directory / manifest.get("query_tower", {}).get("dir", TOWER_DIR))
         except (OSError, KeyError, ValueError) as e:

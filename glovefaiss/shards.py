@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,16 +34,19 @@ class ShardWriter:
 
     Row groups always hold ``row_group_rows`` rows (the last of a shard may hold fewer), whatever
     the batch sizes fed in, so the bytes depend only on the data and the layout settings. Each
-    shard is written under a temporary name and renamed when complete.
+    shard is written under a temporary name, renamed when complete, then ``on_shard`` is told.
     """
 
-    def __init__(self, directory: Path, schema: pa.Schema, shard_rows: int, row_group_rows: int):
+    def __init__(self, directory: Path, schema: pa.Schema, shard_rows: int, row_group_rows: int,
+                 first_shard: int = 0, on_shard: Callable[[dict], None] | None = None):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.schema = schema
         self.shard_rows = shard_rows
         self.row_group_rows = min(row_group_rows, shard_rows)
         self.shards: list[dict] = []
+        self._next = first_shard
+        self._on_shard = on_shard
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         self._writer: pq.ParquetWriter | None = None
@@ -58,9 +62,11 @@ class ShardWriter:
         self._flush(final=False)
 
     def _flush(self, final: bool) -> None:
-        while self._pending_rows and (final or self._pending_rows >= self.row_group_rows):
-            room = self.shard_rows - self._rows_in_shard
-            take = min(self.row_group_rows, room, self._pending_rows)
+        while self._pending_rows:
+            take = min(self.row_group_rows, self.shard_rows - self._rows_in_shard)
+            if self._pending_rows < take and not final:
+                break
+            take = min(take, self._pending_rows)
             table = pa.Table.from_batches(self._pending, schema=self.schema)
             head, rest = table.slice(0, take), table.slice(take)
             self._pending = rest.to_batches()
@@ -72,7 +78,7 @@ class ShardWriter:
 
     def _open(self) -> pq.ParquetWriter:
         if self._writer is None:
-            name = f"part-{len(self.shards):05d}.parquet"
+            name = f"part-{self._next:05d}.parquet"
             self._tmp = self.directory / (name + ".tmp")
             self._name = name
             self._writer = pq.ParquetWriter(
@@ -89,9 +95,13 @@ class ShardWriter:
         self._writer = None
         final = self.directory / self._name
         os.replace(self._tmp, final)
-        self.shards.append({"file": f"{self.directory.name}/{self._name}", "rows": self._rows_in_shard,
-                            "sha256": sha256_file(final)})
+        meta = {"file": f"{self.directory.name}/{self._name}", "rows": self._rows_in_shard,
+                "bytes": final.stat().st_size, "sha256": sha256_file(final)}
+        self.shards.append(meta)
+        self._next += 1
         self._rows_in_shard = 0
+        if self._on_shard is not None:
+            self._on_shard(meta)
 
     def close(self) -> list[dict]:
         """Flush what is pending, close the last shard and return the shard list."""
@@ -110,7 +120,8 @@ class ShardReader:
         self.starts = np.concatenate([[0], np.cumsum([s["rows"] for s in shards])]).astype(np.int64)
         self.row_group_rows = row_group_rows
         self._row_group = lru_cache(maxsize=64)(self._read_row_group)
-        self._files: dict[int, pq.ParquetFile] = {}
+        # Opened now and kept: after a rebuild swaps the directory, these still read the old files.
+        self._files = [pq.ParquetFile(f) for f in self.files]
 
     @property
     def num_rows(self) -> int:
@@ -118,15 +129,10 @@ class ShardReader:
 
     def column(self, name: str) -> pa.ChunkedArray:
         """One column of every shard, in row order."""
-        return pa.chunked_array(
-            [pq.read_table(f, columns=[name]).column(0).combine_chunks() for f in self.files]
-        )
+        return pa.chunked_array([pf.read(columns=[name]).column(0).combine_chunks() for pf in self._files])
 
     def _read_row_group(self, shard: int, group: int, column: str) -> pa.Array:
-        pf = self._files.get(shard)
-        if pf is None:
-            pf = self._files[shard] = pq.ParquetFile(self.files[shard])
-        return pf.read_row_group(group, columns=[column]).column(0).combine_chunks()
+        return self._files[shard].read_row_group(group, columns=[column]).column(0).combine_chunks()
 
     def take(self, rows: np.ndarray, column: str) -> list:
         """Values of ``column`` at global ``rows`` (reads only the row groups that hold them)."""
@@ -138,3 +144,10 @@ class ShardReader:
             self._row_group(int(s), int(g), column)[int(w)].as_py()
             for s, g, w in zip(shard, group, within)
         ]
+
+
+def vectors_from_arrow(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """float32 (n, dim) from a fixed_size_list<float32> column."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    return column.flatten().to_numpy().reshape(len(column), column.type.list_size)

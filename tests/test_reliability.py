@@ -1,0 +1,287 @@
+"""Bad input fails with one clear line; builds are atomic, resumable and deterministic."""
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from glovefaiss.cli import cli
+from glovefaiss.pipeline import build
+from glovefaiss.pooling import TextEncoder, Vocabulary
+from glovefaiss.query import Index
+from glovefaiss.tokenisers import Tokeniser
+
+from .conftest import WORDS, random_texts, write_corpus
+from .test_build_query import config_for
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+# --- input corpus -------------------------------------------------------------------------
+
+def test_not_parquet(tmp_path, tiny_vectors):
+    bad = tmp_path / "c.parquet"
+    bad.write_text("id,text\n1,hello\n")
+    result = run("build", bad, "--out", tmp_path / "o", "--glove", tiny_vectors[0])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {bad} is not a readable Parquet file (")
+    assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        (pa.table({"id": [1], "text": [3]}), "text column 'text' has type int64, expected a string type"),
+        (pa.table({"id": [1.5], "text": ["a"]}), "id column 'id' has type double; ids must be integers or strings"),
+        (pa.table({"id": pa.array([], pa.int64()), "text": pa.array([], pa.string())}), "the corpus has no rows"),
+    ],
+)
+def test_bad_columns(tmp_path, tiny_vectors, table, message):
+    path = tmp_path / "c.parquet"
+    pq.write_table(table, path)
+    result = run("build", path, "--out", tmp_path / "o", "--glove", tiny_vectors[0])
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith(message)
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_directory_and_mixed_id_types(tmp_path, tiny_vectors):
+    (tmp_path / "empty").mkdir()
+    result = run("build", tmp_path / "empty", "--out", tmp_path / "o")
+    assert result.stderr == f"Error: no .parquet files in directory {tmp_path / 'empty'}\n"
+    d = tmp_path / "mixed"
+    d.mkdir()
+    write_corpus(d / "a.parquet", [1], ["cat"], pa.int64())
+    write_corpus(d / "b.parquet", ["x"], ["dog"])
+    result = run("build", d, "--out", tmp_path / "o", "--glove", tiny_vectors[0])
+    assert result.stderr == "Error: the corpus files mix integer and string ids; use one id type in every file\n"
+
+
+def test_null_and_odd_texts_are_empty_documents_not_errors(tmp_path, tiny_vectors):
+    long_doc = " ".join(["cat"] * 200_000)
+    texts = [None, "", "   ", "猫が好き 🐈‍⬛ שָׁלוֹם مرحبا", "e\u0301te\u0301", long_doc, "the dog"]
+    corpus = write_corpus(tmp_path / "c.parquet", list(range(len(texts))), texts, pa.int64())
+    result = build([corpus], tmp_path / "o", config_for(tiny_vectors[0]), progress=False)
+    assert result.documents == 7 and result.empty_documents == 5
+    idx = Index.load(tmp_path / "o")
+    assert [h["id"] for h in idx.hits("cat", k=1)] == [5]
+
+
+def test_unknown_vectors_name_via_cli(tmp_path, tiny_corpus):
+    result = run("build", tiny_corpus[0], "--out", tmp_path / "o", "--glove", "glove-wiki-gigaword-51")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: unknown word vectors 'glove-wiki-gigaword-51'")
+    assert "glove-wiki-gigaword-50" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_empty_vectors_file_via_cli(tmp_path, tiny_corpus):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    result = run("build", tiny_corpus[0], "--out", tmp_path / "o", "--glove", empty)
+    assert result.exit_code == 1 and result.stderr.startswith("Error: ") and str(empty) in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+# --- index directory ----------------------------------------------------------------------
+
+@pytest.fixture
+def built(tmp_path, tiny_vectors, tiny_corpus):
+    out = tmp_path / "idx"
+    build([tiny_corpus[0]], out, config_for(tiny_vectors[0], shard_rows=3), progress=False)
+    return out
+
+
+def test_verify_ok_then_detects_corruption(built):
+    result = run("verify", built)
+    assert result.exit_code == 0 and result.stdout == f"{built}: OK (7 files match the manifest)\n"
+    shard = built / "shards" / "part-00001.parquet"
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    result = run("verify", built)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {built} is damaged: shards/part-00001.parquet does not match its sha256; rebuild the index\n"
+    )
+
+
+def test_truncated_index_is_refused_at_load(built):
+    path = built / "index.faiss"
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+    result = run("query", built, "cat")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {built}: index.faiss has {size // 2} bytes, the manifest says {size} (truncated or replaced); "
+        "run 'glovefaiss verify' and rebuild the index\n"
+    )
+
+
+def test_missing_shard_and_newer_format(built):
+    m = json.loads((built / "manifest.json").read_text())
+    (built / "shards" / "part-00000.parquet").unlink()
+    assert run("query", built, "cat").stderr == (
+        f"Error: {built}: shards/part-00000.parquet is missing; rebuild the index\n")
+    m["format_version"] = 99
+    (built / "manifest.json").write_text(json.dumps(m))
+    assert run("query", built, "cat").stderr == (
+        f"Error: {built} has index format 99, newer than this glovefaiss reads (1); upgrade glovefaiss\n")
+
+
+def test_not_an_index(tmp_path):
+    (tmp_path / "x").mkdir()
+    assert run("query", tmp_path / "x", "cat").stderr == (
+        f"Error: {tmp_path / 'x'} is not a glovefaiss index (no manifest.json); build one with 'glovefaiss build'\n")
+
+
+def test_reader_keeps_working_across_a_rebuild(tmp_path, tiny_vectors):
+    out = tmp_path / "idx"
+    cfg = config_for(tiny_vectors[0])
+    build([write_corpus(tmp_path / "a.parquet", [1, 2], ["the cat sat", "stock market"], pa.int64())], out, cfg,
+          progress=False)
+    old = Index.load(out, mmap=True)
+    before = old.hits("cat", k=2)
+    build([write_corpus(tmp_path / "b.parquet", [7, 8, 9], ["river boat", "bank rates", "dog barked"], pa.int64())],
+          out, cfg, overwrite=True, progress=False)
+    assert old.hits("cat", k=2) == before
+    assert {h["id"] for h in Index.load(out).hits("cat", k=3)} == {7, 8, 9}
+
+
+def _query_in_process(args):
+    directory, queries = args
+    res = Index.load(directory, mmap=True).search(queries, k=5)
+    return res.ids.tolist(), res.scores.tolist()
+
+
+def test_concurrent_readers_agree(tmp_path):
+    rng = np.random.default_rng(5)
+    words = [f"w{i}" for i in range(200)]
+    from .conftest import write_glove_text
+
+    vec = write_glove_text(tmp_path / "v.txt", words, rng.standard_normal((200, 12)).astype(np.float32))
+    texts = random_texts(rng, 3000, words, 0.0)
+    out = tmp_path / "idx"
+    build([write_corpus(tmp_path / "c.parquet", list(range(3000)), texts, pa.int64())], out, config_for(vec),
+          progress=False)
+    queries = [t or "w1" for t in random_texts(rng, 50, words, 0.0)]
+    expected = _query_in_process((out, queries))
+    # spawn, not fork: a forked child inherits OpenMP/Arrow thread pools in a locked state.
+    with ProcessPoolExecutor(3, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_query_in_process, [(out, queries)] * 6))
+    assert all(r == expected for r in results)
+
+
+# --- atomic, resumable, deterministic ------------------------------------------------------
+
+def _sums(directory):
+    m = json.loads((directory / "manifest.json").read_text())
+    return [s["sha256"] for s in m["shards"]], m["index"]["sha256"]
+
+
+def test_kill_9_then_resume_equals_clean_build(tmp_path):
+    rng = np.random.default_rng(9)
+    words = [f"w{i}" for i in range(500)]
+    from .conftest import write_glove_text
+
+    vec = write_glove_text(tmp_path / "v.txt", words, rng.standard_normal((500, 32)).astype(np.float32))
+    n = 400_000
+    corpus = write_corpus(tmp_path / "c.parquet", np.arange(n), random_texts(rng, n, words, 0.05), pa.int64())
+    args = [sys.executable, "-m", "glovefaiss", "build", str(corpus), "--glove", str(vec),
+            "--shard-rows", "10000", "--batch-size", "2000", "--threads", "1"]
+    subprocess.run(args + ["--out", str(tmp_path / "clean")], check=True, capture_output=True)
+
+    out = tmp_path / "resumed"
+    partial = tmp_path / ".resumed.partial"
+    proc = subprocess.Popen(args + ["--out", str(out)], stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (partial / "shards" / "part-00002.parquet").exists() and time.time() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads((partial / "build-state.json").read_text())
+    assert 2 <= len(state["shards"]) < 40, "the kill must land mid-build"
+    assert not out.exists()
+
+    subprocess.run(args + ["--out", str(out), "--resume"], check=True, capture_output=True)
+    assert _sums(out) == _sums(tmp_path / "clean")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["timings"]["resumed_documents"] == 10_000 * len(state["shards"])
+    assert manifest["documents"] == n
+    assert not partial.exists()
+
+
+def test_interrupted_build_keeps_previous_index(tmp_path, tiny_vectors, tiny_corpus, monkeypatch):
+    out = tmp_path / "idx"
+    cfg = config_for(tiny_vectors[0])
+    build([tiny_corpus[0]], out, cfg, progress=False)
+    before = _sums(out)
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("glovefaiss.pipeline._duplicates", boom)
+    with pytest.raises(KeyboardInterrupt):
+        build([tiny_corpus[0]], out, cfg, overwrite=True, progress=False)
+    assert _sums(out) == before
+    assert Index.load(out).hits("the cat sat on the mat", k=1)[0]["id"] == 10
+
+
+# --- properties -----------------------------------------------------------------------------
+
+_rng = np.random.default_rng(1)
+ENCODER = TextEncoder(Tokeniser(), Vocabulary(pa.array(WORDS)), _rng.standard_normal((len(WORDS), 6)).astype(np.float32))
+any_text = st.one_of(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40),
+                     st.lists(st.sampled_from(WORDS + ["Cat,", "MAT!", "zzz"]), max_size=8).map(" ".join))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(any_text, min_size=1, max_size=20), st.randoms(use_true_random=False))
+def test_encoding_invariant_to_batching_and_order(texts, random):
+    whole = ENCODER.encode_arrow(pa.array(texts, pa.string()))[0]
+    norms = np.linalg.norm(whole, axis=1)
+    assert np.all(np.isclose(norms, 1.0, atol=1e-5) | (norms == 0))
+    cut = random.randint(0, len(texts))
+    parts = [ENCODER.encode_arrow(pa.array(p, pa.string()))[0] for p in (texts[:cut], texts[cut:]) if p]
+    np.testing.assert_array_equal(np.vstack(parts), whole)
+    order = list(range(len(texts)))
+    random.shuffle(order)
+    shuffled = ENCODER.encode_arrow(pa.array([texts[i] for i in order], pa.string()))[0]
+    np.testing.assert_array_equal(shuffled, whole[order])
+
+
+@pytest.fixture(scope="module")
+def property_index(tmp_path_factory):
+    from .conftest import write_glove_text
+
+    d = tmp_path_factory.mktemp("prop")
+    rng = np.random.default_rng(2)
+    vec = write_glove_text(d / "v.txt", WORDS, rng.standard_normal((len(WORDS), 6)).astype(np.float32))
+    texts = random_texts(rng, 300, WORDS, 0.2)
+    build([write_corpus(d / "c.parquet", list(range(300)), texts, pa.int64())], d / "idx", config_for(vec),
+          progress=False)
+    return Index.load(d / "idx")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(WORDS), min_size=1, max_size=6).map(" ".join), st.integers(1, 400))
+def test_search_results_sorted_and_bounded(property_index, query, k):
+    res = property_index.search(query, k=k)
+    scores = res.scores[0]
+    assert len(scores) == min(k, 300)
+    assert np.all(np.diff(scores) <= 1e-6)
+    assert np.all((scores >= -1 - 1e-5) & (scores <= 1 + 1e-5))
