@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -50,6 +51,10 @@ def assert_same(wv: V.WordVectors, words, matrix):
     assert wv.matrix.dtype == np.float32 and wv.matrix.flags.c_contiguous
     np.testing.assert_array_equal(np.asarray(wv.matrix), matrix)
     assert len(wv) == len(words) and wv.dim == matrix.shape[1]
+
+
+def warnings_logged(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
 
 
 def sha256_of(path: Path) -> str:
@@ -153,22 +158,27 @@ def test_gensim_keyedvectors_save(tmp_path, data, separately):
 
 
 def test_tokens_with_spaces_are_parsed_from_the_right(tmp_path):
+    # As in glove.840B: most tokens are single words, so the width is 3; a few contain spaces.
     text = ("the 1 2 3\n"
             ". . . 4 5 6\n"
             "new york 7 8 9\n"
-            "at name@domain.com 10 11 12\n")
+            "at name@domain.com 10 11 12\n"
+            "of 13 14 15\n"
+            "and 16 17 18\n"
+            "to 19 20 21\n")
     path = tmp_path / "spaces.txt"
     path.write_text(text)
     wv = V.load_vectors(str(path), cache_dir=tmp_path / "cache")
-    assert wv.words.to_pylist() == ["the", ". . .", "new york", "at name@domain.com"]
-    np.testing.assert_array_equal(wv.matrix, np.arange(1, 13, dtype=np.float32).reshape(4, 3))
+    assert wv.words.to_pylist() == ["the", ". . .", "new york", "at name@domain.com", "of", "and", "to"]
+    np.testing.assert_array_equal(wv.matrix, np.arange(1, 22, dtype=np.float32).reshape(7, 3))
     assert wv.skipped_lines == 0
 
 
-def test_crlf_trailing_spaces_and_bom(tmp_path, data):
+@pytest.mark.parametrize("header", [True, False])
+def test_crlf_trailing_spaces_and_bom(tmp_path, data, header):
     # fastText .vec files end lines with a space; Windows tools add \r\n and a BOM.
     words, matrix = data
-    body = f"{len(words)} {matrix.shape[1]} \r\n" + glove_text(words, matrix, end=" \r\n")
+    body = (f"{len(words)} {matrix.shape[1]} \r\n" if header else "") + glove_text(words, matrix, end=" \r\n")
     path = tmp_path / "win.vec"
     path.write_bytes(b"\xef\xbb\xbf" + body.encode())
     assert_same(V.load_vectors(str(path), cache_dir=tmp_path / "cache"), words, matrix)
@@ -195,8 +205,7 @@ def test_malformed_lines_are_skipped_counted_and_logged_once(tmp_path, caplog, m
     assert wv.words.to_pylist() == ["good1", "good2", "long 1 2", "good3"]
     np.testing.assert_array_equal(wv.matrix, [[1, 2, 3], [4, 5, 6], [3, 4, 5], [7, 8, 9]])
     assert wv.skipped_lines == 5
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert warnings == [f"skipped 5 malformed lines in {path} (first at line 2)"]
+    assert warnings_logged(caplog) == [f"skipped 5 malformed lines in {path} (first at line 2)"]
 
 
 def test_bad_values_take_the_slow_path_only_for_their_rows(tmp_path, data):
@@ -219,7 +228,7 @@ def test_duplicates_keep_the_first_occurrence(tmp_path, caplog):
     assert wv.words.to_pylist() == ["a", "b", "c"]
     np.testing.assert_array_equal(wv.matrix, [[1, 1], [2, 2], [4, 4]])
     assert wv.skipped_lines == 3
-    assert [r.getMessage() for r in caplog.records] == [
+    assert warnings_logged(caplog) == [
         f"skipped 3 duplicate words in {path}, keeping each first occurrence (first: 'a' at line 3)"
     ]
 
@@ -235,7 +244,7 @@ def test_dimension_is_the_most_common_width(tmp_path):
 @pytest.mark.parametrize("content, message", [
     (b"", "is empty"),
     (b"\n\n  \n", "has no lines of the form"),
-    (b"a 1 2\nb x y\nc 1 z\n", "has no valid vector lines") if False else (b"a x y\nb 1 z\n", "has no valid vector lines"),
+    (b"a x y\nb 1 z\n", "has no valid vector lines"),
     (b"justwords\nnothing here\n", "has no lines of the form"),
     (b"3 4\n", "has a header but no vectors"),
     (b"2 5\na 1 2 3\nb 4 5 6\n", "inconsistent header"),
@@ -244,6 +253,7 @@ def test_dimension_is_the_most_common_width(tmp_path):
     (b"\x1f\x8bnot really gzip", "cannot read vectors file"),
     (b"\x00\x01\x02\x03 binary junk", "not in a known vectors format"),
     (b"\x80\x04not a pickle", "cannot load gensim KeyedVectors file"),
+    (gzip.compress(b"a 1 2\n" * 5000)[:-30], "cannot read vectors file"),  # truncated download
 ])
 def test_bad_files_raise_a_one_line_format_error(tmp_path, content, message):
     path = tmp_path / "file.vec"
@@ -256,9 +266,24 @@ def test_bad_files_raise_a_one_line_format_error(tmp_path, content, message):
     assert message in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
 
 
+def test_header_count_mismatch_is_a_warning(tmp_path, caplog):
+    path = tmp_path / "count.txt"
+    path.write_text("3 2\na 1 2\nb 3 4\n")
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        wv = V.load_vectors(str(path), cache_dir=tmp_path / "cache")
+    assert wv.words.to_pylist() == ["a", "b"]
+    assert warnings_logged(caplog) == [
+        f"header of {path} says 3 vectors but the file has 2 lines of vectors"]
+
+
 def test_directory_is_not_a_vectors_file(tmp_path):
     with pytest.raises(VectorsFormatError, match="is not a file"):
         V.load_vectors(str(tmp_path), cache_dir=tmp_path / "cache")
+
+
+def test_empty_source_is_unknown(tmp_path):
+    with pytest.raises(UnknownVectorsSource, match="^unknown word vectors '': not a file"):
+        V.load_vectors("", cache_dir=tmp_path)
 
 
 def test_unknown_name_lists_the_choices(tmp_path):
@@ -372,6 +397,29 @@ def test_second_load_is_a_memory_map_of_the_cache_and_edits_invalidate_it(tmp_pa
     assert third.sha256 == sha256_of(path) != first.sha256
 
 
+def test_entry_published_by_another_process_while_parsing_is_kept(tmp_path, data, monkeypatch):
+    words, matrix = data
+    path = tmp_path / "glove.txt"
+    path.write_text(glove_text(words, matrix))
+    cache = tmp_path / "cache"
+    real_parse = V._parse_file
+    published = {}
+
+    def racing_parse(*args, **kwargs):
+        # The other process finishes first and publishes the same entry.
+        monkeypatch.setattr(V, "_parse_file", real_parse)
+        V.load_vectors(str(path), cache_dir=cache)
+        (entry,) = cache.iterdir()
+        published["inode"] = (entry / "vectors.npy").stat().st_ino
+        return real_parse(*args, **kwargs)
+
+    monkeypatch.setattr(V, "_parse_file", racing_parse)
+    wv = V.load_vectors(str(path), cache_dir=cache)
+    assert_same(wv, words, matrix)
+    (entry,) = cache.iterdir()  # one entry, no temp dirs left
+    assert (entry / "vectors.npy").stat().st_ino == published["inode"]
+
+
 def test_unwritable_cache_dir_warns_and_loads(tmp_path, data, caplog):
     words, matrix = data
     path = tmp_path / "glove.txt"
@@ -382,24 +430,42 @@ def test_unwritable_cache_dir_warns_and_loads(tmp_path, data, caplog):
         wv = V.load_vectors(str(path), cache_dir=blocker / "cache")
     assert_same(wv, words, matrix)
     assert not isinstance(wv.matrix, np.memmap)
-    assert any("continuing without it" in r.getMessage() for r in caplog.records)
+    assert any("continuing without it" in m for m in warnings_logged(caplog))
 
 
-def test_damaged_cache_entry_is_rebuilt(tmp_path, data, caplog):
+def _truncate_npy(entry: Path):
+    npy = entry / "vectors.npy"
+    npy.write_bytes(npy.read_bytes()[:-8])
+
+
+def _drop_skipped_lines(entry: Path):
+    meta = json.loads((entry / "meta.json").read_text())
+    del meta["skipped_lines"]
+    (entry / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage, warning", [
+    (_truncate_npy, "ignoring damaged vectors cache entry"),
+    (lambda entry: (entry / "meta.json").unlink(), "ignoring incomplete vectors cache entry"),
+    (_drop_skipped_lines, "ignoring inconsistent vectors cache entry"),
+])
+def test_damaged_cache_entry_is_rebuilt(tmp_path, data, caplog, damage, warning):
     words, matrix = data
     path = tmp_path / "glove.txt"
     path.write_text(glove_text(words, matrix))
     cache = tmp_path / "cache"
     V.load_vectors(str(path), cache_dir=cache)
     (entry,) = cache.iterdir()
-    npy = entry / "vectors.npy"
-    npy.write_bytes(npy.read_bytes()[:-8])
+    damage(entry)
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         wv = V.load_vectors(str(path), cache_dir=cache)
     assert_same(wv, words, matrix)
     assert isinstance(wv.matrix, np.memmap)
-    assert any("damaged vectors cache entry" in r.getMessage() for r in caplog.records)
+    (record,) = warnings_logged(caplog)
+    assert record.startswith(f"{warning} {entry}")
     assert [p.name for p in cache.iterdir()] == [entry.name]  # no temp dirs left behind
+    assert V.load_vectors(str(path), cache_dir=cache).skipped_lines == 0
 
 
 def test_default_cache_dir(monkeypatch, tmp_path):
@@ -451,3 +517,12 @@ def test_import_does_not_pull_in_gensim_or_torch():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("progress, disabled", [(True, False), (False, True), (None, True)])
+def test_progress_bar_switch(progress, disabled, capsys):
+    # None means "only on a terminal"; under pytest stderr is captured, so not a terminal.
+    bar = V._progress_bar(100, "x", progress)
+    assert bar.disable is disabled
+    bar.close()
+    assert capsys.readouterr().out == ""
