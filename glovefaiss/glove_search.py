@@ -33,7 +33,7 @@ class GloVeSearch:
     def index_documents(self, documents: Sequence[str]) -> None:
         """Replace the indexed documents with ``documents``."""
         self.documents = list(documents)
-        idx = faiss_index.make_index(self.encoder.dim, "flat", with_ids=False)
+        idx = faiss_index.make_index(self.encoder.dim, "Flat", with_ids=False)
         faiss_index.add(idx, self.encode(self.documents))
         self._index = Index(self.encoder, idx, row_ids=pa.array(range(len(self.documents)), pa.int64()),
                             texts=self.documents)

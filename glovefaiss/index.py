@@ -1,22 +1,132 @@
-"""Create, save and load FAISS inner-product indexes."""
+"""Create, fill, tune-able parameters, save and load FAISS inner-product indexes.
+
+Index families (``kind``), each a FAISS factory key over L2-normalised vectors:
+
+| kind | key | bytes per vector | search parameters |
+|---|---|---|---|
+| flat | ``Flat`` | 4d | none (exact) |
+| hnsw | ``HNSW32`` | 4d + ~260 | efSearch |
+| ivf | ``IVF{nlist},Flat`` | 4d | nprobe |
+| ivf-fastscan | ``IVF{nlist},PQ{m}x4fsr,RFlat`` | 4d + m/2 | nprobe, k_factor |
+| ivf-pq | ``IVF{nlist},PQ{m}`` (OPQ via an index key: its training is slow) | m | nprobe |
+| ivf-sq8 | ``IVF{nlist},SQ8`` | d | nprobe |
+
+``auto`` picks ``flat`` for small corpora and otherwise the first family that fits the
+memory budget in the order ivf, ivf-sq8, ivf-pq (see :func:`choose_kind`).
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from .errors import IndexDirError
+from .errors import ConfigError, IndexDirError
+
+KINDS = ("flat", "hnsw", "ivf", "ivf-fastscan", "ivf-pq", "ivf-sq8")
+# Flat search scans n*d floats; below this many it costs well under a millisecond here.
+FLAT_MAX_FLOATS = 5_000_000
+HNSW_M = 32
 
 
-def make_index(dim: int, kind: str = "flat", with_ids: bool = True) -> faiss.Index:
-    """An empty inner-product index; ``with_ids`` wraps it to return caller-given int64 labels."""
-    if kind != "flat":
-        raise IndexDirError(f"unknown index type '{kind}'; valid types: flat")
-    index = faiss.IndexFlatIP(dim)
-    return faiss.IndexIDMap2(index) if with_ids else index
+def parse_bytes(text: str | int | None) -> int | None:
+    """``"4G"`` → 4 * 2**30; plain numbers are bytes; None stays None."""
+    if text is None or isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)i?[bB]?\s*", text)
+    if not m:
+        raise ConfigError(f"cannot read memory size {text!r}; write e.g. 512M or 4G")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
+
+
+def nlist_for(n: int) -> int:
+    """IVF list count: about 4 sqrt(n), with at least 39 training points per list."""
+    return int(max(1, min(4 * math.sqrt(n), n // 39, 65536)))
+
+
+def _pq_m(dim: int) -> int:
+    """Sub-quantiser count for PQ: a divisor of dim, about dim/2, at most 64."""
+    return max(m for m in range(1, min(64, dim) + 1) if dim % m == 0 and m <= max(1, dim // 2))
+
+
+def bytes_per_vector(kind: str, dim: int) -> float:
+    m = _pq_m(dim)
+    return {"flat": 4 * dim, "ivf": 4 * dim, "hnsw": 4 * dim + HNSW_M * 2 * 4 * 1.05,
+            "ivf-fastscan": 4 * dim + dim / 2, "ivf-pq": m, "ivf-sq8": dim}[kind] + 8  # + id
+
+
+def choose_kind(n: int, dim: int, max_memory: int | None = None) -> str:
+    """The family ``auto`` builds for ``n`` vectors of ``dim`` within ``max_memory`` bytes."""
+    if n * dim <= FLAT_MAX_FLOATS and (max_memory is None or n * bytes_per_vector("flat", dim) <= max_memory):
+        return "flat"
+    for kind in ("ivf", "ivf-sq8", "ivf-pq"):
+        if max_memory is None or n * bytes_per_vector(kind, dim) <= max_memory:
+            return kind
+    return "ivf-pq"
+
+
+def factory_key(kind: str, n: int, dim: int) -> str:
+    nlist = nlist_for(n)
+    m = _pq_m(dim)
+    keys = {
+        "flat": "Flat",
+        "hnsw": f"HNSW{HNSW_M}",
+        "ivf": f"IVF{nlist},Flat",
+        "ivf-fastscan": f"IVF{nlist},PQ{dim}x4fsr,RFlat" if dim <= 64 else f"IVF{nlist},PQ{m}x4fsr,RFlat",
+        "ivf-pq": f"IVF{nlist},PQ{m}",
+        "ivf-sq8": f"IVF{nlist},SQ8",
+    }
+    if kind not in keys:
+        raise ConfigError(f"unknown index type '{kind}'; valid types: auto, {', '.join(KINDS)}, or --index-key")
+    return keys[kind]
+
+
+def make_index(dim: int, key: str = "Flat", with_ids: bool = True) -> faiss.Index:
+    """An empty inner-product index from a FAISS factory key.
+
+    ``with_ids``: labels are caller-given int64 ids (wrapped in IndexIDMap where the index
+    cannot store ids itself); otherwise labels are insertion order.
+    """
+    if key == "flat":
+        key = "Flat"
+    try:
+        index = faiss.index_factory(dim, key, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        msg = str(e).strip().splitlines()[-1]
+        raise ConfigError(f"FAISS cannot build index key '{key}' ({msg})") from None
+    if with_ids and not _stores_ids(index):
+        index = faiss.IndexIDMap(index)
+    return index
+
+
+def _stores_ids(index: faiss.Index) -> bool:
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexPreTransform):
+        return _stores_ids(index.index)
+    return isinstance(index, faiss.IndexIVF) and not isinstance(index, faiss.IndexRefine)
+
+
+def needs_training(index: faiss.Index) -> bool:
+    return not index.is_trained
+
+
+def train(index: faiss.Index, sample: np.ndarray, seed: int = 0) -> None:
+    """Train on a sample (IVF centroids, PQ codebooks), seeded so builds are reproducible."""
+    _seed(index, seed)
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+
+
+def _seed(index: faiss.Index, seed: int) -> None:
+    for sub in _chain(index):
+        if isinstance(sub, faiss.IndexIVF):
+            sub.cp.seed = seed
+        if hasattr(sub, "pq"):
+            sub.pq.cp.seed = seed
 
 
 def add(index: faiss.Index, vectors: np.ndarray, labels: np.ndarray | None = None) -> None:
@@ -27,14 +137,61 @@ def add(index: faiss.Index, vectors: np.ndarray, labels: np.ndarray | None = Non
         index.add_with_ids(vectors, np.ascontiguousarray(labels, dtype=np.int64))
 
 
+def add_all(index: faiss.Index, chunks: Iterable[tuple[np.ndarray, np.ndarray | None]]) -> None:
+    for vectors, labels in chunks:
+        add(index, vectors, labels)
+
+
+def _chain(index: faiss.Index) -> list:
+    """The index and every index it wraps, outermost first."""
+    out = []
+    index = faiss.downcast_index(index)
+    while index is not None:
+        out.append(index)
+        if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexPreTransform)):
+            index = faiss.downcast_index(index.index)
+        elif isinstance(index, faiss.IndexRefine):
+            index = faiss.downcast_index(index.base_index)
+        else:
+            index = None
+    return out
+
+
+def family(index: faiss.Index) -> str:
+    """Which search parameters an index takes: 'flat', 'hnsw', 'ivf' or 'ivf-refine'."""
+    chain = _chain(index)
+    if any(isinstance(i, faiss.IndexHNSW) for i in chain):
+        return "hnsw"
+    if any(isinstance(i, faiss.IndexIVF) for i in chain):
+        return "ivf-refine" if any(isinstance(i, faiss.IndexRefine) for i in chain) else "ivf"
+    return "flat"
+
+
+def set_params(index: faiss.Index, params: dict) -> None:
+    """Apply search parameters (nprobe, efSearch, k_factor) wherever they belong in the index."""
+    for sub in _chain(index):
+        if "nprobe" in params and isinstance(sub, faiss.IndexIVF):
+            sub.nprobe = int(params["nprobe"])
+        if "efSearch" in params and isinstance(sub, faiss.IndexHNSW):
+            sub.hnsw.efSearch = int(params["efSearch"])
+        if "k_factor" in params and isinstance(sub, faiss.IndexRefine):
+            sub.k_factor = float(params["k_factor"])
+
+
 def save(index: faiss.Index, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     faiss.write_index(index, str(tmp))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
 def load(path: Path, mmap: bool = False) -> faiss.Index:
-    """Read an index; ``mmap`` maps it instead of reading (IO_FLAG_MMAP_IFC works for every type)."""
+    """Read an index, or map it with ``mmap``.
+
+    IO_FLAG_MMAP_IFC maps every family (flat, HNSW, IVF); plain IO_FLAG_MMAP silently
+    reads flat and HNSW indexes into memory.
+    """
     flags = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY if mmap else 0
     try:
         return faiss.read_index(str(path), flags)

@@ -25,7 +25,8 @@ from .corpus import Corpus, open_corpus
 from .errors import CorpusError, IndexDirError, ModelError
 from .manifest import FORMAT_VERSION, INDEX_FILE, MANIFEST, SHARDS_DIR, TOWER_DIR, sha256_file, write_json_atomic
 from .pooling import EncodeStats, TextEncoder, Vocabulary, save_encoder
-from .shards import ShardWriter, shard_schema, vectors_from_arrow
+from .indexing import build_index
+from .shards import ShardWriter, shard_schema
 from .tokenisers import Tokeniser
 
 logger = logging.getLogger(__name__)
@@ -270,15 +271,11 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
             stray.unlink()  # a shard cut short by the crash, or one that failed its checksum
 
     with_ids = corpus.id_type == "int64"
-    index = faiss_index.make_index(encoder.dim, bc.index, with_ids=with_ids)
     stats = EncodeStats()
     all_ids: list[pa.Array] = []
     done_rows = 0
     for shard in state.shards:
-        table = pq.read_table(tmp / shard["file"], columns=["id", "vector"])
-        ids = table.column("id").combine_chunks()
-        faiss_index.add(index, vectors_from_arrow(table.column("vector")), ids.to_numpy() if with_ids else None)
-        all_ids.append(ids)
+        all_ids.append(pq.read_table(tmp / shard["file"], columns=["id"]).column("id").combine_chunks())
         stats.add(_stats_from_json(shard["stats"]))
         done_rows += shard["rows"]
     if state.shards:
@@ -308,8 +305,6 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
         for ids, texts, vectors, s in _ordered_map(encode, batches, workers):
             shard_stats.add(s)
             writer.write(ids, vectors, texts if bc.store_text else None)
-            # String ids: FAISS labels are row numbers, mapped back through the shards' id column.
-            faiss_index.add(index, vectors, ids.to_numpy() if with_ids else None)
             all_ids.append(ids)
             bar.update(len(ids))
         writer.close()
@@ -342,14 +337,18 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
         "oov_rate": round(stats.oov_rate, 6),
         "top_oov_words": [[w, c] for w, c in sorted(stats.oov_words.items(), key=lambda x: (-x[1], x[0]))[:TOP_OOV]],
         "dim": encoder.dim,
+    # The index is made from the finished shards, so it never depends on how encoding was batched
+    # or resumed. String ids: FAISS labels are row numbers, mapped back through the id column.
+    row_group_rows = min(bc.row_group_rows, bc.shard_rows)
+    index, index_info = build_index(tmp, state.shards, row_group_rows, encoder.dim, bc, with_ids, config.seed)
         "store_text": bc.store_text,
-        "row_group_rows": min(bc.row_group_rows, bc.shard_rows),
+        "row_group_rows": row_group_rows,
         "shards": [{k: v for k, v in s.items() if k != "stats"} for s in state.shards],
-        "index": {"type": bc.index, "file": INDEX_FILE, "metric": "inner_product",
+        "index": {**index_info, "file": INDEX_FILE, "metric": "inner_product",
                   "labels": "id" if with_ids else "row", "ntotal": int(index.ntotal),
                   "bytes": index_bytes, "sha256": sha256_file(tmp / INDEX_FILE)},
         "query_tower": {"dir": TOWER_DIR, "files": tower_files, **tower_meta},
-        "timings": {"encode_s": round(t_encode, 3), "index_write_s": round(t_index, 3),
+        "timings": {"encode_s": round(t_encode, 3), "index_s": round(t_index, 3),
                     "resumed_documents": done_rows,
                     "docs_per_s": round(encoded / t_encode, 1) if t_encode and encoded else None},
     }

@@ -151,3 +151,10 @@ def vectors_from_arrow(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
+
+
+def iter_shard_vectors(reader: ShardReader, batch_rows: int = 65536):
+    """(ids, vectors) of every row, in row order, a batch at a time."""
+    for pf in reader._files:
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=["id", "vector"]):
+            yield batch.column(0), vectors_from_arrow(batch.column(1))

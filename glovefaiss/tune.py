@@ -1,0 +1,140 @@
+"""Choose an index's search parameters for a recall target, measured against exact search."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import faiss
+import numpy as np
+
+from . import index as faiss_index
+
+logger = logging.getLogger(__name__)
+
+NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 4096)
+EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+K_FACTORS = (1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclass
+class Tuning:
+    """The setting kept, what it reached, and every setting tried."""
+
+    params: dict
+    recall: float
+    target_recall: float
+    k: int
+    queries: int
+    reached: bool
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    batch_qps: float | None = None
+    tried: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def exact_topk(chunks, queries: np.ndarray, k: int) -> np.ndarray:
+    """Labels of the exact inner-product top-k, merged over (vectors, labels) chunks."""
+    best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    best_l = np.full((len(queries), k), -1, dtype=np.int64)
+    for vectors, labels in chunks:
+        s, i = faiss.knn(queries, np.ascontiguousarray(vectors, dtype=np.float32), min(k, len(vectors)),
+                         metric=faiss.METRIC_INNER_PRODUCT)
+        lab = labels[i] if labels is not None else i
+        s_all = np.concatenate([best_s, s], axis=1)
+        l_all = np.concatenate([best_l, lab], axis=1)
+        order = np.argsort(-s_all, axis=1, kind="stable")[:, :k]
+        best_s = np.take_along_axis(s_all, order, axis=1)
+        best_l = np.take_along_axis(l_all, order, axis=1)
+    return best_l
+
+
+def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over queries of |found ∩ truth| / k."""
+    k = truth.shape[1]
+    hits = [len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) for f, t in zip(found, truth)]
+    return float(np.mean(hits) / k)
+
+
+def _latency(index: faiss.Index, queries: np.ndarray, k: int, n: int = 200) -> tuple[float, float]:
+    """Single-query p50/p99 in ms on one thread."""
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        times = []
+        for q in queries[:n]:
+            t = time.perf_counter()
+            index.search(q[None, :], k)
+            times.append(time.perf_counter() - t)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
+
+
+def _grid(fam: str, nlist: int) -> list[list[dict]]:
+    """Candidate settings as lines of increasing cost; a line stops at the first that reaches the target."""
+    nprobes = [p for p in NPROBES if p <= nlist] or [nlist]
+    if fam == "ivf":
+        return [[{"nprobe": p} for p in nprobes]]
+    if fam == "ivf-refine":
+        return [[{"nprobe": p, "k_factor": kf} for p in nprobes] for kf in K_FACTORS]
+    if fam == "hnsw":
+        return [[{"efSearch": ef} for ef in EF_SEARCH]]
+    return [[{}]]
+
+
+def _nlist(index: faiss.Index) -> int:
+    for sub in faiss_index._chain(index):
+        if isinstance(sub, faiss.IndexIVF):
+            return int(sub.nlist)
+    return 1
+
+
+def tune(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, k: int = 10,
+         target_recall: float = 0.95) -> Tuning:
+    """The fastest setting reaching ``target_recall`` (recall@k of ``queries`` against ``truth``).
+
+    Each line of the grid is walked until the target is met; the candidates that meet it are
+    timed (one thread, single queries) and the fastest is kept. If none meets it, the setting
+    with the best recall is kept and ``reached`` is False.
+    """
+    fam = faiss_index.family(index)
+    tried, winners = [], []
+    best: tuple[float, dict] = (-1.0, {})
+    for line in _grid(fam, _nlist(index)):
+        for params in line:
+            faiss_index.set_params(index, params)
+            _, found = index.search(queries, k)
+            r = recall_at_k(found, truth)
+            tried.append({**params, "recall": round(r, 4)})
+            if r > best[0]:
+                best = (r, params)
+            if r >= target_recall:
+                winners.append((r, params))
+                break
+    if winners:
+        timed = []
+        for r, params in winners:
+            faiss_index.set_params(index, params)
+            p50, p99 = _latency(index, queries, k)
+            timed.append((p50, p99, r, params))
+            next(t for t in tried if all(t.get(key) == v for key, v in params.items()))["p50_ms"] = round(p50, 4)
+        p50, p99, r, params = min(timed, key=lambda t: t[0])
+        reached = True
+    else:
+        r, params = best
+        reached = False
+        faiss_index.set_params(index, params)
+        p50, p99 = _latency(index, queries, k)
+        logger.warning("recall@%d target %.3f not reached: best %.3f (short by %.3f) with %s",
+                       k, target_recall, r, target_recall - r, params or "exact search")
+    faiss_index.set_params(index, params)
+    t = time.perf_counter()
+    index.search(queries, k)
+    qps = len(queries) / (time.perf_counter() - t)
+    return Tuning(params=params, recall=round(r, 4), target_recall=target_recall, k=k, queries=len(queries),
+                  reached=reached, p50_ms=round(p50, 4), p99_ms=round(p99, 4), batch_qps=round(qps, 1), tried=tried)
