@@ -43,24 +43,6 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-@dataclass(frozen=True)
-class PoolingConfig:
-    """How word vectors are combined: plain mean, or SIF weights; optional common-component removal.
-
-    ``weighting: sif`` gives word ``w`` the weight ``sif_a / (sif_a + p(w))`` and a text the vector
-    ``sum(weight * vector) / n_known_words`` (as SIF and fse). ``p(w)`` comes from ``frequencies``:
-    ``wordfreq`` (English; ``wordfreq:LANG`` for another language) or ``corpus`` (counts in the
-    corpus being indexed). ``components`` > 0 removes the projection on the top principal
-    components of ``components_sample`` document vectors (a seeded uniform sample).
-    """
-
-    weighting: str = "mean"
-    sif_a: float = 0.001
-    frequencies: str = "wordfreq"
-    components: int = 0
-    components_sample: int = 100_000
-
-
     type: str = "triplet"
     margin: float = 0.2
     temperature: float = 0.05
