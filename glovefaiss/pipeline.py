@@ -24,8 +24,8 @@ from .config import Config
 from .corpus import Corpus, open_corpus
 from .errors import CorpusError, IndexDirError, ModelError
 from .manifest import FORMAT_VERSION, INDEX_FILE, MANIFEST, SHARDS_DIR, TOWER_DIR, sha256_file, write_json_atomic
-from .pooling import EncodeStats, TextEncoder, Vocabulary, save_encoder
 from .indexing import build_index
+from .pooling import EncodeStats, TextEncoder, Vocabulary, save_encoder
 from .shards import ShardWriter, shard_schema
 from .tokenisers import Tokeniser
 
@@ -315,6 +315,10 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
         shown = ", ".join(map(repr, dups[:5]))
         raise CorpusError(f"the corpus has {len(dups)} duplicate ids (e.g. {shown}); ids must be unique")
     t_index = time.perf_counter()
+    # The index is made from the finished shards, so it never depends on how encoding was batched
+    # or resumed. String ids: FAISS labels are row numbers, mapped back through the id column.
+    row_group_rows = min(bc.row_group_rows, bc.shard_rows)
+    index, index_info = build_index(tmp, state.shards, row_group_rows, encoder.dim, bc, with_ids, config.seed)
     faiss_index.save(index, tmp / INDEX_FILE)
     t_index = time.perf_counter() - t_index
     index_bytes = (tmp / INDEX_FILE).stat().st_size
@@ -337,10 +341,6 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
         "oov_rate": round(stats.oov_rate, 6),
         "top_oov_words": [[w, c] for w, c in sorted(stats.oov_words.items(), key=lambda x: (-x[1], x[0]))[:TOP_OOV]],
         "dim": encoder.dim,
-    # The index is made from the finished shards, so it never depends on how encoding was batched
-    # or resumed. String ids: FAISS labels are row numbers, mapped back through the id column.
-    row_group_rows = min(bc.row_group_rows, bc.shard_rows)
-    index, index_info = build_index(tmp, state.shards, row_group_rows, encoder.dim, bc, with_ids, config.seed)
         "store_text": bc.store_text,
         "row_group_rows": row_group_rows,
         "shards": [{k: v for k, v in s.items() if k != "stats"} for s in state.shards],
