@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import logging
@@ -60,18 +61,27 @@ def _human_bytes(n: int) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace an existing index directory.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build from its completed shards.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+              help="A trained model directory (glovefaiss train): documents through its document tower.")
 def build(corpus, out, config_path, id_column, text_column, glove, batch_size, shard_rows, threads,
-          store_text, overwrite, resume, as_json):
+          store_text, overwrite, resume, as_json, model_dir):
     """Encode Parquet CORPUS files (or directories of them) into an index at --out."""
     from .config import load_config
     from .pipeline import build as run_build
+
+    if model_dir is not None:
+        if glove is not None:
+            raise click.UsageError("--glove cannot be combined with --model: the model fixes the word vectors")
+        from .model import build_index
+
+        run_build = functools.partial(build_index, model_dir=model_dir)  # noqa: F811
 
     config = load_config(config_path).replace({
         "build.id_column": id_column, "build.text_column": text_column, "embedding.model_name": glove,
         "build.batch_size": batch_size, "build.shard_rows": shard_rows, "build.threads": threads,
         "build.store_text": store_text,
     })
-    result = run_build(list(corpus), out, config, overwrite=overwrite, resume=resume)
+    result = run_build(list(corpus), out, config=config, overwrite=overwrite, resume=resume)
     if as_json:
         click.echo(json.dumps(result.manifest, indent=2))
     m = result.manifest
@@ -123,7 +133,9 @@ def _snippet(text: str | None, width: int = 80) -> str:
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--output", type=click.Path(path_type=Path), help="Write results here instead of stdout.")
 @click.option("--mmap", is_flag=True, help="Memory-map the index instead of reading it.")
-def query(index_dir, text, k, queries, fmt, output, mmap):
+@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+              help="Check that the index was built with this trained model (refuse a mismatch).")
+def query(index_dir, text, k, queries, fmt, output, mmap, model_dir):
     """Search INDEX_DIR for each TEXT (or each query of --queries)."""
     from .query import Index, read_queries
 
@@ -132,7 +144,12 @@ def query(index_dir, text, k, queries, fmt, output, mmap):
     if queries is None and not text:
         raise click.UsageError("give at least one query TEXT, or --queries FILE")
     qids, qtexts = read_queries(queries) if queries is not None else (list(range(1, len(text) + 1)), list(text))
-    hits = Index.load(index_dir, mmap=mmap).hits(qtexts, k=k, query_ids=qids)
+    index = Index.load(index_dir, mmap=mmap)
+    if model_dir is not None:
+        from .model import check_index_model
+
+        check_index_model(index.manifest, index_dir, model_dir)
+    hits = index.hits(qtexts, k=k, query_ids=qids)
     rendered = _render(hits, fmt)
     if output is not None:
         output.write_text(rendered, encoding="utf-8")
@@ -148,6 +165,58 @@ def verify(index_dir):
 
     checked = run_verify(index_dir)
     click.echo(f"{index_dir}: OK ({len(checked)} files match the manifest)")
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Model directory to write.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML config (may `extends` another).")
+@click.option("--epochs", type=click.IntRange(min=0), help="Epochs (default: the config's).")
+@click.option("--seed", type=int, help="Random seed (default: the config's).")
+@click.option("--validation", type=click.Path(path_type=Path),
+              help="Validation data (same kind as DATA): a metric per epoch, the best epoch kept.")
+@click.option("--holdout", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Hold out this fraction of DATA's queries for validation instead of --validation.")
+@click.option("--corpus", "corpus", multiple=True, type=click.Path(path_type=Path),
+              help="Parquet corpus whose words join the model vocabulary (repeatable).")
+@click.option("--loss", type=click.Choice(["triplet", "contrastive", "cosine", "cosent"]), help="Overrides loss.type.")
+@click.option("--negatives", type=click.Choice(["auto", "none", "random", "hard"]), default="auto", show_default=True,
+              help="Negatives for pairs: the data's, none (in-batch only), random, or hard (mined with the frozen tower).")
+@click.option("--hard-negatives-k", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Hard negatives are drawn from each query's top K documents minus its positives.")
+@click.option("--lr", type=float, help="Overrides optimizer.lr.")
+@click.option("--batch-size", type=click.IntRange(min=2), help="Overrides batch_size.")
+@click.option("--hidden-dim", type=click.IntRange(min=1), help="Overrides encoder.hidden_dim (a projection).")
+@click.option("--trainable/--frozen", default=None, help="Overrides embedding.trainable.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing model directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print model.json on stdout.")
+def train(data, out, config_path, epochs, seed, validation, holdout, corpus, loss, negatives, hard_negatives_k,
+          lr, batch_size, hidden_dim, trainable, overwrite, as_json):
+    """Train a two-tower model on DATA and write it to --out.
+
+    DATA: (query, positive[, negative]) pairs (Parquet/JSONL), a BEIR directory (its train split)
+    or one of its qrels/SPLIT.tsv files, or scored sentence pairs (CSV/TSV/Parquet).
+    """
+    from .config import load_config
+    from .train import train as run_train
+
+    config = load_config(config_path).replace({
+        "loss.type": loss, "optimizer.lr": lr, "batch_size": batch_size, "encoder.hidden_dim": hidden_dim,
+        "embedding.trainable": trainable,
+    })
+    s = run_train(data, out, config, epochs=epochs, seed=seed, validation=validation, holdout=holdout,
+                  corpus=list(corpus), negatives=negatives, hard_negatives_k=hard_negatives_k, overwrite=overwrite)
+    if as_json:
+        click.echo(json.dumps(s.info, indent=2))
+    best = s.fit.best
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in best.metrics.items())
+    click.echo(
+        f"trained {s.out_dir} (model {s.model_id[:12]}) in {s.seconds:.1f} s: kept epoch {best.epoch}"
+        f"{f' ({shown})' if shown else ''}, {s.info['training']['seconds_per_epoch'] or 0:.2f} s/epoch, "
+        f"peak memory {s.peak_rss_mb:.0f} MB",
+        err=True,
+    )
+
 
 
 def main() -> None:

@@ -69,3 +69,105 @@ def pad_batch(id_lists: Sequence[Sequence[int]]) -> torch.Tensor:
     if out.numel() and int(out.min()) < 0:
         raise ValueError("token ids must be non-negative")
     return out
+
+
+ARCHS = ("avg_pool",)
+
+
+class TwoTower(nn.Module):
+    """A query tower and a document tower, each ``embedding → AveragePoolingTower``.
+
+    ``encode_query(ids)`` / ``encode_document(ids)`` take a LongTensor (B, L) of model
+    vocabulary ids (0 = padding) and return L2-normalised (B, dim) vectors, so a dot product
+    is a cosine. Tied towers are one set of modules used twice (``document_embedding is
+    query_embedding``): every weight is shared. Untied towers own separate copies.
+    """
+
+    def __init__(self, query_embedding: nn.Module, query_tower: AveragePoolingTower,
+                 document_embedding: nn.Module | None = None, document_tower: AveragePoolingTower | None = None):
+        super().__init__()
+        if (document_embedding is None) != (document_tower is None):
+            raise ConfigError("give both document_embedding and document_tower (untied) or neither (tied)")
+        self.query_embedding = query_embedding
+        self.query_tower = query_tower
+        # Registered under both names even when tied: nn.Module keeps one parameter per object,
+        # so parameters() lists each shared weight once.
+        self.document_embedding = document_embedding if document_embedding is not None else query_embedding
+        self.document_tower = document_tower if document_tower is not None else query_tower
+
+    @property
+    def tied(self) -> bool:
+        return self.document_embedding is self.query_embedding and self.document_tower is self.query_tower
+
+    @property
+    def dim(self) -> int:
+        return self.query_tower.output_dim
+
+    @staticmethod
+    def _encode(embedding: nn.Module, tower: AveragePoolingTower, inputs) -> torch.Tensor:
+        ids = inputs if isinstance(inputs, torch.Tensor) else pad_batch(inputs)
+        if ids.dim() != 2:
+            raise ValueError(f"expected token ids of shape (B, L), got {tuple(ids.shape)}")
+        pooled = tower(embedding(ids), embedding.valid_mask(ids))
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+    def encode_query(self, inputs) -> torch.Tensor:
+        """L2-normalised query vectors (B, dim) for ids (B, L) or a list of id lists."""
+        return self._encode(self.query_embedding, self.query_tower, inputs)
+
+    def encode_document(self, inputs) -> torch.Tensor:
+        """L2-normalised document vectors (B, dim) for ids (B, L) or a list of id lists."""
+        return self._encode(self.document_embedding, self.document_tower, inputs)
+
+    def forward(self, query, document, negative=None):
+        """``(q, d)`` or ``(q, d, n)`` vectors: the query side through the query tower, the rest through the document tower."""
+        out = (self.encode_query(query), self.encode_document(document))
+        if negative is not None:
+            out += (self.encode_document(negative),)
+        return out
+
+    def export(self) -> dict[str, dict]:
+        """``{"query": ..., "document": ...}``, each ``{"matrix", "known", "projection", "bias"}`` as numpy copies."""
+        out = {}
+        for side, emb, tower in (("query", self.query_embedding, self.query_tower),
+                                 ("document", self.document_embedding, self.document_tower)):
+            matrix, known = emb.export()
+            out[side] = {"matrix": matrix, "known": known, **tower.export()}
+        return out
+
+
+@torch.no_grad()
+def _init_projection(projection: nn.Linear, generator: torch.Generator) -> None:
+    """Start near the frozen baseline: identity when square, a random semi-orthogonal map otherwise."""
+    out_dim, in_dim = projection.weight.shape
+    if out_dim == in_dim:
+        projection.weight.copy_(torch.eye(out_dim))
+    else:
+        a = torch.randn(max(out_dim, in_dim), min(out_dim, in_dim), generator=generator)
+        q, _ = torch.linalg.qr(a)
+        projection.weight.copy_(q if out_dim > in_dim else q.T)
+    projection.bias.zero_()
+
+
+def build_two_tower(embedding: nn.Module, arch: str = "avg_pool", hidden_dim: int | None = None,
+                    tied_weights: bool = True, dropout: float = 0.0, *, seed: int = 0) -> TwoTower:
+    """A :class:`TwoTower` over ``embedding`` (a :class:`~glovefaiss.embeddings.BaseEmbedding`), as the ``encoder:`` config says.
+
+    ``hidden_dim`` None: the mean is the output; otherwise a linear projection to ``hidden_dim``,
+    initialised to the identity when ``hidden_dim`` equals the embedding size (training starts
+    from the plain GloVe mean) and to a random semi-orthogonal map otherwise. ``tied_weights``
+    False gives the document tower its own deep copy of the embedding and projection.
+    ``dropout`` acts on the pooled vector in training mode only.
+    """
+    import copy
+
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown encoder arch {arch!r}; valid archs: {', '.join(ARCHS)}")
+    dim = int(embedding.embedding_dim)
+    generator = torch.Generator().manual_seed(seed)
+    tower = AveragePoolingTower(dim, output_dim=hidden_dim, dropout=dropout)
+    if tower.projection is not None:
+        _init_projection(tower.projection, generator)
+    if tied_weights:
+        return TwoTower(embedding, tower)
+    return TwoTower(embedding, tower, copy.deepcopy(embedding), copy.deepcopy(tower))

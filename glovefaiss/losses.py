@@ -1,0 +1,101 @@
+"""Training losses over L2-normalised query/document vectors, chosen by ``loss.type``.
+
+* ``triplet``: ``max(0, d(q, p) - d(q, n) + margin)`` with cosine distance ``d = 1 - cos``.
+* ``contrastive``: in-batch negatives (InfoNCE / multiple-negatives ranking): a softmax over
+  ``cos(q_i, d_j) / temperature`` for every document of the batch (positives, plus explicit
+  negatives when given); the target is the query's own positive. Pairs that share a query or a
+  positive document are not used as each other's negatives.
+* ``cosine``: regression of ``cos(a, b)`` onto graded scores scaled to [0, 1] (STS-style), MSE.
+* ``cosent``: a ranking loss for graded scores (CoSENT): every pair of pairs whose gold scores
+  differ must be ordered the same way by their cosines; ``temperature`` scales the cosines.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+
+LOSSES = ("triplet", "contrastive", "cosine", "cosent")
+SCORED_LOSSES = ("cosine", "cosent")
+
+
+class TripletLoss(nn.Module):
+    needs_negatives = True
+
+    def __init__(self, margin: float = 0.3):
+        super().__init__()
+        self.margin = float(margin)
+
+    def forward(self, q: torch.Tensor, p: torch.Tensor, n: torch.Tensor, **_) -> torch.Tensor:
+        d_pos = 1.0 - (q * p).sum(-1)
+        d_neg = 1.0 - (q * n).sum(-1)
+        return F.relu(d_pos - d_neg + self.margin).mean()
+
+
+def _same(keys: torch.Tensor | None, size: int) -> torch.Tensor:
+    if keys is None:
+        return torch.zeros(size, size, dtype=torch.bool)
+    return keys.unsqueeze(1) == keys.unsqueeze(0)
+
+
+class InBatchNegativesLoss(nn.Module):
+    needs_negatives = False
+
+    def __init__(self, temperature: float = 0.05):
+        super().__init__()
+        if temperature <= 0:
+            raise ConfigError(f"loss.temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
+
+    def forward(self, q: torch.Tensor, p: torch.Tensor, n: torch.Tensor | None = None, *,
+                query_keys: torch.Tensor | None = None, doc_keys: torch.Tensor | None = None,
+                neg_keys: torch.Tensor | None = None, **_) -> torch.Tensor:
+        """``query_keys``/``doc_keys``/``neg_keys`` (int64 (B,)) identify texts, to mask false negatives."""
+        b = q.shape[0]
+        logits = q @ p.T / self.temperature
+        # Another row's positive is not a negative when it is the same document or its query is ours.
+        false_neg = (_same(doc_keys, b) | _same(query_keys, b)) & ~torch.eye(b, dtype=torch.bool)
+        logits = logits.masked_fill(false_neg, float("-inf"))
+        if n is not None:
+            neg_logits = q @ n.T / self.temperature
+            if doc_keys is not None and neg_keys is not None:
+                neg_logits = neg_logits.masked_fill(doc_keys.unsqueeze(1) == neg_keys.unsqueeze(0), float("-inf"))
+            logits = torch.cat([logits, neg_logits], dim=1)
+        return F.cross_entropy(logits, torch.arange(b))
+
+
+class CosineRegressionLoss(nn.Module):
+    needs_negatives = False
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, n=None, *, scores: torch.Tensor, **_) -> torch.Tensor:
+        return F.mse_loss((a * b).sum(-1), scores)
+
+
+class CoSENTLoss(nn.Module):
+    needs_negatives = False
+
+    def __init__(self, temperature: float = 0.05):
+        super().__init__()
+        self.temperature = float(temperature)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, n=None, *, scores: torch.Tensor, **_) -> torch.Tensor:
+        cos = (a * b).sum(-1) / self.temperature
+        diff = cos.unsqueeze(0) - cos.unsqueeze(1)  # [i, j] = cos_j - cos_i: a loss when gold_i > gold_j
+        diff = diff.masked_fill(~(scores.unsqueeze(1) > scores.unsqueeze(0)), float("-inf"))
+        return torch.logsumexp(torch.cat([diff.new_zeros(1), diff.flatten()]), dim=0)
+
+
+def from_config(config) -> nn.Module:
+    """The loss of a :class:`~glovefaiss.config.LossConfig`."""
+    if config.type == "triplet":
+        return TripletLoss(config.margin)
+    if config.type == "contrastive":
+        return InBatchNegativesLoss(config.temperature)
+    if config.type == "cosine":
+        return CosineRegressionLoss()
+    if config.type == "cosent":
+        return CoSENTLoss(config.temperature)
+    raise ConfigError(f"unknown loss type {config.type!r}; valid types: {', '.join(LOSSES)}")

@@ -1,0 +1,383 @@
+"""Training data for the two-tower model, and the tokenizer that maps texts to model vocabulary ids.
+
+Three shapes of data, detected from the path (:func:`load_training_data`):
+
+* **pairs** (:class:`PairData`): (query, positive[, negative]) rows from Parquet or JSONL with
+  columns ``query``, ``positive``, optional ``negative`` (``anchor`` is accepted for ``query``);
+* **BEIR** directories (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``), also a
+  :class:`PairData`: every judged (query, document) pair with score > 0, the whole corpus as the
+  document pool (document text = title + " " + text). A directory means its ``train`` split; a
+  ``qrels/<split>.tsv`` file inside one means that split;
+* **scored** sentence pairs (:class:`ScoredData`): ``sentence1, sentence2, score`` from CSV
+  without header (STS-B), CSV/TSV with a header naming those columns, Parquet or JSONL.
+
+No torch at import: only :meth:`Tokenizer.__call__` and :meth:`TokenizedTexts.batch` need it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .config import TokeniserConfig
+from .errors import ConfigError
+from .tokenisers import Tokeniser
+
+log = logging.getLogger(__name__)
+
+PAD = "<pad>"  # the same as embeddings.PAD (not imported: that module imports torch)
+
+
+class DataError(ConfigError):
+    """Training or validation data is missing or malformed (a ConfigError: the user's input is wrong)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer: text → model vocabulary ids
+
+
+class TokenizedTexts:
+    """Texts as flat model ids + offsets; ``batch(rows)`` pads a selection into a LongTensor."""
+
+    def __init__(self, ids: np.ndarray, offsets: np.ndarray):
+        self.ids = ids
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def id_lists(self, rows: Sequence[int] | None = None) -> list[np.ndarray]:
+        rows = range(len(self)) if rows is None else rows
+        return [self.ids[self.offsets[r]: self.offsets[r + 1]] for r in rows]
+
+    def batch(self, rows: Sequence[int] | np.ndarray):
+        """LongTensor (len(rows), Lmax) right-padded with 0."""
+        import torch
+
+        rows = np.asarray(rows, dtype=np.int64)
+        starts, ends = self.offsets[rows], self.offsets[rows + 1]
+        lengths = ends - starts
+        out = np.zeros((len(rows), int(lengths.max(initial=0))), dtype=np.int64)
+        if lengths.sum():
+            take = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
+            out[np.arange(out.shape[1]) < lengths[:, None]] = self.ids[take]
+        return torch.from_numpy(out)
+
+
+class Tokenizer:
+    """The tokeniser rules plus a model vocabulary (entry 0 is ``<pad>``): texts → ids.
+
+    Tokens not in the vocabulary are dropped, as the numpy query path drops unknown words.
+    """
+
+    def __init__(self, tokeniser: Tokeniser | TokeniserConfig, vocab: Sequence[str] | pa.Array):
+        self.tokeniser = tokeniser if isinstance(tokeniser, Tokeniser) else Tokeniser(tokeniser)
+        words = vocab if isinstance(vocab, pa.Array) else pa.array(list(vocab), pa.string())
+        if len(words) == 0 or words[0].as_py() != PAD:
+            raise ConfigError(f"a model vocabulary starts with {PAD!r}")
+        self.words: pa.Array = words
+        self._dict: dict[str, int] | None = None
+
+    @property
+    def vocab(self) -> list[str]:
+        return self.words.to_pylist()
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @classmethod
+    def build(cls, texts: Iterable[Sequence[str] | pa.Array], tokeniser: Tokeniser | TokeniserConfig,
+              vectors: Any = None) -> Tokenizer:
+        """A vocabulary of every token in ``texts`` (lists of strings), most frequent first.
+
+        With ``vectors`` (``.words``), tokens the vectors lack are left out: they would be
+        zero rows excluded from the mean anyway. Ties in frequency are broken by the word.
+        """
+        tok = tokeniser if isinstance(tokeniser, Tokeniser) else Tokeniser(tokeniser)
+        counts: dict[str, int] = {}
+        for group in texts:
+            arr = group if isinstance(group, pa.Array) else pa.array(list(group), pa.string())
+            if not len(arr):
+                continue
+            vc = pc.value_counts(pc.list_flatten(tok.tokenise_arrow(arr)))
+            for w, c in zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist()):
+                counts[w] = counts.get(w, 0) + c
+        words = sorted(counts, key=lambda w: (-counts[w], w))
+        if vectors is not None and words:
+            arr = pa.array(words, pa.string())
+            vw = vectors.words.combine_chunks() if isinstance(vectors.words, pa.ChunkedArray) else vectors.words
+            present = pc.is_in(arr, value_set=vw.cast(pa.string())).to_numpy(zero_copy_only=False)
+            missing = len(words) - int(present.sum())
+            if missing:
+                log.info("%d of %d training words are not in %s and are left out of the vocabulary",
+                         missing, len(words), getattr(vectors, "source", "the word vectors"))
+            words = [w for w, keep in zip(words, present) if keep]
+        words = [w for w in words if w != PAD]
+        return cls(tok, [PAD] + words)
+
+    def encode_texts(self, texts: Sequence[str] | pa.Array) -> TokenizedTexts:
+        """Tokenise and look up many texts at once (Arrow path)."""
+        arr = texts if isinstance(texts, pa.Array) else pa.array(list(texts), pa.string())
+        tokens = self.tokeniser.tokenise_arrow(arr)
+        lengths = pc.list_value_length(tokens).fill_null(0).to_numpy().astype(np.int64)
+        rows = pc.index_in(pc.list_flatten(tokens), value_set=self.words).fill_null(-1)
+        rows = rows.to_numpy(zero_copy_only=False).astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        known = rows > 0  # drops unknown words (-1) and a literal "<pad>" token (0)
+        known_offsets = np.concatenate([[0], np.cumsum(known)])[offsets]
+        return TokenizedTexts(rows[known], known_offsets.astype(np.int64))
+
+    def __call__(self, texts: Sequence[str] | str):
+        """LongTensor (B, Lmax) of ids, right-padded with 0 (what ``TwoTower.encode_*`` take)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        return self.encode_texts(texts).batch(np.arange(len(texts)))
+
+
+# --------------------------------------------------------------------------------------------
+# Data sets
+
+
+@dataclass
+class PairData:
+    """(query, relevant document[, negative]) pairs over lists of unique texts.
+
+    ``pairs[i] = (query index, document index)``; ``negatives[i]`` a document index or -1.
+    ``documents`` is the pool that random and hard negatives come from.
+    """
+
+    queries: list[str]
+    documents: list[str]
+    pairs: np.ndarray
+    negatives: np.ndarray | None = None
+    source: str = ""
+    query_ids: list | None = None
+    document_ids: list | None = None
+    kind: str = field(default="pairs", init=False)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def relevant(self) -> dict[int, set[int]]:
+        rel: dict[int, set[int]] = {}
+        for q, d in self.pairs.tolist():
+            rel.setdefault(q, set()).add(d)
+        return rel
+
+    def texts(self) -> list[list[str]]:
+        return [self.queries, self.documents]
+
+    def split_queries(self, fraction: float, seed: int) -> tuple[PairData, PairData]:
+        """(rest, held out): ``fraction`` of the distinct queries (seeded) and all their pairs held out."""
+        qs = np.unique(self.pairs[:, 0])
+        rng = np.random.default_rng(seed)
+        n_out = max(1, int(round(fraction * len(qs))))
+        if n_out >= len(qs):
+            raise DataError(f"cannot hold out {fraction:.0%} of {len(qs)} queries and keep some to train on")
+        held = np.zeros(len(self.queries), dtype=bool)
+        held[rng.choice(qs, n_out, replace=False)] = True
+        mask = held[self.pairs[:, 0]]
+        return self._subset(~mask, "train part"), self._subset(mask, "held-out part")
+
+    def _subset(self, mask: np.ndarray, what: str) -> PairData:
+        return PairData(self.queries, self.documents, self.pairs[mask],
+                        None if self.negatives is None else self.negatives[mask],
+                        f"{self.source} ({what})", self.query_ids, self.document_ids)
+
+    @classmethod
+    def from_triplets(cls, rows: Sequence[Sequence[str]], source: str = "triplets") -> PairData:
+        """From (query, positive) or (query, positive, negative) tuples of strings."""
+        q_index: dict[str, int] = {}
+        d_index: dict[str, int] = {}
+        pairs, negs = [], []
+        has_neg = bool(rows) and all(len(r) >= 3 and r[2] for r in rows)
+        for r in rows:
+            if len(r) < 2 or not isinstance(r[0], str) or not isinstance(r[1], str):
+                raise DataError(f"{source}: each row needs a query and a positive text, got {r!r}")
+            q = q_index.setdefault(r[0], len(q_index))
+            d = d_index.setdefault(r[1], len(d_index))
+            pairs.append((q, d))
+            if has_neg:
+                negs.append(d_index.setdefault(r[2], len(d_index)))
+        if not pairs:
+            raise DataError(f"{source} has no training pairs")
+        return cls(list(q_index), list(d_index), np.asarray(pairs, dtype=np.int64),
+                   np.asarray(negs, dtype=np.int64) if has_neg else None, source)
+
+
+@dataclass
+class ScoredData:
+    """Sentence pairs with graded similarity scores (STS-style)."""
+
+    first: list[str]
+    second: list[str]
+    scores: np.ndarray
+    source: str = ""
+    kind: str = field(default="scored", init=False)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def texts(self) -> list[list[str]]:
+        return [self.first, self.second]
+
+    def scaled_scores(self, low: float, high: float) -> np.ndarray:
+        """Scores mapped to [0, 1] with the range ``[low, high]`` (the training data's)."""
+        span = high - low
+        return ((self.scores - low) / span if span > 0 else np.ones_like(self.scores)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Readers
+
+
+def load_training_data(path: str | Path) -> PairData | ScoredData:
+    """Read training or validation data; the shape is detected from the path and the columns."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"training data not found: {path}")
+    if path.is_dir():
+        return read_beir(path, "train")
+    if path.suffix.lower() == ".tsv" and path.parent.name == "qrels" and (path.parent.parent / "corpus.jsonl").is_file():
+        return read_beir(path.parent.parent, path.stem)
+    if path.suffix.lower() in (".csv", ".tsv"):
+        return _read_scored_csv(path)
+    rows = _read_rows(path)
+    cols = set(rows[0]) if rows else set()
+    if {"sentence1", "sentence2", "score"} <= cols:
+        return _scored_from_rows(rows, path)
+    qcol = "query" if "query" in cols else "anchor" if "anchor" in cols else None
+    if qcol and "positive" in cols:
+        neg = "negative" if "negative" in cols else None
+        return PairData.from_triplets([(r[qcol], r["positive"]) + ((r[neg],) if neg else ()) for r in rows],
+                                      source=str(path))
+    raise DataError(
+        f"{path}: cannot tell what this data is (columns: {', '.join(sorted(cols)) or 'none'}); "
+        "pairs need 'query' and 'positive' (optionally 'negative'), scored pairs 'sentence1', 'sentence2' and 'score'"
+    )
+
+
+def _read_rows(path: Path) -> list[dict]:
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic == b"PAR1":
+        rows = pq.read_table(path).to_pylist()
+    elif path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{n}: each line must be a JSON object")
+            rows.append(row)
+    else:
+        raise DataError(f"{path}: training data must be Parquet, JSONL, CSV, TSV or a BEIR directory")
+    if not rows:
+        raise DataError(f"{path} has no rows")
+    return rows
+
+
+def _scored_from_rows(rows: list[dict], path: Path) -> ScoredData:
+    try:
+        scores = np.asarray([float(r["score"]) for r in rows], dtype=np.float64)
+    except (TypeError, ValueError, KeyError):
+        raise DataError(f"{path}: every row needs a numeric 'score'") from None
+    return ScoredData([str(r["sentence1"] or "") for r in rows], [str(r["sentence2"] or "") for r in rows],
+                      scores, str(path))
+
+
+def _read_scored_csv(path: Path) -> ScoredData:
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    with open(path, encoding="utf-8", newline="") as f:
+        # TSV files (like STS-B's own) may hold unbalanced quotes inside sentences.
+        reader = csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+        rows = [r for r in reader if r]
+    if not rows:
+        raise DataError(f"{path} has no rows")
+    try:
+        float(rows[0][2])
+        header = None
+    except (ValueError, IndexError):
+        header = [c.strip().lower() for c in rows[0]]
+        rows = rows[1:]
+    if header is None:
+        cols = (0, 1, 2)
+    else:
+        try:
+            cols = (header.index("sentence1"), header.index("sentence2"), header.index("score"))
+        except ValueError:
+            raise DataError(f"{path}: the header must name 'sentence1', 'sentence2' and 'score' "
+                            f"(found: {', '.join(header)}); or give a file without header") from None
+    first, second, scores = [], [], []
+    for n, r in enumerate(rows, 2 if header else 1):
+        try:
+            first.append(r[cols[0]])
+            second.append(r[cols[1]])
+            scores.append(float(r[cols[2]]))
+        except (IndexError, ValueError):
+            raise DataError(f"{path}:{n}: expected sentence1, sentence2, score; got {r[:4]!r}") from None
+    if not scores:
+        raise DataError(f"{path} has no rows")
+    return ScoredData(first, second, np.asarray(scores, dtype=np.float64), str(path))
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise DataError(f"BEIR directory {path.parent}: {path.name} is missing")
+    return _read_rows(path)
+
+
+def read_beir(directory: str | Path, split: str = "train") -> PairData:
+    """Judged (query, document) pairs of one qrels split; the whole corpus is the document pool."""
+    directory = Path(directory)
+    qrels_path = directory / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        have = sorted(p.stem for p in (directory / "qrels").glob("*.tsv")) if (directory / "qrels").is_dir() else []
+        raise DataError(f"{directory} is not a BEIR directory with a '{split}' split (qrels/{split}.tsv missing; "
+                        f"splits present: {', '.join(have) or 'none'})")
+    corpus = _read_jsonl(directory / "corpus.jsonl")
+    doc_ids = [str(d["_id"]) for d in corpus]
+    documents = [" ".join(x for x in ((d.get("title") or "").strip(), (d.get("text") or "").strip()) if x)
+                 for d in corpus]
+    queries = _read_jsonl(directory / "queries.jsonl")
+    query_index = {str(q["_id"]): i for i, q in enumerate(queries)}
+    doc_index = {d: i for i, d in enumerate(doc_ids)}
+    pairs = []
+    with open(qrels_path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.rstrip("\n").split("\t")
+            if n == 1 and parts[0] == "query-id":
+                continue
+            if len(parts) < 3:
+                if line.strip():
+                    raise DataError(f"{qrels_path}:{n}: expected query-id, corpus-id, score")
+                continue
+            qid, did, score = parts[0], parts[1], parts[2]
+            if float(score) <= 0:
+                continue
+            if qid not in query_index:
+                raise DataError(f"{qrels_path}:{n}: query {qid!r} is not in queries.jsonl")
+            if did not in doc_index:
+                raise DataError(f"{qrels_path}:{n}: document {did!r} is not in corpus.jsonl")
+            pairs.append((query_index[qid], doc_index[did]))
+    if not pairs:
+        raise DataError(f"{qrels_path} has no relevant (score > 0) judgments")
+    return PairData([q.get("text") or "" for q in queries], documents, np.asarray(pairs, dtype=np.int64), None,
+                    f"{directory} ({split})", [str(q["_id"]) for q in queries], doc_ids)

@@ -1,0 +1,180 @@
+"""Training: losses, the fit loop (frozen/trainable, seeding, best epoch), hard negatives."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from glovefaiss import losses
+from glovefaiss.config import LossConfig
+from glovefaiss.embeddings import GloVeEmbedding
+from glovefaiss.encoders import build_two_tower
+from glovefaiss.errors import ConfigError, ModelError
+from glovefaiss.model import export_towers
+from glovefaiss.train import evaluate, fit, mine_hard_negatives
+from glovefaiss.training_data import Tokenizer
+from glovefaiss.vectors import load_vectors
+
+from .test_train_helpers import pair_data, scored_data, tiny_config
+
+
+def make(tiny_vectors, data, trainable=True, hidden_dim=None, tied=True, dropout=0.0, **over):
+    config = tiny_config(tiny_vectors[0], **{"embedding.trainable": trainable, "encoder.hidden_dim": hidden_dim,
+                                            "encoder.tied_weights": tied, "encoder.dropout": dropout, **over})
+    vectors = load_vectors(str(tiny_vectors[0]))
+    tok = Tokenizer.build(data.texts(), config.tokeniser, vectors)
+    emb = GloVeEmbedding(len(tok), vocab=tok.words, vectors=vectors, trainable=trainable)
+    model = build_two_tower(emb, hidden_dim=hidden_dim, tied_weights=tied, dropout=dropout)
+    return model, tok, config, vectors
+
+
+# ---------------------------------------------------------------------------------- losses
+
+def test_triplet_loss_hand_computed():
+    q = torch.tensor([[1.0, 0.0]])
+    p = torch.tensor([[0.6, 0.8]])  # cos 0.6 → distance 0.4
+    n = torch.tensor([[0.8, 0.6]])  # cos 0.8 → distance 0.2
+    assert losses.TripletLoss(0.3)(q, p, n).item() == pytest.approx(0.4 - 0.2 + 0.3)
+    assert losses.TripletLoss(0.3)(q, n, p).item() == pytest.approx(0.2 - 0.4 + 0.3)  # margin not yet met
+    assert losses.TripletLoss(0.1)(q, n, p).item() == pytest.approx(0.0)  # met: no loss
+
+
+def test_in_batch_loss_hand_computed_and_false_negatives_masked():
+    q = torch.eye(3)
+    d = torch.eye(3)
+    t = 0.5
+    loss = losses.InBatchNegativesLoss(t)(q, d)
+    want = -math.log(math.exp(2) / (math.exp(2) + 2))  # own positive cos 1, others cos 0, / 0.5
+    assert loss.item() == pytest.approx(want, rel=1e-6)
+    # Rows 0 and 1 share their positive document: neither is the other's negative.
+    keys = torch.tensor([7, 7, 9])
+    masked = losses.InBatchNegativesLoss(t)(q, d, doc_keys=keys)
+    rows = [-math.log(math.exp(2) / (math.exp(2) + 1))] * 2 + [want]
+    assert masked.item() == pytest.approx(sum(rows) / 3, rel=1e-6)
+
+
+def test_cosine_regression_and_cosent():
+    a = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    b = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # cosines 1, 0
+    assert losses.CosineRegressionLoss()(a, b, scores=torch.tensor([1.0, 0.0])).item() == 0.0
+    assert losses.CosineRegressionLoss()(a, b, scores=torch.tensor([0.5, 0.5])).item() == pytest.approx(0.25)
+    cosent = losses.CoSENTLoss(1.0)
+    right = cosent(a, b, scores=torch.tensor([5.0, 0.0])).item()  # ordered like the gold scores
+    wrong = cosent(a, b, scores=torch.tensor([0.0, 5.0])).item()
+    assert right == pytest.approx(math.log(1 + math.exp(-1)))
+    assert wrong == pytest.approx(math.log(1 + math.exp(1)))
+
+
+def test_unknown_loss_type():
+    with pytest.raises(ConfigError, match="unknown loss type 'hinge'; valid types: triplet, contrastive, cosine, cosent"):
+        losses.from_config(LossConfig(type="hinge"))
+
+
+# ---------------------------------------------------------------------------------- fit
+
+@pytest.mark.parametrize("loss_type,negatives", [("triplet", "auto"), ("contrastive", "none"), ("triplet", "hard")])
+def test_loss_decreases_on_synthetic_task(tiny_vectors, loss_type, negatives):
+    data = pair_data(negatives=negatives == "auto")
+    model, tok, config, vectors = make(tiny_vectors, data, **{"loss.type": loss_type, "loss.temperature": 0.1})
+    res = fit(model, tok, data, config, epochs=6, seed=0, negatives=negatives, hard_negatives_k=5,
+              export=lambda m: export_towers(m, tok, config, vectors), progress=False)
+    loss = [e.loss for e in res.history[1:]]
+    assert loss[-1] < 0.6 * loss[0], loss
+
+
+def test_cosine_loss_decreases_and_spearman_rises(tiny_vectors):
+    data, val = scored_data(seed=0), scored_data(seed=1)
+    model, tok, config, vectors = make(tiny_vectors, data, hidden_dim=8, **{"loss.type": "cosine"})
+    res = fit(model, tok, data, config, epochs=8, seed=0, validation=val,
+              export=lambda m: export_towers(m, tok, config, vectors), progress=False)
+    loss = [e.loss for e in res.history[1:]]
+    assert loss[-1] < 0.5 * loss[0], loss
+    assert res.metric == "spearman"
+    assert res.best.metrics["spearman"] > res.history[0].metrics["spearman"] + 10
+
+
+def test_frozen_rows_bit_identical_projection_learns(tiny_vectors):
+    data = pair_data()
+    model, tok, config, vectors = make(tiny_vectors, data, trainable=False, hidden_dim=8)
+    before = model.query_embedding.weight.detach().clone()
+    proj_before = model.query_tower.projection.weight.detach().clone()
+    fit(model, tok, data, config, epochs=3, seed=0, progress=False)
+    assert torch.equal(model.query_embedding.weight, before)
+    assert not torch.equal(model.query_tower.projection.weight, proj_before)
+    # Exported rows are the GloVe rows, bit for bit.
+    q, _ = export_towers(model, tok, config, vectors)
+    assert np.array_equal(q.matrix, np.asarray(vectors.matrix))
+
+
+def test_trainable_rows_change(tiny_vectors):
+    data = pair_data()
+    model, tok, config, vectors = make(tiny_vectors, data, trainable=True)
+    before = model.query_embedding.weight.detach().clone()
+    fit(model, tok, data, config, epochs=3, seed=0, progress=False)
+    after = model.query_embedding.weight.detach()
+    changed = (after != before).any(dim=1)
+    assert not changed[0]  # padding stays zero
+    assert changed[1:].float().mean() > 0.9  # (nearly) every training word moved
+    assert torch.count_nonzero(after[0]) == 0
+
+
+def test_nothing_to_train_is_an_error(tiny_vectors):
+    data = pair_data()
+    model, tok, config, _ = make(tiny_vectors, data, trainable=False, hidden_dim=None)
+    with pytest.raises(ModelError, match="nothing to train: embedding.trainable is false and encoder.hidden_dim is null"):
+        fit(model, tok, data, config, epochs=1, progress=False)
+
+
+def test_seeded_and_reproducible(tiny_vectors):
+    data = pair_data()
+
+    def run(seed):
+        model, tok, config, _ = make(tiny_vectors, data, hidden_dim=6, dropout=0.2)
+        fit(model, tok, data, config, epochs=2, seed=seed, negatives="random", progress=False)
+        return model.state_dict()
+
+    a, b, c = run(3), run(3), run(4)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_best_epoch_kept(tiny_vectors):
+    data, val = pair_data(seed=0), pair_data(n=16, seed=5)
+    model, tok, config, vectors = make(tiny_vectors, data, **{"optimizer.lr": 0.3})
+    export = lambda m: export_towers(m, tok, config, vectors)  # noqa: E731
+    res = fit(model, tok, data, config, epochs=5, seed=0, validation=val, export=export, progress=False)
+    values = [e.metrics["recall@10"] for e in res.history]
+    assert len(values) == 6 and res.metric == "recall@10"
+    assert res.best_epoch == int(np.argmax(values))  # first of the best
+    # The model holds the best epoch's weights, not the last epoch's.
+    now = evaluate(export(model), val)
+    assert now["recall@10"] == pytest.approx(values[res.best_epoch], abs=1e-3)
+
+
+def test_loss_and_data_kind_must_match(tiny_vectors):
+    data = scored_data()
+    model, tok, config, _ = make(tiny_vectors, data)
+    with pytest.raises(ConfigError, match="loss.type 'triplet' needs \\(query, positive\\) pairs, but the training "
+                                          "data \\(synthetic-scored\\) has scored sentence pairs; use loss.type "
+                                          "cosine or cosent"):
+        fit(model, tok, data, config, epochs=1, progress=False)
+
+
+def test_hard_negatives_are_top_ranked_non_positives(tiny_vectors):
+    data = pair_data(negatives=False)
+    model, tok, config, vectors = make(tiny_vectors, data)
+    q_enc, d_enc = export_towers(model, tok, config, vectors)
+    k = 4
+    hard = mine_hard_negatives((q_enc, d_enc), data, k)
+    rel = data.relevant()
+    docs = d_enc.encode(data.documents)
+    for i, (q, _) in enumerate(data.pairs.tolist()):
+        cands = [d for d in hard[i].tolist() if d >= 0]
+        assert cands and not set(cands) & rel[q]
+        scores = docs @ q_enc.encode([data.queries[q]])[0]
+        order = [d for d in np.argsort(-scores, kind="stable").tolist() if d not in rel[q]]
+        # the same documents as a brute-force ranking (ties may swap places at the cut)
+        assert np.allclose(sorted(scores[cands]), sorted(scores[order[: len(cands)]]), atol=1e-6)
