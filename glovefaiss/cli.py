@@ -88,7 +88,8 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
     click.echo(
         f"built {result.out_dir}: {result.documents:,} documents in {result.seconds:.1f} s "
         f"({m['timings']['docs_per_s'] or 0:,.0f} docs/s encoding), OOV rate {result.oov_rate:.1%}, "
-        f"{result.empty_documents:,} empty documents, index {_human_bytes(result.index_bytes)}",
+        f"{result.empty_documents:,} empty documents, index {_human_bytes(result.index_bytes)}, "
+        f"anisotropy {m.get('anisotropy') or 0:.3f} (mean cosine to the centroid)",
         err=True,
     )
 
@@ -217,6 +218,104 @@ def train(data, out, config_path, epochs, seed, validation, holdout, corpus, los
         err=True,
     )
 
+
+
+@cli.group("eval")
+def eval_group():
+    """Measure quality: retrieval metrics (BEIR data) or STS correlations."""
+
+
+def _eval_config(config_path, glove):
+    from .config import load_config
+
+    return load_config(config_path).replace({"embedding.model_name": glove})
+
+
+def _emit_reports(reports, fmt: str, per_query: bool = False) -> None:
+    from .evaluate import render_table
+
+    if fmt == "json":
+        click.echo(json.dumps([r.to_dict(per_query) for r in reports], indent=2))
+    else:
+        click.echo(render_table(reports), nl=False)
+
+
+@eval_group.command("retrieval")
+@click.argument("data", required=False, type=click.Path(path_type=Path))
+@click.option("--split", default="test", show_default=True, help="Qrels split of a BEIR directory (qrels/SPLIT.tsv).")
+@click.option("--corpus", type=click.Path(path_type=Path), help="Corpus (BEIR JSONL or Parquet) to build an index of.")
+@click.option("--queries", type=click.Path(path_type=Path), help="Queries (BEIR JSONL or Parquet: _id/id, text).")
+@click.option("--qrels", type=click.Path(path_type=Path), help="Judgments (TSV query-id, corpus-id, score; or Parquet).")
+@click.option("--index", "index_dir", type=click.Path(path_type=Path), help="Evaluate this index instead of building one.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Config for the index built here.")
+@click.option("--glove", help="Word vectors for the index built here (default: the config's).")
+@click.option("--out", type=click.Path(path_type=Path), help="Keep the index built here in this directory.")
+@click.option("--metric", "metrics", multiple=True, help="Metrics (default: ndcg@10 recall@10 recall@100 mrr@10 map@100).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--per-query", is_flag=True, help="With --format json: every query's metrics too.")
+def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, glove, out, metrics, fmt, per_query):
+    """nDCG@10, Recall@10/100, MRR@10, MAP@100 of an index on DATA (a BEIR directory) or on
+    --queries/--qrels; without --index, an index of the corpus is built first (--config, --glove)."""
+    import tempfile
+
+    from .evaluate import RETRIEVAL_METRICS, corpus_to_parquet, evaluate_retrieval, load_retrieval
+    from .query import Index
+
+    if data is None and (queries is None or qrels is None):
+        raise click.UsageError("give a BEIR directory DATA, or --queries and --qrels")
+    if index_dir is not None and (config_path or glove or out):
+        raise click.UsageError("--index evaluates an existing index; --config, --glove and --out are for building one")
+    rd = load_retrieval(data, split, corpus=corpus, queries=queries, qrels=qrels)
+    with tempfile.TemporaryDirectory(prefix="glovefaiss-eval-") as tmp:
+        if index_dir is None:
+            from .pipeline import build as run_build
+
+            if rd.corpus is None:
+                raise click.UsageError("give --index, or a corpus (a BEIR directory or --corpus) to build one")
+            corpus_file = corpus_to_parquet(rd.corpus, Path(tmp) / "corpus.parquet")
+            index_dir = out or Path(tmp) / "index"
+            result = run_build([corpus_file], index_dir, _eval_config(config_path, glove), overwrite=out is not None)
+            click.echo(f"built {index_dir}: {result.documents:,} documents in {result.seconds:.1f} s", err=True)
+        report = evaluate_retrieval(Index.load(index_dir), rd, list(metrics) or RETRIEVAL_METRICS,
+                                    name=f"{rd.name}/{split}" if data is not None else rd.name)
+    _emit_reports([report], fmt, per_query)
+
+
+@eval_group.command("sts")
+@click.argument("pairs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--index", "index_dir", type=click.Path(path_type=Path), help="Use this index's query tower.")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), help="Config of the tower (default: built-in).")
+@click.option("--glove", help="Word vectors (default: the config's).")
+@click.option("--fit-on", "fit_on", multiple=True, type=click.Path(path_type=Path),
+              help="Pairs files whose sentences fit SIF corpus counts and components (default: each evaluated file).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def eval_sts(pairs, index_dir, config_path, glove, fit_on, fmt):
+    """Pearson and Spearman x100 between gold scores and cosines, for each PAIRS file
+    (CSV/TSV sentence1, sentence2, score, header optional; or Parquet)."""
+    from .evaluate import evaluate_sts, read_pairs, sts_encoder
+
+    if index_dir is not None and (config_path or glove or fit_on):
+        raise click.UsageError("--index uses the index's tower; --config, --glove and --fit-on are for building one")
+    loaded = [(p, *read_pairs(p)) for p in pairs]
+    reports = []
+    if index_dir is not None:
+        from .manifest import TOWER_DIR, read_manifest
+        from .pooling import load_encoder
+
+        tower = Path(index_dir) / read_manifest(index_dir).get("query_tower", {}).get("dir", TOWER_DIR)
+        encoder = load_encoder(tower)
+        reports = [evaluate_sts(encoder, a, b, s, name=p.name) for p, a, b, s in loaded]
+    else:
+        from .vectors import load_vectors
+
+        config = _eval_config(config_path, glove)
+        vectors = load_vectors(config.embedding.model_name)
+        fit = [t for f in fit_on for t in read_pairs(f)[0] + read_pairs(f)[1]]
+        shared = sts_encoder(config, fit, vectors)[0] if fit else None
+        for p, a, b, s in loaded:
+            encoder = shared or sts_encoder(config, a + b, vectors)[0]
+            reports.append(evaluate_sts(encoder, a, b, s, name=p.name))
+    _emit_reports(reports, fmt)
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ class TokeniserConfig:
     lowercase: bool = True
     strip_punctuation: bool = True
     max_len: int | None = None
+    contractions: bool = False  # "n't" -> " not" before splitting ("don't" -> "do not")
+    numbers: bool = False  # keep "3.5" and "1,000" whole: "." or "," between digits is not a separator
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,24 @@ class EncoderConfig:
     hidden_dim: int | None = None
     tied_weights: bool = True
     dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class PoolingConfig:
+    """How word vectors are combined: plain mean, or SIF weights; optional common-component removal.
+
+    ``weighting: sif`` gives word ``w`` the weight ``sif_a / (sif_a + p(w))`` and a text the vector
+    ``sum(weight * vector) / n_known_words`` (as SIF and fse). ``p(w)`` comes from ``frequencies``:
+    ``wordfreq`` (English; ``wordfreq:LANG`` for another language) or ``corpus`` (counts in the
+    corpus being indexed). ``components`` > 0 removes the projection on the top principal
+    components of ``components_sample`` document vectors (a seeded uniform sample).
+    """
+
+    weighting: str = "mean"
+    sif_a: float = 0.001
+    frequencies: str = "wordfreq"
+    components: int = 0
+    components_sample: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,7 @@ class Config:
     tokeniser: TokeniserConfig = field(default_factory=TokeniserConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    pooling: PoolingConfig = field(default_factory=PoolingConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     build: BuildConfig = field(default_factory=BuildConfig)

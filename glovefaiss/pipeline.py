@@ -15,11 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import index as faiss_index
+from . import weighting
 from .config import Config
 from .corpus import Corpus, open_corpus
 from .errors import CorpusError, IndexDirError, ModelError
@@ -122,13 +124,18 @@ def _aligned(batches: Iterable[tuple[pa.Array, pa.Array]], shard_rows: int, skip
 
 def _stats_json(s: EncodeStats) -> dict:
     top = sorted(s.oov_words.items(), key=lambda x: (-x[1], x[0]))[:KEEP_OOV_PER_SHARD]
-    return {"texts": s.texts, "tokens": s.tokens, "oov_tokens": s.oov_tokens, "empty_texts": s.empty_texts,
-            "top_oov_words": top}
+    out = {"texts": s.texts, "tokens": s.tokens, "oov_tokens": s.oov_tokens, "empty_texts": s.empty_texts,
+           "top_oov_words": top}
+    if s.vector_sum is not None:
+        out["vector_sum"] = [float(x) for x in s.vector_sum]  # float64 round-trips exactly through JSON
+    return out
 
 
 def _stats_from_json(d: dict) -> EncodeStats:
+    vector_sum = d.get("vector_sum")
     return EncodeStats(d["texts"], d["tokens"], d["oov_tokens"], d["empty_texts"],
-                       Counter(dict((w, c) for w, c in d["top_oov_words"])))
+                       Counter(dict((w, c) for w, c in d["top_oov_words"])),
+                       None if vector_sum is None else np.array(vector_sum, dtype=np.float64))
 
 
 class _BuildState:
@@ -211,18 +218,33 @@ def build(
     _check_out_dir(out, overwrite)
 
     vectors_info: dict[str, Any] = {}
+    pooling_info: dict[str, Any] = {"weighting": "mean"}
+    weighting.check(config.pooling)
+    fit_pooling = encoder is None and weighting.is_active(config.pooling)
     if encoder is None:
         encoder, vectors = encoder_from_config(config)
         vectors_info = {"source": vectors.source, "sha256": vectors.sha256,
                         "vocab_size": len(vectors.words), "dim": int(vectors.matrix.shape[1])}
+    elif weighting.is_active(config.pooling):
+        logger.warning("the pooling section of the config is ignored: the build was given its own encoder")
     t_vectors = time.perf_counter() - t0
+    if fit_pooling:
+        # SIF weights and common components: fitted before any shard (a first pass over the
+        # corpus), stored in the query tower, applied alike to documents and queries.
+        def texts():
+            return (t for _, t in corpus.batches(bc.batch_size))
+
+        encoder, pooling_info = weighting.prepare(encoder, config.pooling, texts, corpus.num_rows, config.seed)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _prepare_partial(out, resume)
     try:
         result = _build_into(tmp, corpus, config, encoder, query_encoder or encoder, vectors_info, progress, resume)
         result.update(extra_manifest or {})
+        result["pooling"] = pooling_info
         result["timings"]["load_vectors_s"] = round(t_vectors, 3)
+        if "fit_s" in pooling_info:
+            result["timings"]["pooling_fit_s"] = pooling_info["fit_s"]
         result["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
         (tmp / STATE).unlink()
         write_json_atomic(tmp / MANIFEST, result)
@@ -340,6 +362,8 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
         "oov_tokens": stats.oov_tokens,
         "oov_rate": round(stats.oov_rate, 6),
         "top_oov_words": [[w, c] for w, c in sorted(stats.oov_words.items(), key=lambda x: (-x[1], x[0]))[:TOP_OOV]],
+        # Mean cosine of the documents to their centroid: near 1 means every vector points the same way.
+        "anisotropy": None if stats.anisotropy is None else round(stats.anisotropy, 6),
         "dim": encoder.dim,
         "store_text": bc.store_text,
         "row_group_rows": row_group_rows,

@@ -1,7 +1,9 @@
-"""The numpy tower: text → tokens → vocabulary rows → mean → projection → L2 normalisation.
+"""The numpy tower: text → tokens → vocabulary rows → (weighted) mean → projection →
+common-component removal → L2 normalisation.
 
 Build and query both encode through :class:`TextEncoder`, so documents and queries get
-exactly the same treatment. No torch here: training exports its weights into this form.
+exactly the same treatment. No torch here: training exports its weights into this form, and
+:mod:`glovefaiss.weighting` computes the optional word weights and components.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import pyarrow.parquet as pq
 from .config import TokeniserConfig
 from .tokenisers import Tokeniser
 
-
 _ZERO = np.zeros(1, dtype=np.int64)
 
 
@@ -30,25 +31,34 @@ def mean_pool(
     projection: np.ndarray | None = None,
     bias: np.ndarray | None = None,
     normalize: bool = True,
+    weights: np.ndarray | None = None,
+    components: np.ndarray | None = None,
 ) -> np.ndarray:
     """Mean of ``matrix[ids[offsets[i]:offsets[i+1]]]`` per text, then ``x @ projection.T + bias``.
 
     ``ids`` hold only known tokens (out-of-vocabulary ones are left out by the caller, so they
     do not dilute the mean). A text with no ids gives a zero vector, also after projection
     and normalisation.
+
+    ``weights`` (float32, one per matrix row) turn the mean into ``sum(weight * vector) / count``:
+    the weighted sum divided by the number of known words, as SIF (Arora et al. 2017) and fse
+    compute it, not by the sum of the weights. ``components`` (k, dim), orthonormal rows: the
+    projection of each vector on them is subtracted (after the projection, before normalising).
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     n = len(offsets) - 1
     if n == 1 and projection is None and ids.size:
         # One text (a query): skip the segment bookkeeping. reduceat, not sum: the same order
         # of additions as the batch path, so a text's vector never depends on its batch.
-        out = np.add.reduceat(matrix[ids], _ZERO, axis=0, dtype=np.float32) / np.float32(ids.size)
+        out = np.add.reduceat(_rows(matrix, ids, weights), _ZERO, axis=0, dtype=np.float32) / np.float32(ids.size)
+        if components is not None:
+            out = remove_components(out, components)
         return l2_normalize(out) if normalize else out
     counts = np.diff(offsets)
     out = np.zeros((n, matrix.shape[1]), dtype=np.float32)
     nonempty = counts > 0
     if ids.size:
-        rows = matrix[ids]
+        rows = _rows(matrix, ids, weights)
         # reduceat over non-empty segments only: for an empty one it would return a row, not 0.
         out[nonempty] = np.add.reduceat(rows, offsets[:-1][nonempty], axis=0, dtype=np.float32)
         out[nonempty] /= counts[nonempty, None].astype(np.float32)
@@ -58,8 +68,31 @@ def mean_pool(
             projected += bias
         projected[~nonempty] = 0.0
         out = projected.astype(np.float32, copy=False)
+    if components is not None:
+        out = remove_components(out, components)
     if normalize:
         l2_normalize(out)
+    return out
+
+
+def _rows(matrix: np.ndarray, ids: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    rows = matrix[ids]
+    if weights is not None:
+        rows = rows * weights[ids, None]  # float32 (V,) weights keep float32 rows
+    return rows
+
+
+def remove_components(x: np.ndarray, components: np.ndarray) -> np.ndarray:
+    """``x - (x @ C.T) @ C`` for orthonormal rows ``C``, computed row by row.
+
+    Element-wise products and row sums instead of a matrix product: BLAS picks different
+    kernels (and summation orders) for one row and for many, and a text's vector must not
+    depend on the batch it was encoded in. A zero row stays zero.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    out = x.copy()
+    for c in np.asarray(components, dtype=np.float32):
+        out -= (x * c).sum(axis=1, dtype=np.float32)[:, None] * c
     return out
 
 
@@ -104,6 +137,8 @@ class EncodeStats:
     oov_tokens: int = 0
     empty_texts: int = 0
     oov_words: Counter = field(default_factory=Counter)
+    # Sum of the (unit or zero) output vectors, float64: anisotropy = |sum| / non-empty texts.
+    vector_sum: np.ndarray | None = None
 
     def add(self, other: EncodeStats) -> None:
         self.texts += other.texts
@@ -111,10 +146,23 @@ class EncodeStats:
         self.oov_tokens += other.oov_tokens
         self.empty_texts += other.empty_texts
         self.oov_words.update(other.oov_words)
+        if other.vector_sum is not None:
+            self.vector_sum = other.vector_sum.copy() if self.vector_sum is None else self.vector_sum + other.vector_sum
 
     @property
     def oov_rate(self) -> float:
         return self.oov_tokens / self.tokens if self.tokens else 0.0
+
+    @property
+    def anisotropy(self) -> float | None:
+        """Mean cosine of the non-empty texts' vectors to their centroid (None before any vector).
+
+        With unit vectors x_i and S = sum x_i: mean_i cos(x_i, S) = |S|^2 / (n |S|) = |S| / n.
+        """
+        n = self.texts - self.empty_texts
+        if self.vector_sum is None or n <= 0:
+            return None
+        return float(np.linalg.norm(self.vector_sum)) / n
 
 
 class TextEncoder:
@@ -127,22 +175,52 @@ class TextEncoder:
         matrix: np.ndarray,
         projection: np.ndarray | None = None,
         bias: np.ndarray | None = None,
+        *,
+        weights: np.ndarray | None = None,
+        components: np.ndarray | None = None,
     ):
+        """``weights``: per-word SIF weights (one per matrix row); ``components``: (k, dim) to remove."""
         if len(vocabulary) != matrix.shape[0]:
             raise ValueError(f"vocabulary has {len(vocabulary)} words but the matrix {matrix.shape[0]} rows")
+        if weights is not None and np.shape(weights) != (matrix.shape[0],):
+            raise ValueError(f"weights have shape {np.shape(weights)}; want one per vocabulary word ({matrix.shape[0]},)")
         self.tokeniser = tokeniser
         self.vocabulary = vocabulary
         # A plain ndarray view of a memmap: indexing a memmap subclass costs microseconds per call.
         self.matrix = np.asarray(matrix)
         self.projection = projection
         self.bias = bias
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float32)
+        self.components = None if components is None else np.asarray(components, dtype=np.float32)
+        if self.components is not None and (self.components.ndim != 2 or self.components.shape[1] != self.dim):
+            raise ValueError(f"components have shape {self.components.shape}; want (k, {self.dim})")
 
     @property
     def dim(self) -> int:
         return self.matrix.shape[1] if self.projection is None else self.projection.shape[0]
 
-    def _pool(self, ids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        return mean_pool(self.matrix, ids, offsets, self.projection, self.bias)
+    def with_pooling(self, weights: np.ndarray | None = None, components: np.ndarray | None = None) -> TextEncoder:
+        """The same tower with other word weights and components (None: none)."""
+        return TextEncoder(self.tokeniser, self.vocabulary, self.matrix, self.projection, self.bias,
+                           weights=weights, components=components)
+
+    def _pool(self, ids: np.ndarray, offsets: np.ndarray, normalize: bool = True) -> np.ndarray:
+        return mean_pool(self.matrix, ids, offsets, self.projection, self.bias, normalize=normalize,
+                         weights=self.weights, components=self.components)
+
+    def pooled_ids(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(known rows, offsets over them, all rows incl. -1 for unknown) of an Arrow string array."""
+        tokens = self.tokeniser.tokenise_arrow(texts)
+        lengths = pc.list_value_length(tokens).fill_null(0).to_numpy().astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        rows = self.vocabulary.lookup_arrow(pc.list_flatten(tokens))
+        known = rows >= 0
+        return rows[known], np.concatenate([[0], np.cumsum(known)])[offsets], rows
+
+    def encode_unnormalized(self, texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Vectors before L2 normalisation (what common components are estimated from)."""
+        known_rows, known_offsets, _ = self.pooled_ids(texts)
+        return self._pool(known_rows, known_offsets, normalize=False)
 
     def encode_arrow(self, texts: pa.Array | pa.ChunkedArray, top_oov: int = 0) -> tuple[np.ndarray, EncodeStats]:
         """Vectors for an Arrow string array (the corpus path), with counts; nulls count as empty."""
@@ -161,6 +239,7 @@ class TextEncoder:
             tokens=int(len(rows)),
             oov_tokens=int((~known).sum()),
             empty_texts=int((np.diff(known_offsets) == 0).sum()),
+            vector_sum=vectors.sum(axis=0, dtype=np.float64),
         )
         if top_oov and stats.oov_tokens:
             counts = pc.value_counts(pc.filter(flat, pa.array(~known)))
@@ -192,12 +271,20 @@ def save_encoder(encoder: TextEncoder, directory: Path, info: dict | None = None
         np.save(directory / "projection.npy", encoder.projection.astype(np.float32))
         np.save(directory / "bias.npy", (encoder.bias if encoder.bias is not None else
                                          np.zeros(encoder.projection.shape[0])).astype(np.float32))
+    pooling = {}
+    if encoder.weights is not None:
+        np.save(directory / "weights.npy", encoder.weights)
+        pooling["weights"] = True
+    if encoder.components is not None:
+        np.save(directory / "components.npy", encoder.components)
+        pooling["components"] = int(encoder.components.shape[0])
     meta = {
         "tokeniser": encoder.tokeniser.describe(),
         "vocab_size": len(encoder.vocabulary),
         "embedding_dim": int(encoder.matrix.shape[1]),
         "dim": encoder.dim,
         "projection": encoder.projection is not None,
+        **pooling,
         **(info or {}),
     }
     (directory / "tower.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -215,4 +302,6 @@ def load_encoder(directory: Path, mmap: bool = True) -> TextEncoder:
     if meta.get("projection"):
         projection = np.load(directory / "projection.npy")
         bias = np.load(directory / "bias.npy")
-    return TextEncoder(tokeniser, Vocabulary(words), matrix, projection, bias)
+    weights = np.load(directory / "weights.npy") if meta.get("weights") else None
+    components = np.load(directory / "components.npy") if meta.get("components") else None
+    return TextEncoder(tokeniser, Vocabulary(words), matrix, projection, bias, weights=weights, components=components)

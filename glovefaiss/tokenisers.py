@@ -1,21 +1,27 @@
 """One word-level tokeniser with two paths that agree: Arrow arrays (corpora) and single strings (queries).
 
 The rules, in order: optional lowercasing (Unicode simple case mapping, as pyarrow's
-``utf8_lower``), then every separator character (whitespace and punctuation) either becomes
-a space (``strip_punctuation``) or, for punctuation, a token of its own; then split on spaces,
-then keep the first ``max_len`` tokens. The separator set is an explicit list of code points
-given to both regex engines (RE2 in pyarrow, ``re`` in Python), whose ``\\w``/``\\s`` differ.
+``utf8_lower``); optionally ``contractions`` ("n't" becomes " not", so "don't" gives "do not")
+and ``numbers`` (a "." or "," between two digits stays inside the token: "3.5", "1,000");
+then, for ``type: word``, every separator character (whitespace and punctuation) either becomes
+a space (``strip_punctuation``) or, for punctuation, a token of its own, and for ``type: alnum``
+every character other than ASCII letters and digits is a separator (tokens ``[a-z0-9]+``, as
+SentEval/fse tokenise STS); then split on spaces, then keep the first ``max_len`` tokens. The
+separator sets are explicit lists of code points given to both regex engines (RE2 in pyarrow,
+``re`` in Python), whose ``\\w``/``\\s`` differ.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .config import TokeniserConfig
+from .errors import ConfigError
 
 # Separator code points, frozen from Unicode 14.0 (Python 3.11) so that an index built on one
 # Python tokenises queries the same on another: whitespace = ASCII controls \t..\r, \x1c..\x1f,
@@ -80,6 +86,17 @@ PUNCT_CLASS = _char_class(_PUNCT_RANGES)
 SEPARATOR_CLASS = SPACE_CLASS[:-1] + PUNCT_CLASS[1:]
 
 _SEP_RUN = re.compile(SEPARATOR_CLASS + "+")
+TYPES = ("word", "alnum")
+
+# Rewrites shared by both paths: (pattern, replacement), RE2 and ``re`` read them the same way.
+# "numbers" protects a "." / "," between digits with a Unicode noncharacter while separators are
+# replaced, then puts it back; those two code points in the input itself are separators then.
+_DOT, _COMMA = "\ufdd0", "\ufdd1"
+_CONTRACTION = ("n['\u2019]t", " not")
+_CONTRACTION_CASED = ("[nN]['\u2019][tT]", " not")
+_MARKERS = ("[" + _DOT + _COMMA + "]", " ")
+_PROTECT = (("([0-9])\\.([0-9])", "\\1" + _DOT + "\\2"), ("([0-9]),([0-9])", "\\1" + _COMMA + "\\2"))
+_RESTORE = ((_DOT, "."), (_COMMA, ","))
 _SPACE_RUN = re.compile(SPACE_CLASS + "+")
 _PUNCT_ONE = re.compile("(" + PUNCT_CLASS + ")")
 
@@ -90,24 +107,61 @@ class Tokeniser:
 
     config: TokeniserConfig = TokeniserConfig()
 
+    def __post_init__(self):
+        c = self.config
+        if c.type not in TYPES:
+            raise ConfigError(f"tokeniser.type must be one of {', '.join(TYPES)}, got {c.type!r}")
+        if c.type == "alnum" and not c.strip_punctuation:
+            raise ConfigError("tokeniser.strip_punctuation: false needs tokeniser.type: word "
+                              "(type alnum drops every character but ASCII letters and digits)")
+
     def describe(self) -> dict:
         c = self.config
-        return {
+        out = {
             "type": c.type,
             "lowercase": c.lowercase,
             "strip_punctuation": c.strip_punctuation,
             "max_len": c.max_len,
         }
+        # Options added later are listed only when on, so older index directories describe the same.
+        for key in ("contractions", "numbers"):
+            if getattr(c, key):
+                out[key] = True
+        return out
+
+    @cached_property
+    def _steps(self) -> tuple[tuple[str, str], ...]:
+        """Regex rewrites applied in order after lowercasing; tokens are then the text split on spaces."""
+        c = self.config
+        steps: list[tuple[str, str]] = []
+        if c.contractions:
+            steps.append(_CONTRACTION if c.lowercase else _CONTRACTION_CASED)
+        if c.numbers:
+            steps += [_MARKERS, *_PROTECT]
+        keep = _DOT + _COMMA if c.numbers else ""
+        if c.type == "alnum":
+            letters = "a-z0-9" if c.lowercase else "A-Za-z0-9"
+            steps.append(("[^" + letters + keep + "]+", " "))
+        elif c.strip_punctuation:
+            steps.append((SEPARATOR_CLASS + "+", " "))
+        else:
+            steps += [(SPACE_CLASS + "+", " "), ("(" + PUNCT_CLASS + ")", r" \1 ")]
+        return tuple(steps)
+
+    @cached_property
+    def _compiled(self) -> tuple[tuple[re.Pattern, str], ...]:
+        return tuple((re.compile(p), r) for p, r in self._steps)
 
     def tokenise(self, text: str) -> list[str]:
         """Tokens of one string (the query path: a few microseconds, no Arrow batch overhead)."""
         if self.config.lowercase:
             # utf8_lower, not str.lower: Python's full case mapping differs ("İ", final sigma).
             text = pc.utf8_lower(pa.scalar(_valid_utf8(text), pa.string())).as_py()
-        if self.config.strip_punctuation:
-            text = _SEP_RUN.sub(" ", text)
-        else:
-            text = _PUNCT_ONE.sub(r" \1 ", _SPACE_RUN.sub(" ", text))
+        for pattern, repl in self._compiled:
+            text = pattern.sub(repl, text)
+        if self.config.numbers:
+            for marker, char in _RESTORE:
+                text = text.replace(marker, char)
         tokens = [t for t in text.split(" ") if t]
         if self.config.max_len is not None:
             tokens = tokens[: self.config.max_len]
@@ -122,11 +176,12 @@ class Tokeniser:
         s = texts
         if self.config.lowercase:
             s = pc.utf8_lower(s)
-        if self.config.strip_punctuation:
-            s = pc.replace_substring_regex(s, SEPARATOR_CLASS + "+", " ")
-        else:
-            s = pc.replace_substring_regex(s, SPACE_CLASS + "+", " ")
-            s = pc.replace_substring_regex(s, "(" + PUNCT_CLASS + ")", r" \1 ")
+        for pattern, repl in self._steps:
+            s = pc.replace_substring_regex(s, pattern, repl)
+        if self.config.numbers:
+            for marker, char in _RESTORE:
+                s = pc.replace_substring(s, marker, char)
+        if self.config.type == "word" and not self.config.strip_punctuation:
             s = pc.replace_substring_regex(s, "  +", " ")
         s = pc.utf8_trim(s, " ")
         s = pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)

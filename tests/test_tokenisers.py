@@ -1,13 +1,19 @@
+import re
+
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from glovefaiss.config import TokeniserConfig
+from glovefaiss.errors import ConfigError
 from glovefaiss.tokenisers import Tokeniser
 
 DEFAULT = Tokeniser()
 KEEP_PUNCT = Tokeniser(TokeniserConfig(strip_punctuation=False))
+ALNUM = Tokeniser(TokeniserConfig(type="alnum", contractions=True))
+NUMBERS = Tokeniser(TokeniserConfig(type="alnum", contractions=True, numbers=True))
 
 
 @pytest.mark.parametrize(
@@ -26,6 +32,15 @@ KEEP_PUNCT = Tokeniser(TokeniserConfig(strip_punctuation=False))
         (KEEP_PUNCT, "a , , b", ["a", ",", ",", "b"]),
         (KEEP_PUNCT, "x\\y-z]^[w", ["x", "\\", "y", "-", "z", "]", "^", "[", "w"]),
         (Tokeniser(TokeniserConfig(max_len=2)), "one two three", ["one", "two"]),
+        (ALNUM, "A man isn't résumé-ready: 3.5%", ["a", "man", "is", "not", "r", "sum", "ready", "3", "5"]),
+        (ALNUM, "Can't WON'T don’t", ["ca", "not", "wo", "not", "do", "not"]),
+        (ALNUM, "naïve_x", ["na", "ve", "x"]),
+        (Tokeniser(TokeniserConfig(type="alnum")), "don't", ["don", "t"]),
+        (Tokeniser(TokeniserConfig(type="alnum", lowercase=False, contractions=True)), "DON'T Do", ["DO", "not", "Do"]),
+        (NUMBERS, "1,000,000 at 3.5. U.S. 1.2.3 a.5 7,", ["1,000,000", "at", "3.5", "u", "s", "1.2", "3", "a", "5", "7"]),
+        (NUMBERS, "x\ufdd0y 1\ufdd02", ["x", "y", "1", "2"]),
+        (Tokeniser(TokeniserConfig(numbers=True, strip_punctuation=False)), "3.5, 2", ["3.5", ",", "2"]),
+        (Tokeniser(TokeniserConfig(contractions=True)), "We don't.", ["we", "do", "not"]),
     ],
 )
 def test_rules(tok, text, expected):
@@ -50,13 +65,49 @@ def test_large_string_and_chunked_input():
 texts = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60)
 
 
+CONFIGS = [TokeniserConfig(), TokeniserConfig(strip_punctuation=False), TokeniserConfig(lowercase=False, max_len=3),
+           TokeniserConfig(type="alnum"), TokeniserConfig(type="alnum", contractions=True),
+           TokeniserConfig(type="alnum", contractions=True, numbers=True, lowercase=False),
+           TokeniserConfig(contractions=True, numbers=True), TokeniserConfig(strip_punctuation=False, numbers=True)]
+# Pieces that exercise the contraction and number rules far more often than random code points.
+tricky = st.lists(st.sampled_from(["n't", "N'T", "n’t", "n", "'", "t", "3", "0", ".", ",", " ", "\ufdd0", "\ufdd1",
+                                   "a", "É", "İ", "ß", "-", "\t", "東", "\u2019"]), max_size=30).map("".join)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.lists(texts, min_size=1, max_size=8),
-       st.sampled_from([TokeniserConfig(), TokeniserConfig(strip_punctuation=False),
-                        TokeniserConfig(lowercase=False, max_len=3)]))
+@given(st.lists(st.one_of(texts, tricky), min_size=1, max_size=8), st.sampled_from(CONFIGS))
 def test_arrow_and_python_paths_agree_on_any_unicode(batch, cfg):
     tok = Tokeniser(cfg)
     arrow = [t or [] for t in tok.tokenise_arrow(pa.array(batch, pa.string())).to_pylist()]
     assert arrow == [tok.tokenise(t) for t in batch]
     for tokens in arrow:
         assert all(t and " " not in t for t in tokens)
+        if cfg.type == "alnum":
+            assert all(re.fullmatch(r"[A-Za-z0-9]+(?:[.,][0-9]+)*" if cfg.numbers else r"[A-Za-z0-9]+", t)
+                       for t in tokens), tokens
+
+
+def test_alnum_matches_the_reference_regex():
+    # The STS anchor's tokens: re.findall("[a-z0-9]+") of the lowercased text after "n't" -> " not".
+    import random
+
+    rnd = random.Random(5)
+    alphabet = "abcXYZ019 .,'-’éİ\n"
+    for _ in range(500):
+        text = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 40)))
+        lowered = pa.compute.utf8_lower(pa.scalar(text)).as_py()
+        expected = re.findall("[a-z0-9]+", re.sub("n['’]t", " not", lowered))
+        assert ALNUM.tokenise(text) == expected
+
+
+def test_unknown_type_and_bad_combination_are_config_errors():
+    with pytest.raises(ConfigError, match="tokeniser.type must be one of word, alnum, got 'regex'"):
+        Tokeniser(TokeniserConfig(type="regex"))
+    with pytest.raises(ConfigError, match="needs tokeniser.type: word"):
+        Tokeniser(TokeniserConfig(type="alnum", strip_punctuation=False))
+
+
+def test_describe_lists_new_options_only_when_on():
+    assert set(Tokeniser().describe()) == {"type", "lowercase", "strip_punctuation", "max_len"}
+    assert NUMBERS.describe()["numbers"] is True and NUMBERS.describe()["contractions"] is True
+    assert Tokeniser(TokeniserConfig(**NUMBERS.describe())) == NUMBERS
