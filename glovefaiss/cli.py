@@ -58,13 +58,18 @@ def _human_bytes(n: int) -> str:
 @click.option("--shard-rows", type=click.IntRange(min=1), help="Rows per Parquet shard.")
 @click.option("--threads", type=click.IntRange(min=1), help="Encoding threads (default: all cores).")
 @click.option("--store-text/--no-store-text", default=None, help="Keep document texts in the shards (default: yes).")
+@click.option("--index", "index_kind", type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivf-fastscan", "ivf-pq", "ivf-sq8"]),
+              help="Index family (default: auto, by corpus size and --max-index-memory).")
+@click.option("--index-key", help="Any FAISS factory string, e.g. 'IVF4000,PQ50x4fsr,RFlat' (overrides --index).")
+@click.option("--max-index-memory", help="Memory budget for the index, e.g. 4G (guides --index auto).")
+@click.option("--target-recall", type=click.FloatRange(0, 1), help="Recall@10 that tuning must reach (default 0.95).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index directory.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build from its completed shards.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="A trained model directory (glovefaiss train): documents through its document tower.")
 def build(corpus, out, config_path, id_column, text_column, glove, batch_size, shard_rows, threads,
-          store_text, overwrite, resume, as_json, model_dir):
+          store_text, index_kind, index_key, max_index_memory, target_recall, overwrite, resume, as_json, model_dir):
     """Encode Parquet CORPUS files (or directories of them) into an index at --out."""
     from .config import load_config
     from .pipeline import build as run_build
@@ -79,7 +84,8 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
     config = load_config(config_path).replace({
         "build.id_column": id_column, "build.text_column": text_column, "embedding.model_name": glove,
         "build.batch_size": batch_size, "build.shard_rows": shard_rows, "build.threads": threads,
-        "build.store_text": store_text,
+        "build.store_text": store_text, "build.index": index_kind, "build.index_key": index_key,
+        "build.max_index_memory": max_index_memory, "build.target_recall": target_recall,
     })
     result = run_build(list(corpus), out, config=config, overwrite=overwrite, resume=resume)
     if as_json:
@@ -92,6 +98,17 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
         f"anisotropy {m.get('anisotropy') or 0:.3f} (mean cosine to the centroid)",
         err=True,
     )
+    tuning = m["index"].get("tuning")
+    if tuning:
+        params = ", ".join(f"{k}={v}" for k, v in tuning["params"].items()) or "defaults"
+        verdict = ("" if tuning["reached"] else
+                   f" - target {tuning['target_recall']} NOT reached (short by {tuning['target_recall'] - tuning['recall']:.3f})")
+        click.echo(
+            f"index {m['index']['type']} ({m['index']['key']}): recall@{tuning['k']} {tuning['recall']:.3f} "
+            f"with {params}; single query p50 {tuning['p50_ms']:.3f} ms, p99 {tuning['p99_ms']:.3f} ms; "
+            f"batch {tuning['batch_qps']:,.0f} queries/s{verdict}",
+            err=True,
+        )
 
 
 FORMATS = ("table", "json", "jsonl", "csv", "trec")
@@ -160,6 +177,19 @@ def query(index_dir, text, k, queries, fmt, output, mmap, model_dir):
 
 @cli.command()
 @click.argument("index_dir", type=click.Path(path_type=Path))
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--threads", type=click.IntRange(min=1), help="Encoding threads (default: all cores).")
+def add(index_dir, corpus, threads):
+    """Append Parquet CORPUS files to the index at INDEX_DIR (same id and text columns)."""
+    from .append import add_documents
+
+    r = add_documents(index_dir, list(corpus), threads=threads)
+    click.echo(f"added {r.added:,} documents to {r.out_dir} in {r.seconds:.1f} s; it now holds {r.documents:,}",
+               err=True)
+
+
+@cli.command()
+@click.argument("index_dir", type=click.Path(path_type=Path))
 def verify(index_dir):
     """Check every file of INDEX_DIR against the sha256 sums in its manifest."""
     from .manifest import verify as run_verify
@@ -217,7 +247,6 @@ def train(data, out, config_path, epochs, seed, validation, holdout, corpus, los
         f"peak memory {s.peak_rss_mb:.0f} MB",
         err=True,
     )
-
 
 
 @cli.group("eval")

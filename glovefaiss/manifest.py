@@ -15,6 +15,7 @@ MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 SHARDS_DIR = "shards"
 TOWER_DIR = "query_tower"
+DOCUMENT_TOWER_DIR = "document_tower"  # only when documents were encoded by another tower
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -60,9 +61,10 @@ def _expected_files(directory: Path, manifest: dict[str, Any]) -> list[tuple[Pat
     files = [(directory / s["file"], s.get("bytes"), s.get("sha256")) for s in manifest.get("shards", [])]
     idx = manifest.get("index", {})
     files.append((directory / idx.get("file", INDEX_FILE), idx.get("bytes"), idx.get("sha256")))
-    tower = manifest.get("query_tower", {})
-    for name, digest in tower.get("files", {}).items():
-        files.append((directory / tower.get("dir", TOWER_DIR) / name, None, digest))
+    for key, default in (("query_tower", TOWER_DIR), ("document_tower", DOCUMENT_TOWER_DIR)):
+        tower = manifest.get(key, {})
+        for name, digest in tower.get("files", {}).items():
+            files.append((directory / tower.get("dir", default) / name, None, digest))
     return files
 
 

@@ -25,8 +25,17 @@ from . import weighting
 from .config import Config
 from .corpus import Corpus, open_corpus
 from .errors import CorpusError, IndexDirError, ModelError
-from .manifest import FORMAT_VERSION, INDEX_FILE, MANIFEST, SHARDS_DIR, TOWER_DIR, sha256_file, write_json_atomic
 from .indexing import build_index
+from .manifest import (
+    DOCUMENT_TOWER_DIR,
+    FORMAT_VERSION,
+    INDEX_FILE,
+    MANIFEST,
+    SHARDS_DIR,
+    TOWER_DIR,
+    sha256_file,
+    write_json_atomic,
+)
 from .pooling import EncodeStats, TextEncoder, Vocabulary, save_encoder
 from .shards import ShardWriter, shard_schema
 from .tokenisers import Tokeniser
@@ -78,6 +87,23 @@ def _ordered_map(fn: Callable, items: Iterable, workers: int) -> Iterator:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+def encode_corpus(corpus: Corpus, encoder: TextEncoder, bc, skip: int = 0) -> Iterator:
+    """(ids, texts, vectors, stats) per batch, in corpus order, batches encoded on ``bc.threads`` threads.
+
+    Batches never cross a multiple of ``bc.shard_rows`` (counted from the corpus start), and
+    the first ``skip`` rows are passed over.
+    """
+    encoder.sparse_sums = True
+
+    def encode(batch):
+        ids, texts = batch
+        vectors, s = encoder.encode_arrow(texts, top_oov=TOP_OOV)
+        return ids, texts, vectors, s
+
+    batches = _aligned(corpus.batches(bc.batch_size), bc.shard_rows, skip)
+    return _ordered_map(encode, batches, bc.threads or os.cpu_count() or 1)
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
@@ -277,14 +303,12 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
         raise ModelError(f"the query tower gives {query_encoder.dim}-d vectors but the document tower "
                          f"{encoder.dim}-d; both towers must have the same output size")
     tower_meta = save_encoder(query_encoder, tmp / TOWER_DIR)
-    # Document-side weights matter for resuming too: they decide the vectors in finished shards.
-    if encoder is not query_encoder:
-        save_encoder(encoder, tmp / "document_tower")
     tower_files = {p.name: sha256_file(p) for p in sorted((tmp / TOWER_DIR).iterdir())}
     doc_files = {}
     if encoder is not query_encoder:
-        doc_files = {p.name: sha256_file(p) for p in sorted((tmp / "document_tower").iterdir())}
-        shutil.rmtree(tmp / "document_tower")
+        # Kept for `glovefaiss add`; its hashes also guard resuming (they decide the finished shards).
+        save_encoder(encoder, tmp / DOCUMENT_TOWER_DIR)
+        doc_files = {p.name: sha256_file(p) for p in sorted((tmp / DOCUMENT_TOWER_DIR).iterdir())}
     state = _BuildState(tmp, _fingerprint(config, corpus, {"query": tower_files, "document": doc_files}))
     if resume and not state.load_completed():
         logger.info("nothing to resume in %s; building from the start", tmp)
@@ -314,17 +338,10 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
     writer = ShardWriter(tmp / SHARDS_DIR, shard_schema(corpus.id_type, encoder.dim, bc.store_text),
                          bc.shard_rows, bc.row_group_rows, first_shard=len(state.shards), on_shard=on_shard)
 
-    def encode(batch):
-        ids, texts = batch
-        vectors, s = encoder.encode_arrow(texts, top_oov=TOP_OOV)
-        return ids, texts, vectors, s
-
-    workers = bc.threads or os.cpu_count() or 1
     t_encode = time.perf_counter()
-    batches = _aligned(corpus.batches(bc.batch_size), bc.shard_rows, done_rows)
     with tqdm(total=corpus.num_rows, initial=done_rows, unit="doc", unit_scale=True, desc="encoding",
               disable=None if progress is None else not progress, leave=False) as bar:
-        for ids, texts, vectors, s in _ordered_map(encode, batches, workers):
+        for ids, texts, vectors, s in encode_corpus(corpus, encoder, bc, skip=done_rows):
             shard_stats.add(s)
             writer.write(ids, vectors, texts if bc.store_text else None)
             all_ids.append(ids)
@@ -372,6 +389,7 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
                   "labels": "id" if with_ids else "row", "ntotal": int(index.ntotal),
                   "bytes": index_bytes, "sha256": sha256_file(tmp / INDEX_FILE)},
         "query_tower": {"dir": TOWER_DIR, "files": tower_files, **tower_meta},
+        **({"document_tower": {"dir": DOCUMENT_TOWER_DIR, "files": doc_files}} if doc_files else {}),
         "timings": {"encode_s": round(t_encode, 3), "index_s": round(t_index, 3),
                     "resumed_documents": done_rows,
                     "docs_per_s": round(encoded / t_encode, 1) if t_encode and encoded else None},

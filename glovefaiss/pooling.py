@@ -21,9 +21,6 @@ import pyarrow.parquet as pq
 from .config import TokeniserConfig
 from .tokenisers import Tokeniser
 
-_ZERO = np.zeros(1, dtype=np.int64)
-
-
 def mean_pool(
     matrix: np.ndarray,
     ids: np.ndarray,
@@ -33,6 +30,7 @@ def mean_pool(
     normalize: bool = True,
     weights: np.ndarray | None = None,
     components: np.ndarray | None = None,
+    sparse: bool = False,
 ) -> np.ndarray:
     """Mean of ``matrix[ids[offsets[i]:offsets[i+1]]]`` per text, then ``x @ projection.T + bias``.
 
@@ -47,31 +45,83 @@ def mean_pool(
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     n = len(offsets) - 1
-    if n == 1 and projection is None and ids.size:
-        # One text (a query): skip the segment bookkeeping. reduceat, not sum: the same order
-        # of additions as the batch path, so a text's vector never depends on its batch.
-        out = np.add.reduceat(_rows(matrix, ids, weights), _ZERO, axis=0, dtype=np.float32) / np.float32(ids.size)
-        if components is not None:
-            out = remove_components(out, components)
-        return l2_normalize(out) if normalize else out
     counts = np.diff(offsets)
-    out = np.zeros((n, matrix.shape[1]), dtype=np.float32)
     nonempty = counts > 0
-    if ids.size:
-        rows = _rows(matrix, ids, weights)
-        # reduceat over non-empty segments only: for an empty one it would return a row, not 0.
-        out[nonempty] = np.add.reduceat(rows, offsets[:-1][nonempty], axis=0, dtype=np.float32)
-        out[nonempty] /= counts[nonempty, None].astype(np.float32)
+    out = segment_sums(matrix, ids, offsets, weights, sparse=sparse)
+    out[nonempty] /= counts[nonempty, None].astype(np.float32)
     if projection is not None:
-        projected = out @ projection.T
-        if bias is not None:
-            projected += bias
-        projected[~nonempty] = 0.0
-        out = projected.astype(np.float32, copy=False)
+        out = project(out, projection, bias)
+        out[~nonempty] = 0.0
     if components is not None:
         out = remove_components(out, components)
     if normalize:
         l2_normalize(out)
+    return out
+
+
+# Tokens gathered at once when summing texts of one length: bounds the temporary (x 4 x dim bytes).
+_GATHER_TOKENS = 1 << 18
+
+
+def segment_sums(matrix: np.ndarray, ids: np.ndarray, offsets: np.ndarray,
+                 weights: np.ndarray | None = None, sparse: bool = False) -> np.ndarray:
+    """Per text, the sum of its (weighted) rows, added left to right in float32.
+
+    Texts are grouped by length and each group summed as one (texts, length, dim) array: numpy
+    adds along that middle axis in order, as it does for a single text's (length, dim) rows, so
+    a text's sum is the same bits in any batch (``np.add.reduceat`` is not: it sums pairwise).
+    It is also about 4x faster than reduceat here.
+
+    ``sparse``: multiply a (texts x vocabulary) CSR matrix of the weights by ``matrix`` with
+    scipy instead, which accumulates each row left to right too (same bits, tested) and is
+    about 2x faster again for corpus batches. The build uses it; the query path stays on numpy.
+    """
+    n = len(offsets) - 1
+    counts = np.diff(offsets)
+    out = np.zeros((n, matrix.shape[1]), dtype=np.float32)
+    if not ids.size:
+        return out
+    if sparse and n > 1:
+        from scipy.sparse import csr_matrix
+
+        data = weights[ids] if weights is not None else np.ones(len(ids), dtype=np.float32)
+        rows = csr_matrix((data.astype(np.float32, copy=False), ids, offsets), shape=(n, matrix.shape[0]))
+        return np.asarray(rows @ matrix, dtype=np.float32)
+    if n == 1:
+        out[0] = np.add.reduce(_rows(matrix, ids, weights), axis=0, dtype=np.float32)
+        return out
+    order = np.argsort(counts, kind="stable")
+    sorted_counts = counts[order]
+    lengths, starts = np.unique(sorted_counts, return_index=True)
+    ends = np.append(starts[1:], n)
+    for length, a, b in zip(lengths.tolist(), starts.tolist(), ends.tolist()):
+        if length == 0:
+            continue
+        docs = order[a:b]
+        step = max(1, _GATHER_TOKENS // length)
+        for c in range(0, len(docs), step):
+            chunk = docs[c:c + step]
+            token_pos = offsets[chunk][:, None] + np.arange(length)
+            out[chunk] = _rows(matrix, ids[token_pos], weights).sum(axis=1, dtype=np.float32)
+    return out
+
+
+def project(x: np.ndarray, projection: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """``x @ projection.T + bias``, row by row in fixed-size blocks.
+
+    A plain matmul lets BLAS choose kernels by the number of rows, so one text's output could
+    differ in the last bit between batches; fixed blocks (the last one zero-padded) keep it equal.
+    """
+    out = np.empty((len(x), projection.shape[0]), dtype=np.float32)
+    block = 256
+    pt = np.ascontiguousarray(projection.T, dtype=np.float32)
+    for a in range(0, len(x), block):
+        chunk = x[a:a + block]
+        padded = np.zeros((block, x.shape[1]), dtype=np.float32)
+        padded[: len(chunk)] = chunk
+        out[a:a + len(chunk)] = (padded @ pt)[: len(chunk)]
+    if bias is not None:
+        out += bias
     return out
 
 
@@ -185,6 +235,7 @@ class TextEncoder:
         if weights is not None and np.shape(weights) != (matrix.shape[0],):
             raise ValueError(f"weights have shape {np.shape(weights)}; want one per vocabulary word ({matrix.shape[0]},)")
         self.tokeniser = tokeniser
+        self.sparse_sums = False  # see segment_sums: the build turns it on, queries stay numpy-only
         self.vocabulary = vocabulary
         # A plain ndarray view of a memmap: indexing a memmap subclass costs microseconds per call.
         self.matrix = np.asarray(matrix)
@@ -206,7 +257,7 @@ class TextEncoder:
 
     def _pool(self, ids: np.ndarray, offsets: np.ndarray, normalize: bool = True) -> np.ndarray:
         return mean_pool(self.matrix, ids, offsets, self.projection, self.bias, normalize=normalize,
-                         weights=self.weights, components=self.components)
+                         weights=self.weights, components=self.components, sparse=self.sparse_sums)
 
     def pooled_ids(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(known rows, offsets over them, all rows incl. -1 for unknown) of an Arrow string array."""

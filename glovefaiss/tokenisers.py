@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -167,12 +168,35 @@ class Tokeniser:
             tokens = tokens[: self.config.max_len]
         return tokens
 
+    @cached_property
+    def _byte_map(self) -> np.ndarray | None:
+        """For rules that only lowercase and turn a character class into spaces: the same rules on
+        ASCII bytes as a 256-entry table, or None when the rules do more (contractions, numbers,
+        punctuation kept as tokens)."""
+        c = self.config
+        if c.contractions or c.numbers or (c.type == "word" and not c.strip_punctuation):
+            return None
+        table = np.arange(256, dtype=np.uint8)
+        if c.lowercase:
+            table[ord("A"):ord("Z") + 1] += 32
+        if c.type == "alnum":
+            keep = set(range(ord("a"), ord("z") + 1)) | set(range(ord("0"), ord("9") + 1))
+            if not c.lowercase:
+                keep |= set(range(ord("A"), ord("Z") + 1))
+            separators = [b for b in range(128) if table[b] not in keep]  # judged after lowercasing
+        else:
+            separators = [b for a, z in _SPACE_RANGES + _PUNCT_RANGES for b in range(a, min(z, 127) + 1)]
+        table[separators] = 32
+        return table
+
     def tokenise_arrow(self, texts: pa.Array | pa.ChunkedArray) -> pa.ListArray:
         """Tokens of every string in an Arrow array, vectorised; null texts give null lists."""
         if isinstance(texts, pa.ChunkedArray):
             texts = texts.combine_chunks()
         if pa.types.is_large_string(texts.type):
             texts = texts.cast(pa.string())
+        if self._byte_map is not None:
+            return self._tokenise_bytes(texts)
         s = texts
         if self.config.lowercase:
             s = pc.utf8_lower(s)
@@ -189,6 +213,50 @@ class Tokeniser:
         if self.config.max_len is not None:
             tokens = pc.list_slice(tokens, 0, self.config.max_len)
         return tokens
+
+
+    def _tokenise_bytes(self, texts: pa.StringArray) -> pa.ListArray:
+        """The fast path: ASCII texts through the byte table, the others through the regex rules,
+        then one split on spaces over the whole buffer. Same tokens as :meth:`tokenise`."""
+        non_ascii = pc.invert(pc.string_is_ascii(texts)).fill_null(False)
+        if pc.any(non_ascii).as_py():
+            # Lowercasing may turn a non-ASCII character into an ASCII one ("İ" -> "i"), so these
+            # texts take the full rules; the byte table is then a no-op on them.
+            sub = pc.filter(texts, non_ascii)
+            if self.config.lowercase:
+                sub = pc.utf8_lower(sub)
+            for pattern, repl in self._steps:
+                sub = pc.replace_substring_regex(sub, pattern, repl)
+            texts = pc.replace_with_mask(texts, non_ascii, sub)
+        _, offsets_buf, data_buf = texts.buffers()
+        offsets = np.frombuffer(offsets_buf, dtype=np.int32)[texts.offset:texts.offset + len(texts) + 1]
+        data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+        mapped = self._byte_map[data[offsets[0]:offsets[-1]]]
+        offsets = (offsets - offsets[0]).astype(np.int64)
+        lists = _split_spaces(mapped, offsets)
+        tokens = pa.ListArray.from_arrays(pa.array(lists[0], pa.int32()), lists[1], mask=texts.is_null())
+        if self.config.max_len is not None:
+            tokens = pc.list_slice(tokens, 0, self.config.max_len)
+        return tokens
+
+
+def _split_spaces(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, pa.StringArray]:
+    """(list offsets, flat tokens): runs of non-space bytes within each text's byte range."""
+    n_bytes = len(data)
+    word = data != 32
+    boundary = np.zeros(n_bytes + 1, dtype=bool)
+    boundary[offsets] = True  # a token never runs across two texts
+    prev_word = np.concatenate([[False], word[:-1]]) & ~boundary[:-1]
+    next_word = np.concatenate([word[1:], [False]]) & ~boundary[1:]
+    starts = np.flatnonzero(word & ~prev_word)
+    ends = np.flatnonzero(word & ~next_word) + 1
+    lengths = ends - starts
+    token_offsets = np.zeros(len(starts) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=token_offsets[1:])
+    chars = data[word]  # the bytes of the tokens, in order
+    flat = pa.StringArray.from_buffers(len(starts), pa.py_buffer(token_offsets), pa.py_buffer(chars))
+    list_offsets = np.searchsorted(starts, offsets, side="left")
+    return list_offsets, flat
 
 
 def _valid_utf8(text: str) -> str:

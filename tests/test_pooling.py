@@ -79,3 +79,19 @@ def test_save_and_load_round_trip(encoder, tmp_path):
     assert back.tokeniser == enc.tokeniser and back.dim == 3
     texts = ["the cat sat on the mat", "river boat", "nothing known"]
     np.testing.assert_array_equal(back.encode(texts), enc.encode(texts))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sparse_and_numpy_sums_are_the_same_bits(weighted):
+    from glovefaiss.pooling import segment_sums
+
+    rng = np.random.default_rng(8)
+    matrix = rng.standard_normal((500, 24)).astype(np.float32)
+    lengths = rng.integers(0, 70, 400)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    ids = rng.integers(0, 500, offsets[-1])
+    weights = rng.random(500).astype(np.float32) if weighted else None
+    dense = segment_sums(matrix, ids, offsets, weights)
+    np.testing.assert_array_equal(segment_sums(matrix, ids, offsets, weights, sparse=True), dense)
+    one = segment_sums(matrix, ids[offsets[5]:offsets[6]], np.array([0, lengths[5]]), weights)
+    np.testing.assert_array_equal(one[0], dense[5])

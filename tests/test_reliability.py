@@ -245,23 +245,29 @@ def test_interrupted_build_keeps_previous_index(tmp_path, tiny_vectors, tiny_cor
 
 _rng = np.random.default_rng(1)
 ENCODER = TextEncoder(Tokeniser(), Vocabulary(pa.array(WORDS)), _rng.standard_normal((len(WORDS), 6)).astype(np.float32))
+# A trained tower's shape: projection and bias after the mean.
+PROJECTED = TextEncoder(Tokeniser(), ENCODER.vocabulary, ENCODER.matrix,
+                        _rng.standard_normal((4, 6)).astype(np.float32), _rng.standard_normal(4).astype(np.float32))
 any_text = st.one_of(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40),
                      st.lists(st.sampled_from(WORDS + ["Cat,", "MAT!", "zzz"]), max_size=8).map(" ".join))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(any_text, min_size=1, max_size=20), st.randoms(use_true_random=False))
-def test_encoding_invariant_to_batching_and_order(texts, random):
-    whole = ENCODER.encode_arrow(pa.array(texts, pa.string()))[0]
+@given(st.lists(any_text, min_size=1, max_size=300), st.randoms(use_true_random=False), st.booleans())
+def test_encoding_invariant_to_batching_and_order(texts, random, projected):
+    encoder = PROJECTED if projected else ENCODER
+    whole = encoder.encode_arrow(pa.array(texts, pa.string()))[0]
     norms = np.linalg.norm(whole, axis=1)
     assert np.all(np.isclose(norms, 1.0, atol=1e-5) | (norms == 0))
     cut = random.randint(0, len(texts))
-    parts = [ENCODER.encode_arrow(pa.array(p, pa.string()))[0] for p in (texts[:cut], texts[cut:]) if p]
+    parts = [encoder.encode_arrow(pa.array(p, pa.string()))[0] for p in (texts[:cut], texts[cut:]) if p]
     np.testing.assert_array_equal(np.vstack(parts), whole)
     order = list(range(len(texts)))
     random.shuffle(order)
-    shuffled = ENCODER.encode_arrow(pa.array([texts[i] for i in order], pa.string()))[0]
+    shuffled = encoder.encode_arrow(pa.array([texts[i] for i in order], pa.string()))[0]
     np.testing.assert_array_equal(shuffled, whole[order])
+    one = random.randrange(len(texts))
+    np.testing.assert_array_equal(encoder.encode([texts[one]])[0], whole[one])  # the query path
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,143 @@
+"""``add_documents()``: append a corpus to an existing index directory, atomically."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from . import index as faiss_index
+from .config import from_dict
+from .corpus import open_corpus
+from .errors import CorpusError
+from .manifest import (
+    DOCUMENT_TOWER_DIR,
+    INDEX_FILE,
+    SHARDS_DIR,
+    TOWER_DIR,
+    check_sizes,
+    read_manifest,
+    sha256_file,
+    write_json_atomic,
+)
+from .pipeline import TOP_OOV, _duplicates, _publish, encode_corpus
+from .pooling import EncodeStats, load_encoder
+from .shards import ShardReader, ShardWriter, iter_shard_vectors, shard_schema
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AddResult:
+    out_dir: Path
+    added: int
+    documents: int
+    seconds: float
+    manifest: dict[str, Any]
+
+
+def _link_tree(src: Path, dst: Path, names: list[str]) -> None:
+    """Hard-link (or copy where links fail) the listed files: the old directory stays untouched."""
+    for rel in names:
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src / rel, target)
+        except OSError:
+            shutil.copy2(src / rel, target)
+
+
+def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progress: bool | None = None,
+                  threads: int | None = None) -> AddResult:
+    """Encode ``corpus`` with the index's document tower and add it to the index at ``directory``.
+
+    New rows go to new shards; the FAISS index gets the new vectors (an IVF index keeps its
+    trained centroids and search parameters). The updated directory is assembled beside the old
+    one from hard links and swapped in with a rename, so readers of the old index are unaffected.
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    directory = Path(directory).absolute()
+    manifest = read_manifest(directory)
+    check_sizes(directory, manifest)
+    config = from_dict(manifest["config"], origin=f"{directory}/manifest.json")
+    if threads:
+        config = config.replace({"build.threads": threads})
+    bc = config.build
+    corpus = open_corpus(corpus, manifest["corpus"]["id_column"], manifest["corpus"]["text_column"])
+    id_type = manifest["corpus"]["id_type"]
+    if corpus.id_type != id_type:
+        raise CorpusError(f"the new documents have {corpus.id_type} ids but the index has {id_type} ids")
+    doc_tower = directory / manifest.get("document_tower", {}).get("dir", TOWER_DIR)
+    encoder = load_encoder(doc_tower)
+    old_reader = ShardReader(directory, manifest["shards"], manifest["row_group_rows"])
+
+    tmp = directory.with_name(f".{directory.name}.add-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        keep = [s["file"] for s in manifest["shards"]]
+        for key, default in (("query_tower", TOWER_DIR), ("document_tower", DOCUMENT_TOWER_DIR)):
+            tower = manifest.get(key)
+            if tower:
+                keep += [f"{tower.get('dir', default)}/{name}" for name in tower.get("files", {})]
+        _link_tree(directory, tmp, keep)
+
+        writer = ShardWriter(tmp / SHARDS_DIR, shard_schema(id_type, encoder.dim, manifest["store_text"]),
+                             bc.shard_rows, manifest["row_group_rows"], first_shard=len(manifest["shards"]))
+        stats = EncodeStats()
+        new_ids: list[pa.Array] = []
+        with tqdm(total=corpus.num_rows, unit="doc", unit_scale=True, desc="encoding",
+                  disable=None if progress is None else not progress, leave=False) as bar:
+            for ids, texts, vectors, s in encode_corpus(corpus, encoder, bc):
+                stats.add(s)
+                writer.write(ids, vectors, texts if manifest["store_text"] else None)
+                new_ids.append(ids)
+                bar.update(len(ids))
+        new_shards = writer.close()
+        dups = _duplicates(pa.chunked_array([old_reader.column("id").combine_chunks(), *new_ids]))
+        if dups:
+            shown = ", ".join(map(repr, dups[:5]))
+            raise CorpusError(f"{len(dups)} ids of the new documents are already in the index or repeated "
+                              f"(e.g. {shown}); ids must be unique")
+
+        index = faiss_index.load(directory / manifest["index"]["file"])
+        by_id = manifest["index"]["labels"] == "id"
+        for ids, vectors in iter_shard_vectors(ShardReader(tmp, new_shards, manifest["row_group_rows"])):
+            # Row labels continue on their own: FAISS numbers added vectors from ntotal.
+            faiss_index.add(index, vectors, ids.to_numpy() if by_id else None)
+        faiss_index.save(index, tmp / INDEX_FILE)
+
+        m = dict(manifest)
+        m["shards"] = manifest["shards"] + new_shards
+        m["documents"] = manifest["documents"] + stats.texts
+        m["empty_documents"] = manifest["empty_documents"] + stats.empty_texts
+        m["tokens"] = manifest["tokens"] + stats.tokens
+        m["oov_tokens"] = manifest["oov_tokens"] + stats.oov_tokens
+        m["oov_rate"] = round(m["oov_tokens"] / m["tokens"], 6) if m["tokens"] else 0.0
+        merged = dict(manifest.get("top_oov_words", []))
+        for w, c in stats.oov_words.items():
+            merged[w] = merged.get(w, 0) + c
+        m["top_oov_words"] = [[w, c] for w, c in sorted(merged.items(), key=lambda x: (-x[1], x[0]))[:TOP_OOV]]
+        m["index"] = {**manifest["index"], "ntotal": int(index.ntotal), "bytes": (tmp / INDEX_FILE).stat().st_size,
+                      "sha256": sha256_file(tmp / INDEX_FILE)}
+        m["additions"] = manifest.get("additions", []) + [
+            {"documents": stats.texts, "files": [str(f) for f in corpus.files],
+             "seconds": round(time.perf_counter() - t0, 3)}]
+        if manifest["index"].get("tuning"):
+            logger.info("search parameters kept from the build (%s); rebuild to retune for the larger corpus",
+                        manifest["index"]["params"])
+        write_json_atomic(tmp / "manifest.json", m)
+        _publish(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return AddResult(directory, stats.texts, m["documents"], round(time.perf_counter() - t0, 3), m)
