@@ -34,6 +34,14 @@ def __getattr__(name):
         from .glove_search import GloVeSearch
 
         return GloVeSearch
+    if name == "SemanticSearch":
+        from .search import SemanticSearch
+
+        return SemanticSearch
+    if name in ("TwoTower", "build_two_tower"):  # torch: only when asked for
+        from . import encoders
+
+        return getattr(encoders, name)
     raise AttributeError(f"module 'glovefaiss' has no attribute {name!r}")
 
 
@@ -49,14 +57,17 @@ __all__ = [
     "ModelError",
     "QueryError",
     "SearchResult",
+    "SemanticSearch",
     "TextEncoder",
     "Tokeniser",
+    "TwoTower",
     "UnknownVectorsSource",
     "VectorsDownloadError",
     "VectorsError",
     "VectorsFormatError",
     "WordVectors",
     "build",
+    "build_two_tower",
     "load_config",
     "load_vectors",
     "mean_pool",

@@ -86,7 +86,7 @@ class SemanticSearch:
     def index_documents(self, documents: Sequence[str]) -> None:
         """Replace the indexed documents with ``documents``."""
         self.documents = list(documents)
-        idx = faiss_index.make_index(self.document_side.dim, "flat", with_ids=False)
+        idx = faiss_index.make_index(self.document_side.dim, with_ids=False)
         if self.documents:
             faiss_index.add(idx, self.encode_documents(self.documents))
         self._index = Index(self.query_side, idx, row_ids=pa.array(range(len(self.documents)), pa.int64()),

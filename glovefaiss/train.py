@@ -88,7 +88,7 @@ def evaluate_pairs(query_encoder, document_encoder, data: PairData, k: int = 10)
     qs = sorted(rel)
     docs = document_encoder.encode_arrow(_arrow(data.documents))[0]
     queries = query_encoder.encode([data.queries[q] for q in qs]) if qs else np.zeros((0, docs.shape[1]), np.float32)
-    idx = faiss_index.make_index(docs.shape[1], "flat", with_ids=False)
+    idx = faiss_index.make_index(docs.shape[1], with_ids=False)
     faiss_index.add(idx, docs)
     _, labels = faiss_index.search(idx, queries, min(k, len(data.documents)))
     empty = ~np.any(queries != 0, axis=1)
@@ -141,7 +141,7 @@ def mine_hard_negatives(encoders, data: PairData, k: int) -> np.ndarray:
     rel = data.relevant()
     qs = sorted(rel)
     docs = d_enc.encode_arrow(_arrow(data.documents))[0]
-    idx = faiss_index.make_index(docs.shape[1], "flat", with_ids=False)
+    idx = faiss_index.make_index(docs.shape[1], with_ids=False)
     faiss_index.add(idx, docs)
     most = max(len(r) for r in rel.values())
     _, labels = faiss_index.search(idx, q_enc.encode([data.queries[q] for q in qs]),

@@ -52,3 +52,27 @@ def test_two_tower_example_runs_offline():
     lines = proc.stdout.splitlines()
     assert len(lines) == 4 and lines[0].startswith("trained 5 triplets for 5 epochs")
     assert lines[1].endswith("Kittens love to play with yarn.") or lines[1].endswith("The cat sat on the mat.")
+
+
+def test_serving_a_model_imports_no_torch(tmp_path, tiny_vectors, tiny_corpus):
+    data = pair_data()
+    model, tok, config, vectors = make(tiny_vectors, data, hidden_dim=6)
+    save_model(tmp_path / "m", model, tok, config, vectors=vectors)
+    code = (
+        "import sys\n"
+        "from glovefaiss.search import SemanticSearch\n"
+        "from glovefaiss.model import build_index\n"
+        "from glovefaiss.cli import cli\n"
+        f"s = SemanticSearch({str(tmp_path / 'm')!r})\n"
+        "s.index_documents(['the cat sat', 'stock market fell'])\n"
+        "assert s.search('kitten', top_k=1)[0]['document'] == 'the cat sat'\n"
+        f"build_index([{str(tiny_corpus[0])!r}], {str(tmp_path / 'idx')!r}, {str(tmp_path / 'm')!r}, progress=False)\n"
+        f"r = cli.main(['query', {str(tmp_path / 'idx')!r}, 'kitten', '--model', {str(tmp_path / 'm')!r}],"
+        " standalone_mode=False)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'gensim'))\n"
+        "print('BAD=' + ','.join(bad))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "BAD="
+    assert "the cat sat on the mat." in proc.stdout.lower()  # the query printed its hits
