@@ -327,3 +327,17 @@ def test_alnum_tokeniser_config_round_trips_through_an_index(tmp_path, sif_setup
     assert idx.encoder.tokeniser == Tokeniser(TokeniserConfig(type="alnum", contractions=True, numbers=True))
     assert idx.hits("doesn't", k=1)[0]["id"] == 1  # "does not": only "not" is known
     assert idx.hits("3.5", k=1)[0]["id"] == 2
+
+
+def test_shipped_quality_configs():
+    from pathlib import Path
+
+    from glovefaiss.config import load_config
+
+    configs = Path(__file__).resolve().parent.parent / "configs"
+    anchor = load_config(configs / "anchor_mean.yml")
+    assert anchor.tokeniser == TokeniserConfig(type="alnum", contractions=True)
+    assert anchor.pooling == PoolingConfig()
+    sif = load_config(configs / "sif.yml")
+    assert sif.tokeniser == TokeniserConfig(type="alnum", contractions=True, numbers=True)
+    assert sif.pooling == PoolingConfig(weighting="sif", sif_a=0.001, frequencies="wordfreq", components=10)

@@ -1,0 +1,315 @@
+#!/usr/bin/env python
+"""Compare embedding options on STS-B test and SciFact test: quality, encoding speed, query
+latency, index size and peak memory. Writes a Markdown table and a PNG bar chart.
+
+Run through ``bin/compare`` (which sets up .venv with the ``quality`` extra). Each option runs
+in its own child process, so its peak memory (``ru_maxrss``) is its own. Every figure in the
+report comes from the same run.
+
+Options (one tokeniser for all but the fine-tuned towers, whose model fixes it):
+
+- ``lookup-random``: random vectors (``LookupEmbedding``, seed 0, N(0, 1/sqrt(50))) for the GloVe
+  vocabulary, mean-pooled: the floor.
+- ``word2vec``: word2vec (gensim CBOW, 50-d, seed 0, one worker) trained on the SciFact corpus
+  and the STS-B *train* sentences, saved in word2vec text format, read back through
+  ``--glove PATH`` like any word2vec file.
+- ``glove-mean``: frozen glove.6B.50d, plain mean.
+- ``glove-sif``: SIF weights (a = 1e-3, wordfreq English frequencies).
+- ``glove-sif-pc10``: SIF + removal of 10 common components.
+- ``finetuned``: towers trained by ``glovefaiss train`` (``--model-scifact`` on SciFact train
+  qrels, ``--model-stsb`` on STS-B train), when given.
+
+STS-B: SIF/components are fitted on the evaluated sentences (fse's protocol). SciFact: on the
+corpus (a build's first pass), queries get the stored transform.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TOKENISER = {"tokeniser.type": "alnum", "tokeniser.contractions": True, "tokeniser.numbers": True}
+OPTIONS = {
+    "lookup-random": {},
+    "word2vec": {},
+    "glove-mean": {},
+    "glove-sif": {"pooling.weighting": "sif"},
+    "glove-sif-pc10": {"pooling.weighting": "sif", "pooling.components": 10},
+    "finetuned": {},
+}
+LABELS = {
+    "lookup-random": "lookup (random, 50d)",
+    "word2vec": "word2vec-format (trained here, 50d)",
+    "glove-mean": "GloVe 6B 50d, frozen mean",
+    "glove-sif": "GloVe 6B 50d + SIF",
+    "glove-sif-pc10": "GloVe 6B 50d + SIF + 10 PCs removed",
+    "finetuned": "fine-tuned tower (glovefaiss train)",
+}
+
+SHORT = {"lookup-random": "lookup\n(random)", "word2vec": "word2vec\n(trained here)", "glove-mean": "GloVe\nmean",
+         "glove-sif": "GloVe\nSIF", "glove-sif-pc10": "GloVe SIF\n+10 PCs", "finetuned": "fine-tuned\ntower"}
+BEGIN, END = "<!-- bin/compare: begin -->", "<!-- bin/compare: end -->"
+
+
+def write_markdown(path: Path, table: str) -> None:
+    """Replace the text between the markers of an existing page, or write the table alone."""
+    if path.exists() and BEGIN in (text := path.read_text(encoding="utf-8")) and END in text:
+        head, rest = text.split(BEGIN, 1)
+        table = head + BEGIN + "\n" + table + END + rest.split(END, 1)[1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(table, encoding="utf-8")
+
+
+def log(msg: str) -> None:
+    print(f"[compare {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- child: one option ------------------------------------------------------------------------------
+
+def _config(option: str):
+    from glovefaiss.config import Config
+
+    return Config().replace({**TOKENISER, **OPTIONS[option], "build.index": "flat"})
+
+
+def _random_encoder(config):
+    import pyarrow as pa
+
+    from glovefaiss.embeddings import LookupEmbedding
+    from glovefaiss.pooling import TextEncoder, Vocabulary
+    from glovefaiss.tokenisers import Tokeniser
+    from glovefaiss.vectors import load_vectors
+
+    words = load_vectors(config.embedding.model_name).words
+    matrix = LookupEmbedding(len(words) + 1, 50, trainable=False, seed=0).export()[0][1:]  # row 0 is padding
+    return TextEncoder(Tokeniser(config.tokeniser), Vocabulary(pa.array(words)), matrix)
+
+
+def run_option(option: str, args) -> dict:
+    from glovefaiss.evaluate import evaluate_retrieval, evaluate_sts, load_retrieval, read_pairs, sts_encoder
+    from glovefaiss.pipeline import build
+    from glovefaiss.query import Index
+
+    config = _config(option)
+    out: dict = {"option": option}
+    work = Path(args.work)
+    a, b, gold = read_pairs(Path(args.data) / "stsb" / "stsb-en-test.csv")
+    scifact = load_retrieval(Path(args.data) / "scifact", "test")
+    corpus = work / "scifact-corpus.parquet"
+    index_dir = work / f"index-{option}"
+    build_kwargs: dict = {}
+    if option == "finetuned":
+        from glovefaiss.model import build_index, load_towers
+
+        if args.model_stsb:
+            sts_enc = load_towers(args.model_stsb)[0]
+            out["sts"] = evaluate_sts(sts_enc, a, b, gold).metrics
+        if not args.model_scifact:
+            return out
+        result = build_index([corpus], index_dir, args.model_scifact, config=config.replace({}), overwrite=True,
+                             progress=False)
+    else:
+        if option == "lookup-random":
+            enc = _random_encoder(config)
+            build_kwargs["encoder"] = enc
+            sts_enc = enc
+        else:
+            if option == "word2vec":
+                config = config.replace({"embedding.model_name": str(work / "word2vec-50d.txt")})
+            sts_enc, _ = sts_encoder(config, a + b)
+        out["sts"] = evaluate_sts(sts_enc, a, b, gold).metrics
+        result = build([corpus], index_dir, config, overwrite=True, progress=False, **build_kwargs)
+    m = result.manifest
+    idx = Index.load(index_dir)
+    report = evaluate_retrieval(idx, scifact)
+    out["scifact"] = report.metrics
+    # Single-query latency, warm: every test query once to warm up, then 3 timed passes.
+    texts = list(scifact.queries.values())
+    for t in texts:
+        idx.search(t, k=10)
+    lat = []
+    for _ in range(3):
+        for t in texts:
+            t0 = time.perf_counter()
+            idx.search(t, k=10)
+            lat.append(time.perf_counter() - t0)
+    tower_bytes = sum(p.stat().st_size for p in (index_dir / "query_tower").iterdir())
+    # Encoding throughput, one thread, best of 3 (the machine is shared: the best run is the least
+    # disturbed one). The stored query tower is the document tower here (tied towers).
+    import pyarrow.parquet as pq
+
+    texts_arr = pq.read_table(corpus, columns=["text"]).column("text").combine_chunks()
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for start in range(0, len(texts_arr), 4096):
+            idx.encoder.encode_arrow(texts_arr.slice(start, 4096))
+        best = min(best, time.perf_counter() - t0)
+    out.update({
+        "documents": m["documents"],
+        "encode_s": round(best, 3),
+        "docs_per_s": len(texts_arr) / best,
+        "pooling_fit_s": m["timings"].get("pooling_fit_s", 0.0),
+        "build_s": m["timings"]["total_s"],
+        "index_bytes": m["index"]["bytes"],
+        "tower_bytes": tower_bytes,
+        "oov_rate": m["oov_rate"],
+        "anisotropy": m.get("anisotropy"),
+        "query_p50_ms": float(np.percentile(lat, 50) * 1000),
+        "query_p99_ms": float(np.percentile(lat, 99) * 1000),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    })
+    return out
+
+
+# --- parent ---------------------------------------------------------------------------------------
+
+def train_word2vec(data: Path, work: Path) -> dict:
+    """Train 50-d word2vec on SciFact corpus + STS-B train sentences; save in word2vec text format."""
+    from gensim.models import Word2Vec
+
+    from glovefaiss.config import Config
+    from glovefaiss.evaluate import read_pairs, read_texts
+    from glovefaiss.tokenisers import Tokeniser
+
+    path = work / "word2vec-50d.txt"
+    if path.exists():
+        return json.loads((work / "word2vec-50d.json").read_text())
+    tok = Tokeniser(Config().replace(TOKENISER).tokeniser)
+    _, docs = read_texts(data / "scifact" / "corpus.jsonl")
+    a, b, _ = read_pairs(data / "stsb" / "stsb-en-train.csv")
+    sentences = [tok.tokenise(t) for t in docs + a + b]
+    t0 = time.perf_counter()
+    model = Word2Vec(sentences, vector_size=50, window=5, min_count=2, workers=1, seed=0, epochs=10)
+    info = {"train_s": round(time.perf_counter() - t0, 1), "vocab": len(model.wv),
+            "tokens": sum(map(len, sentences)), "texts": len(sentences)}
+    model.wv.save_word2vec_format(str(path), binary=False)
+    (work / "word2vec-50d.json").write_text(json.dumps(info))
+    return info
+
+
+def fmt_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def markdown(results: list[dict], w2v: dict, missing: list[str]) -> str:
+    head = ("| option | STS-B test Pearson | STS-B test Spearman | SciFact nDCG@10 | SciFact Recall@100 | "
+            "encode docs/s (1 thread) | fit s | query p50 / p99 ms | FAISS index | query tower | peak RSS | anisotropy |")
+    lines = [head, "|---|" + "---:|" * (head.count("|") - 2)]
+    for r in results:
+        sts = r.get("sts") or {}
+        sf = r.get("scifact") or {}
+
+        def f(x, spec=".2f"):
+            return "n/a" if x is None else format(x, spec)
+
+        lines.append(
+            f"| {LABELS[r['option']]} | {f(sts.get('pearson'))} | {f(sts.get('spearman'))} | "
+            f"{f(sf.get('ndcg@10'))} | {f(sf.get('recall@100'))} | "
+            + (f"{r['docs_per_s']:,.0f} | {r['pooling_fit_s']:.2f} | {r['query_p50_ms']:.3f} / {r['query_p99_ms']:.3f} | "
+               f"{fmt_bytes(r['index_bytes'])} | {fmt_bytes(r['tower_bytes'])} | {r['peak_rss_mb']:,.0f} MB | "
+               f"{f(r['anisotropy'], '.3f')} |" if "docs_per_s" in r else "n/a | n/a | n/a | n/a | n/a | n/a | n/a |"))
+    notes = [f"word2vec: trained in {w2v['train_s']} s on {w2v['texts']:,} texts ({w2v['tokens']:,} tokens), "
+             f"{w2v['vocab']:,} words."]
+    notes += [f"{LABELS[m]}: not run ({why})." for m, why in missing]
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+
+
+def chart(results: list[dict], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [SHORT[r["option"]] for r in results]
+    panels = [
+        ("STS-B test Pearson x100", [((r.get("sts") or {}).get("pearson")) for r in results]),
+        ("SciFact test nDCG@10 x100", [((r.get("scifact") or {}).get("ndcg@10")) for r in results]),
+        ("encode documents/s (SciFact, 1 thread)", [r.get("docs_per_s") for r in results]),
+        ("single-query p50 latency, ms", [r.get("query_p50_ms") for r in results]),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8))
+    colors = plt.cm.tab10(np.arange(len(results)))
+    for ax, (title, values) in zip(axes.flat, panels):
+        vals = [v if v is not None else 0 for v in values]
+        bars = ax.bar(range(len(vals)), vals, color=colors)
+        for bar, v in zip(bars, values):
+            ax.annotate("n/a" if v is None else (f"{v:,.0f}" if v >= 1000 else f"{v:.2f}"),
+                        (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+        ax.set_title(title)
+        ax.set_xticks(range(len(vals)), names, fontsize=7)
+    fig.suptitle("glovefaiss embedding options (bin/compare)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="has stsb/ and scifact/")
+    p.add_argument("--work", default=str(ROOT / "compare-out"), help="indexes, vectors, per-option JSON")
+    p.add_argument("--model-scifact", help="model directory from `glovefaiss train` on SciFact train")
+    p.add_argument("--model-stsb", help="model directory from `glovefaiss train` on STS-B train")
+    p.add_argument("--markdown", default=str(ROOT / "docs" / "comparison.md"),
+                   help="page whose table (between the bin/compare markers) is replaced")
+    p.add_argument("--png", default=str(ROOT / "docs" / "comparison.png"))
+    p.add_argument("--options", nargs="*", default=list(OPTIONS))
+    p.add_argument("--run-option", help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    if args.run_option:
+        print(json.dumps(run_option(args.run_option, args)))
+        return 0
+
+    data, work = Path(args.data), Path(args.work)
+    for need in (data / "stsb" / "stsb-en-test.csv", data / "scifact" / "corpus.jsonl"):
+        if not need.exists():
+            print(f"compare: {need} not found; pass --data DIR (with stsb/ and scifact/)", file=sys.stderr)
+            return 2
+    work.mkdir(parents=True, exist_ok=True)
+    from glovefaiss.evaluate import corpus_to_parquet
+
+    corpus_to_parquet(data / "scifact" / "corpus.jsonl", work / "scifact-corpus.parquet")
+    log("training word2vec (SciFact corpus + STS-B train)")
+    w2v = train_word2vec(data, work)
+    results, missing = [], []
+    for option in args.options:
+        if option == "finetuned" and not (args.model_scifact or args.model_stsb):
+            missing.append((option, "no --model-scifact / --model-stsb given"))
+            continue
+        log(f"running {option}")
+        cmd = [sys.executable, __file__, "--run-option", option, "--data", str(data), "--work", str(work)]
+        for flag in ("model_scifact", "model_stsb"):
+            if getattr(args, flag):
+                cmd += [f"--{flag.replace('_', '-')}", str(Path(getattr(args, flag)).resolve())]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if proc.returncode != 0:
+            print(proc.stderr, file=sys.stderr)
+            return 1
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        (work / f"result-{option}.json").write_text(json.dumps(r, indent=2))
+        results.append(r)
+        log(f"{option}: STS {r.get('sts')}, SciFact nDCG@10 {(r.get('scifact') or {}).get('ndcg@10')}")
+    md = markdown(results, w2v, missing)
+    write_markdown(Path(args.markdown), md)
+    chart(results, Path(args.png))
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
