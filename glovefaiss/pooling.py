@@ -8,6 +8,7 @@ exactly the same treatment. No torch here: training exports its weights into thi
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,6 +46,10 @@ def mean_pool(
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     n = len(offsets) - 1
+    if n == 1 and ids.size and projection is None and components is None:
+        # One text (a query): the same arithmetic as below without the batch bookkeeping.
+        out = segment_sums(matrix, ids, offsets, weights) / np.float32(ids.size)
+        return l2_normalize(out) if normalize else out
     counts = np.diff(offsets)
     nonempty = counts > 0
     out = segment_sums(matrix, ids, offsets, weights, sparse=sparse)
@@ -161,6 +166,7 @@ class Vocabulary:
             words = words.combine_chunks()
         self.words: pa.Array = words.cast(pa.string()) if pa.types.is_large_string(words.type) else words
         self._dict: dict[str, int] | None = None
+        self._hashes: tuple[np.ndarray, np.ndarray] | None = None  # (sorted word hashes, their rows)
 
     def __len__(self) -> int:
         return len(self.words)
@@ -171,11 +177,52 @@ class Vocabulary:
         return rows.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
     def lookup(self, tokens: list[str]) -> np.ndarray:
-        """Row of each token, -1 where unknown (a dict built on first use)."""
+        """Row of each token, -1 where unknown.
+
+        With a saved hash table (see :meth:`hash_table`), a binary search of the token's hash,
+        confirmed against the word itself: nothing to build, so a cold query starts at once.
+        Otherwise a dict, built on first use (about 0.3 s for 400,000 words).
+        """
+        if self._hashes is not None:
+            return self._lookup_hashed(tokens)
         if self._dict is None:
             self._dict = {w: i for i, w in enumerate(self.words.to_pylist())}
         get = self._dict.get
         return np.fromiter((get(t, -1) for t in tokens), dtype=np.int64, count=len(tokens))
+
+    def _lookup_hashed(self, tokens: list[str]) -> np.ndarray:
+        hashes, rows = self._hashes
+        wanted = np.fromiter((word_hash(t) for t in tokens), dtype=np.uint64, count=len(tokens))
+        pos = np.minimum(np.searchsorted(hashes, wanted), len(hashes) - 1)
+        out = np.where(hashes[pos] == wanted, rows[pos], -1).astype(np.int64)
+        for i in np.flatnonzero(out >= 0).tolist():
+            # Confirm by the word: a 64-bit collision is unlikely, not impossible.
+            if self.words[int(out[i])].as_py() != tokens[i]:
+                out[i] = self._scan_collisions(tokens[i], int(pos[i]))
+        return out
+
+    def _scan_collisions(self, token: str, i: int) -> int:
+        hashes, rows = self._hashes
+        h = hashes[i]
+        while i < len(hashes) and hashes[i] == h:
+            if self.words[int(rows[i])].as_py() == token:
+                return int(rows[i])
+            i += 1
+        return -1
+
+    def hash_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted 64-bit word hashes, row of each): what :meth:`lookup` searches when attached."""
+        hashes = np.fromiter((word_hash(w) for w in self.words.to_pylist()), dtype=np.uint64, count=len(self))
+        order = np.argsort(hashes, kind="stable")
+        return hashes[order], order.astype(np.int32)
+
+    def attach_hash_table(self, hashes: np.ndarray, rows: np.ndarray) -> None:
+        self._hashes = (hashes, rows)
+
+
+def word_hash(word: str) -> int:
+    """A stable 64-bit hash of a word (blake2b), the same on every machine and Python."""
+    return int.from_bytes(hashlib.blake2b(word.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
 @dataclass
@@ -317,6 +364,9 @@ def save_encoder(encoder: TextEncoder, directory: Path, info: dict | None = None
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"word": encoder.vocabulary.words}), directory / "vocab.parquet")
+    hashes, rows = encoder.vocabulary.hash_table()
+    np.save(directory / "vocab_hash.npy", hashes)
+    np.save(directory / "vocab_hash_rows.npy", rows)
     np.save(directory / "embeddings.npy", np.ascontiguousarray(encoder.matrix, dtype=np.float32))
     if encoder.projection is not None:
         np.save(directory / "projection.npy", encoder.projection.astype(np.float32))
@@ -347,7 +397,10 @@ def load_encoder(directory: Path, mmap: bool = True) -> TextEncoder:
     directory = Path(directory)
     meta = json.loads((directory / "tower.json").read_text(encoding="utf-8"))
     tokeniser = Tokeniser(TokeniserConfig(**meta["tokeniser"]))
-    words = pq.read_table(directory / "vocab.parquet").column("word")
+    vocabulary = Vocabulary(pq.read_table(directory / "vocab.parquet").column("word"))
+    if (directory / "vocab_hash.npy").exists():
+        vocabulary.attach_hash_table(np.load(directory / "vocab_hash.npy", mmap_mode="r"),
+                                     np.load(directory / "vocab_hash_rows.npy", mmap_mode="r"))
     matrix = np.load(directory / "embeddings.npy", mmap_mode="r" if mmap else None)
     projection = bias = None
     if meta.get("projection"):
@@ -355,4 +408,4 @@ def load_encoder(directory: Path, mmap: bool = True) -> TextEncoder:
         bias = np.load(directory / "bias.npy")
     weights = np.load(directory / "weights.npy") if meta.get("weights") else None
     components = np.load(directory / "components.npy") if meta.get("components") else None
-    return TextEncoder(tokeniser, Vocabulary(words), matrix, projection, bias, weights=weights, components=components)
+    return TextEncoder(tokeniser, vocabulary, matrix, projection, bias, weights=weights, components=components)
