@@ -150,14 +150,17 @@ def _init_projection(projection: nn.Linear, generator: torch.Generator) -> None:
 
 
 def build_two_tower(embedding: nn.Module, arch: str = "avg_pool", hidden_dim: int | None = None,
-                    tied_weights: bool = True, dropout: float = 0.0, *, seed: int = 0) -> TwoTower:
+                    tied_weights: bool = True, dropout: float = 0.0, *, seed: int = 0,
+                    remove_components: np.ndarray | None = None) -> TwoTower:
     """A :class:`TwoTower` over ``embedding`` (a :class:`~glovefaiss.embeddings.BaseEmbedding`), as the ``encoder:`` config says.
 
     ``hidden_dim`` None: the mean is the output; otherwise a linear projection to ``hidden_dim``,
     initialised to the identity when ``hidden_dim`` equals the embedding size (training starts
     from the plain GloVe mean) and to a random semi-orthogonal map otherwise. ``tied_weights``
     False gives the document tower its own deep copy of the embedding and projection.
-    ``dropout`` acts on the pooled vector in training mode only.
+    ``dropout`` acts on the pooled vector in training mode only. ``remove_components`` (k, D)
+    unit rows ``U``: the projection starts as ``W0 (I - U^T U)``, i.e. it first removes the mean's
+    projection on those common components (SIF's last step), then maps as above.
     """
     import copy
 
@@ -168,6 +171,12 @@ def build_two_tower(embedding: nn.Module, arch: str = "avg_pool", hidden_dim: in
     tower = AveragePoolingTower(dim, output_dim=hidden_dim, dropout=dropout)
     if tower.projection is not None:
         _init_projection(tower.projection, generator)
+        if remove_components is not None:
+            u = torch.as_tensor(np.asarray(remove_components, dtype=np.float32))
+            with torch.no_grad():
+                tower.projection.weight.copy_(tower.projection.weight @ (torch.eye(dim) - u.T @ u))
+    elif remove_components is not None:
+        raise ConfigError("removing common components needs a projection: give a hidden_dim")
     if tied_weights:
         return TwoTower(embedding, tower)
     return TwoTower(embedding, tower, copy.deepcopy(embedding), copy.deepcopy(tower))

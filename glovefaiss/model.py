@@ -51,14 +51,16 @@ VOCAB = "vocab.parquet"
 # torch → numpy
 
 
-def export_towers(model, tokenizer, config: Config, vectors: Any = None) -> tuple[TextEncoder, TextEncoder]:
+def export_towers(model, tokenizer, config: Config, vectors: Any = None,
+                  base_weights: np.ndarray | None = None) -> tuple[TextEncoder, TextEncoder]:
     """(query, document) numpy encoders serving ``model`` exactly (within float rounding).
 
     For GloVe / word2vec embeddings the encoders' vocabulary is the whole word-vector vocabulary
     (``vectors``, loaded from ``config.embedding.model_name`` when None) with the model's rows
     written over it; for ``lookup`` embeddings it is the model vocabulary. Words the model does
     not know (padding, words missing from the vectors) are left out, so the numpy path drops
-    them as the torch towers mask them.
+    them as the torch towers mask them. ``base_weights`` (one per word-vector row) scale the
+    rows of words outside the model, as a SIF initialisation scaled the model's own rows.
     """
     exported = model.export()
     tokeniser = Tokeniser(config.tokeniser)
@@ -84,6 +86,8 @@ def export_towers(model, tokenizer, config: Config, vectors: Any = None) -> tupl
         known = e["known"]
         if base_words is not None:
             matrix = np.array(vectors.matrix, dtype=np.float32, copy=True)
+            if base_weights is not None:
+                matrix *= np.asarray(base_weights, dtype=np.float32)[:, None]
             take = known & (base_rows >= 0)
             matrix[base_rows[take]] = e["matrix"][take]
             vocab = Vocabulary(base_words)
@@ -123,7 +127,7 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
 
 
 def save_model(out: str | Path, model, tokenizer, config: Config, *, vectors: Any = None,
-               training: dict | None = None, overwrite: bool = False) -> dict:
+               training: dict | None = None, overwrite: bool = False, base_weights: np.ndarray | None = None) -> dict:
     """Write a model directory (atomically: built in a hidden sibling, then renamed); returns model.json."""
     import torch
     import yaml
@@ -136,7 +140,7 @@ def save_model(out: str | Path, model, tokenizer, config: Config, *, vectors: An
     tmp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
-        q_enc, d_enc = export_towers(model, tokenizer, config, vectors)
+        q_enc, d_enc = export_towers(model, tokenizer, config, vectors, base_weights)
         save_encoder(q_enc, tmp / QUERY_TOWER)
         save_encoder(d_enc, tmp / DOCUMENT_TOWER)
         towers = {QUERY_TOWER: _dir_files(tmp / QUERY_TOWER), DOCUMENT_TOWER: _dir_files(tmp / DOCUMENT_TOWER)}
@@ -255,9 +259,11 @@ def build_index(corpus, out: str | Path, model_dir: str | Path, config: Config |
     from .pipeline import build
 
     q, d, info = load_towers(model_dir)
-    cfg = model_config(info)
+    cfg = model_config(info).to_dict()
     if config is not None:
-        cfg = from_dict({**cfg.to_dict(), "build": config.to_dict()["build"]}, origin="config")
+        cfg["build"] = config.to_dict()["build"]
+    cfg.pop("pooling", None)  # a SIF initialisation is already in the towers' rows and projection
+    cfg = from_dict(cfg, origin="config")
     return build(corpus, out, cfg, encoder=d, query_encoder=q,
                  extra_manifest={"model": index_model_entry(info, model_dir)}, **kwargs)
 

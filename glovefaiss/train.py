@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 
 from . import index as faiss_index
@@ -330,6 +331,59 @@ class TrainSummary:
     info: dict
 
 
+def _pooling_init(config: Config, tokenizer: Tokenizer, vectors: Any, emb, texts: list, seed: int):
+    """Fold the config's ``pooling`` section (SIF weights, common components) into the initial model.
+
+    SIF weights ``a / (a + p(w))`` scale the embedding rows (a weighted mean is the mean of scaled
+    rows); the removal of the top common components (estimated on the training texts, as a
+    build estimates them on the corpus) becomes the projection's initial value. Returns
+    (weights of every word-vector row or None, components or None, a summary).
+    """
+    import pyarrow as pa
+
+    from . import weighting
+    from .pooling import TextEncoder, Vocabulary
+    from .tokenisers import Tokeniser
+
+    pc_cfg = config.pooling
+    weighting.check(pc_cfg)
+    if not weighting.is_active(pc_cfg):
+        return None, None, {"weighting": "mean"}
+    if vectors is None:
+        raise ConfigError("pooling.weighting/components need word vectors (embedding.type glove or word2vec)")
+    base_words = vectors.words.combine_chunks() if isinstance(vectors.words, pa.ChunkedArray) else vectors.words
+    base_rows = pc.index_in(tokenizer.words, value_set=base_words.cast(pa.string())).fill_null(-1)
+    base_rows = base_rows.to_numpy(zero_copy_only=False).astype(np.int64)
+    matrix = np.asarray(vectors.matrix, dtype=np.float32)
+    encoder = TextEncoder(Tokeniser(config.tokeniser), Vocabulary(base_words), matrix)
+    info: dict[str, Any] = {"weighting": pc_cfg.weighting}
+    weights = None
+    if pc_cfg.weighting == "sif":
+        if pc_cfg.frequencies == "corpus":
+            freqs = weighting.count_words(encoder, (pa.array(list(t), pa.string()) if not isinstance(t, pa.Array)
+                                                    else t for t in texts)).astype(np.float64)
+        else:
+            freqs = weighting.wordfreq_frequencies(base_words.to_pylist(), pc_cfg.frequencies.partition(":")[2] or "en")
+        weights = weighting.sif_weights(freqs, pc_cfg.sif_a)
+        known = emb.known.numpy() & (base_rows >= 0)
+        with torch.no_grad():
+            emb.weight[torch.from_numpy(np.flatnonzero(known))] *= torch.from_numpy(weights[base_rows[known]])[:, None]
+        info.update({"sif_a": pc_cfg.sif_a, "frequencies": pc_cfg.frequencies})
+        encoder = TextEncoder(encoder.tokeniser, encoder.vocabulary, matrix * weights[:, None])
+    components = None
+    if pc_cfg.components > 0:
+        if config.encoder.hidden_dim is None:
+            raise ConfigError("pooling.components needs a projection to start from: set encoder.hidden_dim "
+                              f"(e.g. {emb.embedding_dim}, the embedding size)")
+        flat = [pa.array(list(t), pa.string()) if not isinstance(t, pa.Array) else t for t in texts]
+        all_texts = pa.concat_arrays(flat) if flat else pa.array([], pa.string())
+        rows = weighting.sample_rows(len(all_texts), pc_cfg.components_sample, seed)
+        g, n = weighting.gram(encoder, [all_texts.take(pa.array(rows))])
+        components, _ = weighting.top_components(g, pc_cfg.components)
+        info.update({"components": pc_cfg.components, "components_sample": int(n)})
+    return weights, components, info
+
+
 def _corpus_texts(paths: Sequence[str | Path], config: Config) -> list:
     from .corpus import open_corpus
 
@@ -374,10 +428,12 @@ def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int
              f" and {len(corpus)} corpus file(s)" if corpus else "")
     emb = embeddings.from_config(config.embedding, tokenizer.words, vectors=vectors, seed=seed)
     enc = config.encoder
-    model = build_two_tower(emb, enc.arch, enc.hidden_dim, enc.tied_weights, enc.dropout, seed=seed)
+    base_weights, components, pooling_info = _pooling_init(config, tokenizer, vectors, emb, texts, seed)
+    model = build_two_tower(emb, enc.arch, enc.hidden_dim, enc.tied_weights, enc.dropout, seed=seed,
+                            remove_components=components)
     result = fit(model, tokenizer, data, config, epochs=epochs, seed=seed, validation=val, negatives=negatives,
-                 hard_negatives_k=hard_negatives_k, export=lambda m: export_towers(m, tokenizer, config, vectors),
-                 progress=progress)
+                 hard_negatives_k=hard_negatives_k,
+                 export=lambda m: export_towers(m, tokenizer, config, vectors, base_weights), progress=progress)
     trained_epochs = [e.seconds for e in result.history if e.epoch > 0]
     training = {
         "data": str(data.source), "validation": None if val is None else str(val.source),
@@ -386,8 +442,9 @@ def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int
         "metric": result.metric, "best_epoch": result.best_epoch,
         "best_metrics": result.best.metrics, "history": [asdict(e) for e in result.history],
         "seconds_per_epoch": round(float(np.mean(trained_epochs)), 3) if trained_epochs else None,
-        "fit_seconds": result.seconds, "torch_threads": torch.get_num_threads(),
+        "fit_seconds": result.seconds, "torch_threads": torch.get_num_threads(), "pooling_init": pooling_info,
     }
     training["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    info = save_model(out, model, tokenizer, config, vectors=vectors, training=training, overwrite=overwrite)
+    info = save_model(out, model, tokenizer, config, vectors=vectors, training=training, overwrite=overwrite,
+                      base_weights=base_weights)
     return TrainSummary(out, info["model_id"], result, round(time.perf_counter() - t0, 3), round(peak_rss_mb(), 1), info)

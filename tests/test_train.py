@@ -15,7 +15,7 @@ from glovefaiss.encoders import build_two_tower
 from glovefaiss.errors import ConfigError, ModelError
 from glovefaiss.model import export_towers
 from glovefaiss.train import evaluate, fit, mine_hard_negatives
-from glovefaiss.training_data import Tokenizer
+from glovefaiss.training_data import PairData, Tokenizer
 from glovefaiss.vectors import load_vectors
 
 from .test_train_helpers import pair_data, scored_data, tiny_config
@@ -178,3 +178,44 @@ def test_hard_negatives_are_top_ranked_non_positives(tiny_vectors):
         order = [d for d in np.argsort(-scores, kind="stable").tolist() if d not in rel[q]]
         # the same documents as a brute-force ranking (ties may swap places at the cut)
         assert np.allclose(sorted(scores[cands]), sorted(scores[order[: len(cands)]]), atol=1e-6)
+
+
+@pytest.mark.parametrize("frequencies", ["corpus", "wordfreq"])
+def test_sif_initialisation_equals_the_served_sif_tower(tmp_path, tiny_vectors, frequencies):
+    """pooling: sif + components, folded into rows and projection, encodes as the build's SIF tower."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from glovefaiss import weighting
+    from glovefaiss.model import load_towers
+    from glovefaiss.pipeline import encoder_from_config
+    from glovefaiss.train import train
+
+    full = pair_data(negatives=False)
+    rows = [(full.queries[q], full.documents[d]) for q, d in full.pairs.tolist()]
+    rows = [r for r in rows if not {"boat", "river"} & set(" ".join(r).split())]
+    path = tmp_path / "pairs.parquet"
+    pq.write_table(pa.table({"query": [r[0] for r in rows], "positive": [r[1] for r in rows]}), path)
+    data = PairData.from_triplets(rows)
+    config = tiny_config(tiny_vectors[0], **{"pooling.weighting": "sif", "pooling.frequencies": frequencies,
+                                             "pooling.sif_a": 0.001, "pooling.components": 2,
+                                             "encoder.hidden_dim": 8, "loss.type": "contrastive"})
+    train(path, tmp_path / "m", config, epochs=0, progress=False)
+    q, d, info = load_towers(tmp_path / "m")
+    assert info["training"]["pooling_init"]["components"] == 2
+
+    texts = data.queries + data.documents
+    ref, _ = weighting.prepare_for_texts(encoder_from_config(config)[0], config.pooling, texts)
+    probe = texts[:10] + ["boat river", "the river cat", ""]  # "boat", "river": outside the training data
+    np.testing.assert_allclose(q.encode(probe), ref.encode(probe), atol=1e-5)
+    np.testing.assert_allclose(d.encode(probe), ref.encode(probe), atol=1e-5)
+    # Without the components the vectors differ (the test can fail).
+    plain, _ = weighting.prepare_for_texts(encoder_from_config(config)[0],
+                                           config.pooling.__class__(weighting="sif", frequencies=frequencies, sif_a=0.001),
+                                           texts)
+    assert not np.allclose(q.encode(probe[:10]), plain.encode(probe[:10]), atol=1e-3)
+    if frequencies == "wordfreq":  # words outside the model keep their SIF-scaled rows
+        w = ref.weights[ref.vocabulary.lookup(["river"])[0]]
+        assert w < 0.9
+        np.testing.assert_allclose(q.matrix[q.vocabulary.lookup(["river"])[0]],
+                                   w * tiny_vectors[2][tiny_vectors[1].index("river")], rtol=1e-6)
