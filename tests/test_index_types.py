@@ -91,8 +91,8 @@ def test_unknown_index_type(tmp_path, topic_corpus):
 
 def test_auto_choice_as_documented():
     assert faiss_index.choose_kind(10_000, 50) == "flat"
-    assert faiss_index.choose_kind(100_000, 50) == "flat"
-    assert faiss_index.choose_kind(100_001, 50) == "ivf"
+    assert faiss_index.choose_kind(50_000, 50) == "flat"
+    assert faiss_index.choose_kind(50_001, 50) == "ivf"
     assert faiss_index.choose_kind(1_000_000, 50) == "ivf"
     assert faiss_index.choose_kind(1_000_000, 50, faiss_index.parse_bytes("150M")) == "ivf-sq8"
     assert faiss_index.choose_kind(1_000_000, 50, faiss_index.parse_bytes("40M")) == "ivf-pq"
