@@ -30,7 +30,7 @@ from .manifest import (
 )
 from .pipeline import TOP_OOV, _duplicates, _publish, encode_corpus
 from .pooling import EncodeStats, load_encoder
-from .shards import ShardReader, ShardWriter, iter_shard_vectors, shard_schema
+from .shards import ShardReader, ShardWriter, iter_shard_vectors, shard_schema, write_id_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,8 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
                 new_ids.append(ids)
                 bar.update(len(ids))
         new_shards = writer.close()
-        dups = _duplicates(pa.chunked_array([old_reader.column("id").combine_chunks(), *new_ids]))
+        all_ids = pa.chunked_array([old_reader.column("id").combine_chunks(), *new_ids])
+        dups = _duplicates(all_ids)
         if dups:
             shown = ", ".join(map(repr, dups[:5]))
             raise CorpusError(f"{len(dups)} ids of the new documents are already in the index or repeated "
@@ -115,6 +116,7 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
             # Row labels continue on their own: FAISS numbers added vectors from ntotal.
             faiss_index.add(index, vectors, ids.to_numpy() if by_id else None)
         faiss_index.save(index, tmp / INDEX_FILE)
+        id_lookup = write_id_lookup(tmp, all_ids.to_numpy()) if manifest.get("id_lookup") else {}
 
         m = dict(manifest)
         m["shards"] = manifest["shards"] + new_shards
@@ -129,6 +131,8 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
         m["top_oov_words"] = [[w, c] for w, c in sorted(merged.items(), key=lambda x: (-x[1], x[0]))[:TOP_OOV]]
         m["index"] = {**manifest["index"], "ntotal": int(index.ntotal), "bytes": (tmp / INDEX_FILE).stat().st_size,
                       "sha256": sha256_file(tmp / INDEX_FILE)}
+        if id_lookup:
+            m["id_lookup"] = {"files": id_lookup}
         m["additions"] = manifest.get("additions", []) + [
             {"documents": stats.texts, "files": [str(f) for f in corpus.files],
              "seconds": round(time.perf_counter() - t0, 3)}]

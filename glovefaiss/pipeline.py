@@ -37,7 +37,7 @@ from .manifest import (
     write_json_atomic,
 )
 from .pooling import EncodeStats, TextEncoder, Vocabulary, save_encoder
-from .shards import ShardWriter, shard_schema
+from .shards import ShardWriter, shard_schema, write_id_lookup
 from .tokenisers import Tokeniser
 
 logger = logging.getLogger(__name__)
@@ -353,6 +353,7 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
     if dups:
         shown = ", ".join(map(repr, dups[:5]))
         raise CorpusError(f"the corpus has {len(dups)} duplicate ids (e.g. {shown}); ids must be unique")
+    id_lookup = write_id_lookup(tmp, pa.chunked_array(all_ids).to_numpy()) if with_ids else {}
     t_index = time.perf_counter()
     # The index is made from the finished shards, so it never depends on how encoding was batched
     # or resumed. String ids: FAISS labels are row numbers, mapped back through the id column.
@@ -390,6 +391,7 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
                   "bytes": index_bytes, "sha256": sha256_file(tmp / INDEX_FILE)},
         "query_tower": {"dir": TOWER_DIR, "files": tower_files, **tower_meta},
         **({"document_tower": {"dir": DOCUMENT_TOWER_DIR, "files": doc_files}} if doc_files else {}),
+        **({"id_lookup": {"files": id_lookup}} if id_lookup else {}),
         "timings": {"encode_s": round(t_encode, 3), "index_s": round(t_index, 3),
                     "resumed_documents": done_rows,
                     "docs_per_s": round(encoded / t_encode, 1) if t_encode and encoded else None},

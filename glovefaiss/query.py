@@ -15,7 +15,7 @@ from . import index as faiss_index
 from .errors import IndexDirError, QueryError
 from .manifest import INDEX_FILE, TOWER_DIR, check_sizes, read_manifest
 from .pooling import TextEncoder, load_encoder
-from .shards import ShardReader
+from .shards import ShardReader, load_id_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class Index:
         by_row = manifest["index"]["labels"] == "row"
         self = cls(encoder, idx, None, reader if manifest.get("store_text") else None, manifest)
         self._id_source = reader
+        if manifest.get("id_lookup"):
+            self._id_order = load_id_lookup(directory)
         if by_row:
             self._row_ids = reader.column("id").combine_chunks()
         return self

@@ -158,3 +158,19 @@ def iter_shard_vectors(reader: ShardReader, batch_rows: int = 65536):
     for pf in reader._files:
         for batch in pf.iter_batches(batch_size=batch_rows, columns=["id", "vector"]):
             yield batch.column(0), vectors_from_arrow(batch.column(1))
+
+
+ID_LOOKUP = ("ids_sorted.npy", "ids_order.npy")
+
+
+def write_id_lookup(directory: Path, ids: np.ndarray) -> dict[str, str]:
+    """Sorted int64 ids and the row of each, so a query maps hit ids to shard rows by binary search
+    on memory-mapped arrays instead of sorting every id at load. Returns {file: sha256}."""
+    order = np.argsort(ids, kind="stable")
+    np.save(directory / ID_LOOKUP[0], ids[order])
+    np.save(directory / ID_LOOKUP[1], order.astype(np.int64))
+    return {name: sha256_file(directory / name) for name in ID_LOOKUP}
+
+
+def load_id_lookup(directory: Path) -> tuple[np.ndarray, np.ndarray]:
+    return tuple(np.load(directory / name, mmap_mode="r") for name in ID_LOOKUP)
