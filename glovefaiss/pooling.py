@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from .config import TokeniserConfig
 from .tokenisers import Tokeniser
 
+
 def mean_pool(
     matrix: np.ndarray,
     ids: np.ndarray,
