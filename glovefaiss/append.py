@@ -30,7 +30,7 @@ from .manifest import (
 )
 from .pipeline import TOP_OOV, _duplicates, _publish, encode_corpus
 from .pooling import EncodeStats, load_encoder
-from .shards import ShardReader, ShardWriter, iter_shard_vectors, shard_schema, write_id_lookup
+from .shards import ShardReader, ShardWriter, iter_shard_vectors, shard_schema, write_id_lookup, write_text_store
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +133,8 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
                       "sha256": sha256_file(tmp / INDEX_FILE)}
         if id_lookup:
             m["id_lookup"] = {"files": id_lookup}
+        if manifest.get("texts"):
+            m["texts"] = write_text_store(tmp, ShardReader(tmp, m["shards"], manifest["row_group_rows"]))
         m["additions"] = manifest.get("additions", []) + [
             {"documents": stats.texts, "files": [str(f) for f in corpus.files],
              "seconds": round(time.perf_counter() - t0, 3)}]

@@ -61,6 +61,8 @@ def _expected_files(directory: Path, manifest: dict[str, Any]) -> list[tuple[Pat
     files = [(directory / s["file"], s.get("bytes"), s.get("sha256")) for s in manifest.get("shards", [])]
     idx = manifest.get("index", {})
     files.append((directory / idx.get("file", INDEX_FILE), idx.get("bytes"), idx.get("sha256")))
+    if manifest.get("texts"):
+        files.append((directory / manifest["texts"]["file"], manifest["texts"]["bytes"], manifest["texts"]["sha256"]))
     for name, digest in manifest.get("id_lookup", {}).get("files", {}).items():
         files.append((directory / name, None, digest))
     for key, default in (("query_tower", TOWER_DIR), ("document_tower", DOCUMENT_TOWER_DIR)):

@@ -37,7 +37,7 @@ from .manifest import (
     write_json_atomic,
 )
 from .pooling import EncodeStats, TextEncoder, Vocabulary, save_encoder
-from .shards import ShardWriter, shard_schema, write_id_lookup
+from .shards import ShardReader, ShardWriter, shard_schema, write_id_lookup, write_text_store
 from .tokenisers import Tokeniser
 
 logger = logging.getLogger(__name__)
@@ -104,6 +104,37 @@ def encode_corpus(corpus: Corpus, encoder: TextEncoder, bc, skip: int = 0) -> It
 
     batches = _aligned(corpus.batches(bc.batch_size), bc.shard_rows, skip)
     return _ordered_map(encode, batches, bc.threads or os.cpu_count() or 1)
+
+
+def index_needs_tuning(bc, n: int, dim: int) -> bool:
+    """Whether the index this build makes is approximate (and so is tuned)."""
+    from .index import choose_kind, parse_bytes
+
+    if bc.index_key:
+        return bc.index_key not in ("Flat", "flat")
+    kind = choose_kind(n, dim, parse_bytes(bc.max_index_memory)) if bc.index == "auto" else bc.index
+    return kind != "flat"
+
+
+def tuning_queries(corpus: Corpus, encoder: TextEncoder, n: int, seed: int) -> np.ndarray:
+    """Query vectors like a user's: windows of 2-8 tokens from documents sampled (seeded) from the corpus."""
+    rng = np.random.default_rng([seed, 11])
+    rows = np.sort(rng.choice(corpus.num_rows, min(2 * n, corpus.num_rows), replace=False))
+    texts: list[str] = []
+    pos = 0
+    for _, batch in corpus.batches(65536):
+        lo, hi = np.searchsorted(rows, [pos, pos + len(batch)])
+        if hi > lo:
+            texts += batch.take(pa.array(rows[lo:hi] - pos)).to_pylist()
+        pos += len(batch)
+    queries = []
+    for tokens in encoder.tokeniser.tokenise_arrow(pa.array(texts, pa.string())).to_pylist():
+        if tokens:
+            length = int(rng.integers(2, 9))
+            start = int(rng.integers(0, max(1, len(tokens) - length + 1)))
+            queries.append(" ".join(tokens[start:start + length]))
+    vectors = encoder.encode_arrow(pa.array(queries, pa.string()))[0]
+    return vectors[np.any(vectors != 0, axis=1)][:n]
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
@@ -358,9 +389,17 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
     # The index is made from the finished shards, so it never depends on how encoding was batched
     # or resumed. String ids: FAISS labels are row numbers, mapped back through the id column.
     row_group_rows = min(bc.row_group_rows, bc.shard_rows)
-    index, index_info = build_index(tmp, state.shards, row_group_rows, encoder.dim, bc, with_ids, config.seed)
+    queries = None
+    if index_needs_tuning(bc, corpus.num_rows, encoder.dim):
+        queries = tuning_queries(corpus, query_encoder, bc.tune_queries, config.seed)
+    index, index_info = build_index(tmp, state.shards, row_group_rows, encoder.dim, bc, with_ids, config.seed,
+                                    queries=queries)
+    if queries is not None:
+        index_info["tuning"]["query_source"] = "windows of 2-8 words from sampled documents"
     faiss_index.save(index, tmp / INDEX_FILE)
     t_index = time.perf_counter() - t_index
+    texts_info = (write_text_store(tmp, ShardReader(tmp, state.shards, row_group_rows))
+                  if bc.store_text else None)
     index_bytes = (tmp / INDEX_FILE).stat().st_size
     if stats.empty_texts:
         logger.warning("%d of %d documents have no word in the vocabulary; they get zero vectors",
@@ -392,6 +431,7 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
         "query_tower": {"dir": TOWER_DIR, "files": tower_files, **tower_meta},
         **({"document_tower": {"dir": DOCUMENT_TOWER_DIR, "files": doc_files}} if doc_files else {}),
         **({"id_lookup": {"files": id_lookup}} if id_lookup else {}),
+        **({"texts": texts_info} if texts_info else {}),
         "timings": {"encode_s": round(t_encode, 3), "index_s": round(t_index, 3),
                     "resumed_documents": done_rows,
                     "docs_per_s": round(encoded / t_encode, 1) if t_encode and encoded else None},

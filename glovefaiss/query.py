@@ -15,7 +15,7 @@ from . import index as faiss_index
 from .errors import IndexDirError, QueryError
 from .manifest import INDEX_FILE, TOWER_DIR, check_sizes, read_manifest
 from .pooling import TextEncoder, load_encoder
-from .shards import ShardReader, load_id_lookup
+from .shards import ShardReader, TextStore, load_id_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,12 @@ class Index:
                 f"{directory}: the index holds {idx.ntotal} vectors but the shards {reader.num_rows} rows; rebuild the index"
             )
         by_row = manifest["index"]["labels"] == "row"
-        self = cls(encoder, idx, None, reader if manifest.get("store_text") else None, manifest)
+        texts = None
+        if manifest.get("texts"):
+            texts = TextStore(directory / manifest["texts"]["file"])
+        elif manifest.get("store_text"):
+            texts = reader  # directories from before texts.arrow: read row groups from the shards
+        self = cls(encoder, idx, None, texts, manifest)
         self._id_source = reader
         if manifest.get("id_lookup"):
             self._id_order = load_id_lookup(directory)

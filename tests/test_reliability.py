@@ -107,7 +107,7 @@ def built(tmp_path, tiny_vectors, tiny_corpus):
 
 def test_verify_ok_then_detects_corruption(built):
     result = run("verify", built)
-    assert result.exit_code == 0 and result.stdout == f"{built}: OK (11 files match the manifest)\n"
+    assert result.exit_code == 0 and result.stdout == f"{built}: OK (12 files match the manifest)\n"
     shard = built / "shards" / "part-00001.parquet"
     data = bytearray(shard.read_bytes())
     data[100] ^= 0xFF
