@@ -200,7 +200,12 @@ class TextStore:
     """Texts by row number from a memory-mapped ``texts.arrow``."""
 
     def __init__(self, path: Path):
-        self._texts = pa.ipc.open_file(pa.memory_map(str(path))).read_all().column("text")
+        reader = pa.ipc.open_file(pa.memory_map(str(path)))
+        self._batches = [reader.get_batch(i).column(0) for i in range(reader.num_record_batches)]
+        self._starts = np.cumsum([0] + [len(b) for b in self._batches])
 
     def take(self, rows: np.ndarray, column: str = "text") -> list:
-        return self._texts.take(pa.array(np.asarray(rows, dtype=np.int64))).to_pylist()
+        # Per row, not ChunkedArray.take: that concatenates every chunk (the whole file) first.
+        rows = np.asarray(rows, dtype=np.int64)
+        chunk = np.searchsorted(self._starts, rows, side="right") - 1
+        return [self._batches[c][r].as_py() for c, r in zip(chunk.tolist(), (rows - self._starts[chunk]).tolist())]
