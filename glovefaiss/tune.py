@@ -16,6 +16,7 @@ logger = logging.getLogger(__name__)
 NPROBES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 4096)
 EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 K_FACTORS = (1, 2, 4, 8, 16, 32, 64)
+PLATEAU = 0.002  # recall gains smaller than this are not worth a costlier setting
 
 
 @dataclass
@@ -99,23 +100,28 @@ def tune(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, k: int = 10
     """The fastest setting reaching ``target_recall`` (recall@k of ``queries`` against ``truth``).
 
     Each line of the grid is walked until the target is met; the candidates that meet it are
-    timed (one thread, single queries) and the fastest is kept. If none meets it, the setting
-    with the best recall is kept and ``reached`` is False.
+    timed (one thread, single queries) and the fastest is kept. If none meets it, the cheapest
+    setting within ``PLATEAU`` of the best recall is kept and ``reached`` is False; a line stops
+    early once two more steps gain less than ``PLATEAU``.
     """
     fam = faiss_index.family(index)
     tried, winners = [], []
     best: tuple[float, dict] = (-1.0, {})
     for line in _grid(fam, _nlist(index)):
+        history: list[float] = []
         for params in line:
             faiss_index.set_params(index, params)
             _, found = index.search(queries, k)
             r = recall_at_k(found, truth)
             tried.append({**params, "recall": round(r, 4)})
-            if r > best[0]:
+            history.append(r)
+            if r > best[0] + PLATEAU:  # on a plateau, the cheaper setting is the better one
                 best = (r, params)
             if r >= target_recall:
                 winners.append((r, params))
                 break
+            if len(history) >= 3 and history[-1] - history[-3] < PLATEAU:
+                break  # quantisation, not the search, limits recall now: more cost buys nothing
     if winners:
         timed = []
         for r, params in winners:
