@@ -56,7 +56,7 @@ def build_index(directory: Path, shards: list[dict], row_group_rows: int, dim: i
     t0 = time.perf_counter()
     if not index.is_trained:
         nlist = faiss_index.nlist_for(n)
-        m = min(n, max(50_000, 64 * nlist))
+        m = min(n, max(50_000, 40 * nlist))  # faiss asks for at least 39 points per list
         sample = _sample_rows(reader, np.sort(rng.choice(n, m, replace=False)))
         logger.info("training %s on %d of %d vectors", key, len(sample), n)
         faiss_index.train(index, sample, seed)
