@@ -220,9 +220,11 @@ def verify(index_dir):
 @click.option("--hidden-dim", type=click.IntRange(min=1), help="Overrides encoder.hidden_dim (a projection).")
 @click.option("--trainable/--frozen", default=None, help="Overrides embedding.trainable.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model directory.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Torch threads while training (one is fastest for these small towers).")
 @click.option("--json", "as_json", is_flag=True, help="Print model.json on stdout.")
 def train(data, out, config_path, epochs, seed, validation, holdout, corpus, loss, negatives, hard_negatives_k,
-          lr, batch_size, hidden_dim, trainable, overwrite, as_json):
+          lr, batch_size, hidden_dim, trainable, overwrite, threads, as_json):
     """Train a two-tower model on DATA and write it to --out.
 
     DATA: (query, positive[, negative]) pairs (Parquet/JSONL), a BEIR directory (its train split)
@@ -236,7 +238,8 @@ def train(data, out, config_path, epochs, seed, validation, holdout, corpus, los
         "embedding.trainable": trainable,
     })
     s = run_train(data, out, config, epochs=epochs, seed=seed, validation=validation, holdout=holdout,
-                  corpus=list(corpus), negatives=negatives, hard_negatives_k=hard_negatives_k, overwrite=overwrite)
+                  corpus=list(corpus), negatives=negatives, hard_negatives_k=hard_negatives_k, overwrite=overwrite,
+                  threads=threads)
     if as_json:
         click.echo(json.dumps(s.info, indent=2))
     best = s.fit.best

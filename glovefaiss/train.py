@@ -183,13 +183,31 @@ def _draw_negatives(kind: str, data: PairData, rng: np.random.Generator, hard: n
 def fit(model, tokenizer: Tokenizer, data: PairData | ScoredData, config: Config, *,
         epochs: int | None = None, seed: int | None = None, validation: PairData | ScoredData | None = None,
         negatives: str = "auto", hard_negatives_k: int = 20,
-        export: Callable[[Any], tuple] | None = None, progress: bool | None = None) -> FitResult:
+        export: Callable[[Any], tuple] | None = None, progress: bool | None = None,
+        threads: int | None = 1) -> FitResult:
     """Train ``model`` in place on ``data``; with ``validation`` keep the best epoch's weights.
 
     ``export(model)`` gives the (query, document) numpy encoders that validation and hard-negative
     mining use (default: :func:`glovefaiss.model.export_towers` with the config's vectors).
     Epoch 0 is the model before training; it competes for "best" like every other epoch.
+    ``threads``: torch threads while fitting (restored after; None leaves torch's setting). One by
+    default: a tower's matrices are small, and a second OpenMP thread cost 2-12x in time per
+    epoch on 2 cores, more when another process used the other core (docs/training.md). The
+    result does not depend on it.
     """
+    if threads is None:
+        return _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, hard_negatives_k, export,
+                    progress)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, hard_negatives_k, export,
+                    progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, hard_negatives_k, export, progress):
     from tqdm.auto import tqdm
 
     epochs = config.epochs if epochs is None else epochs
@@ -394,7 +412,7 @@ def _corpus_texts(paths: Sequence[str | Path], config: Config) -> list:
 def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int | None = None,
           seed: int | None = None, validation: str | Path | None = None, holdout: float | None = None,
           corpus: Sequence[str | Path] = (), negatives: str = "auto", hard_negatives_k: int = 20,
-          overwrite: bool = False, progress: bool | None = None) -> TrainSummary:
+          overwrite: bool = False, progress: bool | None = None, threads: int | None = 1) -> TrainSummary:
     """``glovefaiss train``: data file(s) → trained model directory at ``out``."""
     from . import embeddings
     from .encoders import build_two_tower
@@ -433,7 +451,8 @@ def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int
                             remove_components=components)
     result = fit(model, tokenizer, data, config, epochs=epochs, seed=seed, validation=val, negatives=negatives,
                  hard_negatives_k=hard_negatives_k,
-                 export=lambda m: export_towers(m, tokenizer, config, vectors, base_weights), progress=progress)
+                 export=lambda m: export_towers(m, tokenizer, config, vectors, base_weights), progress=progress,
+                 threads=threads)
     trained_epochs = [e.seconds for e in result.history if e.epoch > 0]
     training = {
         "data": str(data.source), "validation": None if val is None else str(val.source),
@@ -442,7 +461,7 @@ def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int
         "metric": result.metric, "best_epoch": result.best_epoch,
         "best_metrics": result.best.metrics, "history": [asdict(e) for e in result.history],
         "seconds_per_epoch": round(float(np.mean(trained_epochs)), 3) if trained_epochs else None,
-        "fit_seconds": result.seconds, "torch_threads": torch.get_num_threads(), "pooling_init": pooling_info,
+        "fit_seconds": result.seconds, "torch_threads": threads or torch.get_num_threads(), "pooling_init": pooling_info,
     }
     training["peak_rss_mb"] = round(peak_rss_mb(), 1)
     info = save_model(out, model, tokenizer, config, vectors=vectors, training=training, overwrite=overwrite,

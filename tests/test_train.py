@@ -131,13 +131,16 @@ def test_nothing_to_train_is_an_error(tiny_vectors):
 def test_seeded_and_reproducible(tiny_vectors):
     data = pair_data()
 
-    def run(seed):
+    def run(seed, threads=1):
         model, tok, config, _ = make(tiny_vectors, data, hidden_dim=6, dropout=0.2)
-        fit(model, tok, data, config, epochs=2, seed=seed, negatives="random", progress=False)
+        fit(model, tok, data, config, epochs=2, seed=seed, negatives="random", progress=False, threads=threads)
         return model.state_dict()
 
-    a, b, c = run(3), run(3), run(4)
+    before = torch.get_num_threads()
+    a, b, c, d = run(3), run(3), run(4), run(3, threads=2)
+    assert torch.get_num_threads() == before  # restored
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.equal(a[k], d[k]) for k in a)  # the thread count does not change the result
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
