@@ -149,3 +149,22 @@ def test_tampered_or_missing_model(tmp_path, tiny_vectors):
     (tmp_path / "m" / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="has model format 99, newer than this glovefaiss reads"):
         read_model(tmp_path / "m")
+
+
+def test_lookup_embedding_model_exports_its_own_vocabulary(tiny_vectors):
+    from glovefaiss.embeddings import LookupEmbedding
+    from glovefaiss.encoders import build_two_tower
+    from glovefaiss.training_data import Tokenizer
+
+    from .test_train_helpers import tiny_config
+
+    data = pair_data()
+    config = tiny_config(tiny_vectors[0], **{"embedding.type": "lookup", "embedding.dim": 6})
+    tok = Tokenizer.build(data.texts(), config.tokeniser)  # no vectors: every training word
+    model = build_two_tower(LookupEmbedding(len(tok), 6, seed=0), hidden_dim=4)
+    fit(model, tok, data, config, epochs=1, seed=0, progress=False)
+    q, d = export_towers(model, tok, config)
+    assert q is d and q.vocabulary.words.to_pylist() == tok.vocab[1:]  # padding left out
+    with torch.no_grad():
+        want = model.encode_query(tok(TEXTS)).numpy()
+    np.testing.assert_allclose(q.encode(TEXTS), want, atol=1e-5)
