@@ -24,11 +24,12 @@ from .manifest import (
     SHARDS_DIR,
     TOWER_DIR,
     check_sizes,
+    publish_dir,
     read_manifest,
     sha256_file,
     write_json_atomic,
 )
-from .pipeline import TOP_OOV, _duplicates, _publish, encode_corpus
+from .pipeline import TOP_OOV, _duplicates, encode_corpus
 from .pooling import EncodeStats, load_encoder
 from .shards import ShardReader, ShardWriter, iter_shard_vectors, shard_schema, write_id_lookup, write_text_store
 
@@ -142,7 +143,7 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
             logger.info("search parameters kept from the build (%s); rebuild to retune for the larger corpus",
                         manifest["index"]["params"])
         write_json_atomic(tmp / "manifest.json", m)
-        _publish(tmp, directory)
+        publish_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -35,7 +34,7 @@ import pyarrow.parquet as pq
 
 from .config import Config, from_dict
 from .errors import ModelError
-from .manifest import sha256_file
+from .manifest import publish_dir, sha256_file
 from .pooling import TextEncoder, Vocabulary, load_encoder, save_encoder
 from .tokenisers import Tokeniser
 
@@ -164,13 +163,7 @@ def save_model(out: str | Path, model, tokenizer, config: Config, *, vectors: An
             "training": training or {},
         }
         (tmp / MODEL_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

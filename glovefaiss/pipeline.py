@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import time
-import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +32,7 @@ from .manifest import (
     MANIFEST,
     SHARDS_DIR,
     TOWER_DIR,
+    publish_dir,
     sha256_file,
     write_json_atomic,
 )
@@ -144,17 +144,6 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
         raise IndexDirError(f"{out} already exists; pass --overwrite to replace it")
     if not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists()):
         raise IndexDirError(f"{out} exists and is not a glovefaiss index; refusing to overwrite it, choose another --out")
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Swap the finished directory into place; the old index is removed only after the swap."""
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(out, old)
-        os.rename(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)
 
 
 def _duplicates(ids: pa.ChunkedArray) -> list:
@@ -305,7 +294,7 @@ def build(
         result["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
         (tmp / STATE).unlink()
         write_json_atomic(tmp / MANIFEST, result)
-        _publish(tmp, out)
+        publish_dir(tmp, out)
     except KeyboardInterrupt:
         logger.warning("interrupted; completed shards are kept in %s: build again with --resume to continue", tmp)
         raise
