@@ -81,7 +81,7 @@ class BuildConfig:
 
     id_column: str = "id"
     text_column: str = "text"
-    batch_size: int = 32768
+    batch_size: int = 131072
     shard_rows: int = 1_000_000
     row_group_rows: int = 4096
     store_text: bool = True
