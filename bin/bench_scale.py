@@ -215,7 +215,7 @@ def render(args, rows) -> str:
 
     row("index (key)", lambda r: f"{r['build']['manifest']['index']['type']} (`{r['build']['manifest']['index']['key']}`)")
     row("search params kept", lambda r: ", ".join(f"{k}={v}" for k, v in r["build"]["manifest"]["index"]["params"].items()) or "-")
-    row("tuner: recall@10 on held-out documents", lambda r: f"{(r['build']['manifest']['index'].get('tuning') or {}).get('recall', 1.0):.3f}")
+    row("tuner: recall@10 on its held-out queries", lambda r: f"{(r['build']['manifest']['index'].get('tuning') or {}).get('recall', 1.0):.3f}")
     row("tuner: target reached", lambda r: str((r['build']['manifest']['index'].get('tuning') or {}).get('reached', True)))
     row("recall@10 of text queries vs exact", lambda r: f"{r['queries']['recall']:.3f} ({r['queries']['queries']} queries)")
     row("warm single query p50 / p99, text in, hits out (ms)", lambda r: f"{r['queries']['hits_p50_ms']:.3f} / {r['queries']['hits_p99_ms']:.3f}")
