@@ -11,7 +11,6 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from . import index as faiss_index
 from .config import Config, EmbeddingConfig, TokeniserConfig
 from .pipeline import encoder_from_config
 from .query import Index
@@ -33,13 +32,10 @@ class GloVeSearch:
     def index_documents(self, documents: Sequence[str]) -> None:
         """Replace the indexed documents with ``documents``."""
         self.documents = list(documents)
-        idx = faiss_index.make_index(self.encoder.dim, "Flat", with_ids=False)
-        faiss_index.add(idx, self.encode(self.documents))
-        self._index = Index(self.encoder, idx, row_ids=pa.array(range(len(self.documents)), pa.int64()),
-                            texts=self.documents)
+        self._index = Index.in_memory(self.encoder, self.encode(self.documents), self.documents)
 
     def search(self, query: str, top_k: int = 5) -> list[dict]:
         """The ``top_k`` most similar documents: ``[{"document": text, "score": cosine}]``, best first."""
         if self._index is None:
             raise RuntimeError("call index_documents() before search()")
-        return [{"document": h["text"], "score": h["score"]} for h in self._index.hits([query], k=top_k)]
+        return self._index.documents(query, top_k)

@@ -51,6 +51,18 @@ class Index:
         self._id_source = None
 
     @classmethod
+    def in_memory(cls, encoder: TextEncoder, doc_vectors: np.ndarray, texts: Sequence[str]) -> Index:
+        """An exact index over ``doc_vectors`` held in memory; queries go through ``encoder``."""
+        idx = faiss_index.make_index(encoder.dim, "Flat", with_ids=False)
+        if len(doc_vectors):
+            faiss_index.add(idx, doc_vectors)
+        return cls(encoder, idx, row_ids=pa.array(range(len(texts)), pa.int64()), texts=list(texts))
+
+    def documents(self, query: str, top_k: int = 5) -> list[dict]:
+        """``[{"document": text, "score": cosine}]`` for one query, best first (the design's shape)."""
+        return [{"document": h["text"], "score": h["score"]} for h in self.hits([query], k=top_k)]
+
+    @classmethod
     def load(cls, directory: str | Path, *, mmap: bool = False) -> Index:
         """Open an index directory written by ``glovefaiss build``."""
         directory = Path(directory)

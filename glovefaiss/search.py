@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from . import index as faiss_index
 from .query import Index
 
 
@@ -86,14 +85,11 @@ class SemanticSearch:
     def index_documents(self, documents: Sequence[str]) -> None:
         """Replace the indexed documents with ``documents``."""
         self.documents = list(documents)
-        idx = faiss_index.make_index(self.document_side.dim, with_ids=False)
-        if self.documents:
-            faiss_index.add(idx, self.encode_documents(self.documents))
-        self._index = Index(self.query_side, idx, row_ids=pa.array(range(len(self.documents)), pa.int64()),
-                            texts=self.documents)
+        vectors = self.encode_documents(self.documents) if self.documents else np.zeros((0, self.document_side.dim))
+        self._index = Index.in_memory(self.query_side, vectors, self.documents)
 
     def search(self, query: str, top_k: int = 5) -> list[dict]:
         """The ``top_k`` best documents for ``query``: ``[{"document": text, "score": cosine}]``, best first."""
         if self._index is None:
             raise RuntimeError("call index_documents() before search()")
-        return [{"document": h["text"], "score": h["score"]} for h in self._index.hits([query], k=top_k)]
+        return self._index.documents(query, top_k)
