@@ -438,37 +438,6 @@ def stage_scaling(encoder, batches: list[pa.Array], threads: int) -> dict:
     return out
 
 
-def tokenise_split(encoder, batches: list[pa.Array]) -> dict | None:
-    """The tokeniser's Arrow kernels timed one by one (default rules only: lowercase + strip punctuation).
-
-    Re-states tokenisers.Tokeniser.tokenise_arrow for attribution; skipped if the rules differ.
-    """
-    from glovefaiss import tokenisers
-
-    c = encoder.tokeniser.config
-    if not (c.lowercase and c.strip_punctuation and c.max_len is None) or not hasattr(tokenisers, "SEPARATOR_CLASS"):
-        return None
-    pattern = tokenisers.SEPARATOR_CLASS + "+"
-    t = {"utf8_lower": 0.0, "separator regex": 0.0, "trim + empty→null": 0.0, "split_pattern": 0.0, "flatten": 0.0}
-    for texts in batches:
-        t0 = time.thread_time()
-        s = pc.utf8_lower(texts)
-        t1 = time.thread_time()
-        s = pc.replace_substring_regex(s, pattern, " ")
-        t2 = time.thread_time()
-        s = pc.utf8_trim(s, " ")
-        s = pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
-        t3 = time.thread_time()
-        tokens = pc.split_pattern(s, " ")
-        t4 = time.thread_time()
-        pc.list_flatten(tokens)
-        pc.list_value_length(tokens).fill_null(0).to_numpy()
-        t5 = time.thread_time()
-        for key, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
-            t[key] += dt
-    return t
-
-
 def encode_all(encoder, batches: list[pa.Array], threads: int) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) to encode every batch with encode_arrow (top_oov=20, as the build)."""
     fn = lambda texts: encoder.encode_arrow(texts, top_oov=20)  # noqa: E731
@@ -484,11 +453,14 @@ def encode_all(encoder, batches: list[pa.Array], threads: int) -> tuple[float, f
 
 
 def measure_encode_inprocess(corpus: Path, vectors, docs: int) -> dict:
-    from glovefaiss import Config, TextEncoder, Tokeniser
-    from glovefaiss.pooling import Vocabulary
+    from glovefaiss import Config
+    from glovefaiss.pipeline import encoder_from_config
 
     config = Config()
-    encoder = TextEncoder(Tokeniser(config.tokeniser), Vocabulary(vectors.words), vectors.matrix)
+    encoder, _ = encoder_from_config(config, vectors)
+    if hasattr(encoder, "sparse_sums"):
+        encoder.sparse_sums = True  # as pipeline.encode_corpus sets it for the build
+    pooling = "scipy CSR product" if getattr(encoder, "sparse_sums", False) else "numpy"
     batch_size = config.build.batch_size
     log(f"in-process encoding: reading {corpus.name} in batches of {batch_size:,}")
     batches, read_s = read_batches(corpus, batch_size)
@@ -498,7 +470,6 @@ def measure_encode_inprocess(corpus: Path, vectors, docs: int) -> dict:
     one, one_cpu = encode_all(encoder, batches, 1)
     log("in-process encoding: per-stage split")
     stages = stage_split(encoder, batches)
-    tok = tokenise_split(encoder, batches)
     threads = max(2, min(os.cpu_count() or 1, 4))
     log(f"in-process encoding: encode_arrow on {threads} threads (batches in parallel)")
     multi, multi_cpu = encode_all(encoder, batches, threads)
@@ -517,8 +488,8 @@ def measure_encode_inprocess(corpus: Path, vectors, docs: int) -> dict:
             continue
         parts = [sub.slice(i, bs) for i in range(0, len(sub), bs)]
         sweep[bs] = len(sub) / encode_all(encoder, parts, 1)[1]
-    return {"batch_size": batch_size, "batches": len(batches), "docs": docs, "read_s": read_s,
-            "one_thread_s": one, "one_thread_cpu_s": one_cpu, "multi_cpu_s": multi_cpu, "stages": stages, "tokenise": tok, "threads": threads, "multi_s": multi,
+    return {"batch_size": batch_size, "pooling": pooling, "batches": len(batches), "docs": docs, "read_s": read_s,
+            "one_thread_s": one, "one_thread_cpu_s": one_cpu, "multi_cpu_s": multi_cpu, "stages": stages, "threads": threads, "multi_s": multi,
             "scaling": scaling, "scaling_batches": min(8, len(batches)), "lookup_fixed_s": fixed, "sweep": sweep, "sweep_docs": len(sub)}
 
 
@@ -690,15 +661,15 @@ def render(info: dict, args, corpus: dict, ref: dict, build: dict, enc: dict, wa
     st = enc["stages"]
     total_st = sum(st.values())
     sc = enc.get("scaling", {})
-    add(f"Where encoding time goes, in CPU seconds of one thread: {enc['batches']} batches of {enc['batch_size']:,} "
+    add(f"Where encoding time goes, in CPU seconds of one thread: {enc['batches']} batch(es) of {enc['batch_size']:,} "
         f"(reading the text column from Parquet, not included: {enc['read_s']:.2f} s). Thread scaling: the "
         f"same stage on {enc['scaling_batches']} batches, 1 thread vs {enc['threads']} batches in parallel.")
     add("")
     add(f"| stage | s | share | µs/doc | {enc['threads']}-thread speed-up |")
     add("|---|---:|---:|---:|---:|")
-    for name, label in (("tokenise", "tokenise (`tokenise_arrow`, flatten, offsets)"),
-                        ("lookup", "vocabulary lookup (`lookup_arrow` = `pc.index_in`, known mask)"),
-                        ("pool", "pooling (`mean_pool`: gather, `np.add.reduceat`, L2)"),
+    for name, label in (("tokenise", "tokenise (`Tokeniser.tokenise_arrow`, flatten, offsets)"),
+                        ("lookup", "vocabulary lookup (`Vocabulary.lookup_arrow`, known mask)"),
+                        ("pool", f"pooling (`TextEncoder._pool`, {enc.get('pooling', '?')}, L2)"),
                         ("oov_stats", "OOV word counts (`value_counts`, top_oov)")):
         speed = f"{sc[name][0] / sc[name][1]:.2f}x" if name in sc else ""
         add(f"| {label} | {st[name]:.2f} | {st[name] / total_st:.0%} | {st[name] / enc['docs'] * 1e6:.2f} | {speed} |")
@@ -706,14 +677,9 @@ def render(info: dict, args, corpus: dict, ref: dict, build: dict, enc: dict, wa
     add(f"| sum of stages (`encode_arrow` alone: {enc['one_thread_cpu_s']:.2f} CPU-s) | {total_st:.2f} | 100% "
         f"| {total_st / enc['docs'] * 1e6:.2f} | {speed} |")
     add("")
-    if enc.get("tokenise"):
-        tk = enc["tokenise"]
-        add("Tokenise, kernel by kernel: " + ", ".join(f"{k} {v:.2f} s" for k, v in tk.items()) + ".")
-        add("")
-    add(f"Fixed cost of one vocabulary lookup call (`lookup_arrow` of a single token: `pc.index_in` hashes the "
-        f"{m['vectors'].get('vocab_size', 0):,}-word vocabulary on every call): {enc['lookup_fixed_s'] * 1e3:.0f} ms; "
-        f"× {enc['batches']} batches = {enc['lookup_fixed_s'] * enc['batches']:.2f} s of the "
-        f"{st['lookup']:.2f} s lookup total.")
+    add(f"Fixed cost of one `Vocabulary.lookup_arrow` call (a single token, {m['vectors'].get('vocab_size', 0):,}-word "
+        f"vocabulary): {enc['lookup_fixed_s'] * 1e3:.0f} ms; × {enc['batches']} batches = "
+        f"{enc['lookup_fixed_s'] * enc['batches']:.2f} s of the {st['lookup']:.2f} s lookup total.")
     add("")
     if enc["sweep"]:
         add(f"Batch size, `encode_arrow` on 1 thread over the first {enc['sweep_docs']:,} documents: "
@@ -724,15 +690,21 @@ def render(info: dict, args, corpus: dict, ref: dict, build: dict, enc: dict, wa
     add("")
     add(f"`{build['cmd']}`")
     add("")
-    other = build["wall_s"] - tm.get("encode_s", 0) - tm.get("index_write_s", 0) - tm.get("load_vectors_s", 0)
+    ix = m.get("index", {})
     add("| | |")
     add("|---|---:|")
     add(f"| wall time | {build['wall_s']:.1f} s |")
     add(f"| CPU time (user + system, all threads) | {build.get('cpu_s', float('nan')):.1f} s |")
-    add(f"| · load vectors | {tm.get('load_vectors_s', 0):.2f} s |")
-    add(f"| · encode + write shards + add to index (`timings.encode_s`) | {tm.get('encode_s', 0):.1f} s |")
-    add(f"| · write index.faiss | {tm.get('index_write_s', 0):.2f} s |")
-    add(f"| · the rest (interpreter start, imports, duplicate-id check, manifest) | {other:.1f} s |")
+    labels = {"load_vectors_s": "load vectors", "encode_s": "encode + write shards",
+              "index_s": "index (train, add, tune)", "index_write_s": "write index.faiss"}
+    for key, value in tm.items():
+        if key.endswith("_s") and key not in ("total_s", "docs_per_s") and isinstance(value, (int, float)):
+            add(f"| · {labels.get(key, key)} (`timings.{key}`) | {value:.2f} s |")
+    for key in ("train_s", "add_s", "tune_s"):
+        if isinstance(ix.get(key), (int, float)):
+            add(f"| · · index {key[:-2]} (`index.{key}`) | {ix[key]:.2f} s |")
+    if isinstance(tm.get("total_s"), (int, float)):
+        add(f"| · outside `timings.total_s` (interpreter start, imports, exit) | {build['wall_s'] - tm['total_s']:.1f} s |")
     add(f"| peak RSS ({build['rss_source']}) | {build['max_rss_mb']:,.0f} MB |" if build["max_rss_mb"] else
         "| peak RSS | n/a |")
     add(f"| index.faiss / shards on disk | {build['index_bytes'] / 1e6:,.0f} MB / {build['shard_bytes'] / 1e6:,.0f} MB |")
@@ -740,9 +712,14 @@ def render(info: dict, args, corpus: dict, ref: dict, build: dict, enc: dict, wa
     add("")
 
     lat = warm["lat"]
+    kind = ix.get("key") or ix.get("type") or "?"
+    params = ", ".join(f"{k}={v}" for k, v in (ix.get("params") or {}).items())
+    recall = (ix.get("tuning") or {}).get("recall")
+    index_desc = f"`{kind}`" + (f" ({params})" if params else "") + (
+        f", tuned by the build to recall@10 {recall:.3f} against exact search" if recall is not None else "")
     add("## Warm queries (in process)")
     add("")
-    add(f"`Index.load` {warm['load_s'] * 1e3:.0f} ms ({warm['ntotal']:,} vectors, flat inner product; "
+    add(f"`Index.load` {warm['load_s'] * 1e3:.0f} ms ({warm['ntotal']:,} vectors, index {index_desc}; "
         f"`mmap=True`: {warm['load_mmap_s'] * 1e3:.0f} ms); first `search` after load "
         f"{warm['first_search_s'] * 1e3:.0f} ms, first `hits` {warm['first_hits_s'] * 1e3:.0f} ms. "
         f"Then {len(lat['search']):,} queries of 2–8 words, k=10, after 50 warm-up queries, each query "
