@@ -232,31 +232,19 @@ class Tokeniser:
         offsets = np.frombuffer(offsets_buf, dtype=np.int32)[texts.offset:texts.offset + len(texts) + 1]
         data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
         mapped = self._byte_map[data[offsets[0]:offsets[-1]]]
-        offsets = (offsets - offsets[0]).astype(np.int64)
-        lists = _split_spaces(mapped, offsets)
-        tokens = pa.ListArray.from_arrays(pa.array(lists[0], pa.int32()), lists[1], mask=texts.is_null())
+        # Offsets padded in front so the validity bitmap can keep the array's own offset.
+        rebased = np.zeros(texts.offset + len(texts) + 1, dtype=np.int32)
+        rebased[texts.offset:] = offsets - offsets[0]
+        s = pa.StringArray.from_buffers(len(texts), pa.py_buffer(rebased), pa.py_buffer(mapped),
+                                        texts.buffers()[0], texts.null_count, texts.offset)
+        # Every separator is a space now (the table maps all ASCII whitespace to one), so Arrow's
+        # whitespace split is a split on spaces; trim first, as it keeps empty edge tokens.
+        s = pc.utf8_trim(s, " ")
+        s = pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
+        tokens = pc.ascii_split_whitespace(s)
         if self.config.max_len is not None:
             tokens = pc.list_slice(tokens, 0, self.config.max_len)
         return tokens
-
-
-def _split_spaces(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, pa.StringArray]:
-    """(list offsets, flat tokens): runs of non-space bytes within each text's byte range."""
-    n_bytes = len(data)
-    word = data != 32
-    boundary = np.zeros(n_bytes + 1, dtype=bool)
-    boundary[offsets] = True  # a token never runs across two texts
-    prev_word = np.concatenate([[False], word[:-1]]) & ~boundary[:-1]
-    next_word = np.concatenate([word[1:], [False]]) & ~boundary[1:]
-    starts = np.flatnonzero(word & ~prev_word)
-    ends = np.flatnonzero(word & ~next_word) + 1
-    lengths = ends - starts
-    token_offsets = np.zeros(len(starts) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=token_offsets[1:])
-    chars = data[word]  # the bytes of the tokens, in order
-    flat = pa.StringArray.from_buffers(len(starts), pa.py_buffer(token_offsets), pa.py_buffer(chars))
-    list_offsets = np.searchsorted(starts, offsets, side="left")
-    return list_offsets, flat
 
 
 def _valid_utf8(text: str) -> str:

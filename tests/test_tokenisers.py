@@ -83,7 +83,7 @@ def test_arrow_and_python_paths_agree_on_any_unicode(batch, cfg):
     for tokens in arrow:
         assert all(t and " " not in t for t in tokens)
         if cfg.type == "alnum":
-            assert all(re.fullmatch(r"[A-Za-z0-9]+(?:[.,][0-9]+)*" if cfg.numbers else r"[A-Za-z0-9]+", t)
+            assert all(re.fullmatch(r"[A-Za-z0-9]+(?:[.,][0-9][A-Za-z0-9]*)*" if cfg.numbers else r"[A-Za-z0-9]+", t)
                        for t in tokens), tokens
 
 
@@ -111,3 +111,15 @@ def test_describe_lists_new_options_only_when_on():
     assert set(Tokeniser().describe()) == {"type", "lowercase", "strip_punctuation", "max_len"}
     assert NUMBERS.describe()["numbers"] is True and NUMBERS.describe()["contractions"] is True
     assert Tokeniser(TokeniserConfig(**NUMBERS.describe())) == NUMBERS
+
+
+@pytest.mark.parametrize("cfg", [TokeniserConfig(), TokeniserConfig(type="alnum")])
+def test_sliced_arrays_with_nulls(cfg):
+    tok = Tokeniser(cfg)
+    texts = ["x y", None, "A, b", "", "Ünïcode q", None, "last."]
+    arr = pa.array(texts)
+    for start in range(len(texts)):
+        for stop in range(start, len(texts) + 1):
+            got = tok.tokenise_arrow(arr.slice(start, stop - start)).to_pylist()
+            assert [g or [] for g in got] == [tok.tokenise(t) if t is not None else [] for t in texts[start:stop]]
+            assert all(g is None for g, t in zip(got, texts[start:stop]) if t is None)
