@@ -150,7 +150,8 @@ def _snippet(text: str | None, width: int = 80) -> str:
               help="Queries from Parquet or JSONL (columns id, text) or a text file (one per line).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--output", type=click.Path(path_type=Path), help="Write results here instead of stdout.")
-@click.option("--mmap", is_flag=True, help="Memory-map the index instead of reading it.")
+@click.option("--mmap/--no-mmap", default=True, show_default=True,
+              help="Memory-map the index instead of reading it (a one-shot query reads only what it needs).")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="Check that the index was built with this trained model (refuse a mismatch).")
 def query(index_dir, text, k, queries, fmt, output, mmap, model_dir):
