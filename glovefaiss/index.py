@@ -112,10 +112,6 @@ def _stores_ids(index: faiss.Index) -> bool:
     return isinstance(index, faiss.IndexIVF) and not isinstance(index, faiss.IndexRefine)
 
 
-def needs_training(index: faiss.Index) -> bool:
-    return not index.is_trained
-
-
 def train(index: faiss.Index, sample: np.ndarray, seed: int = 0) -> None:
     """Train on a sample (IVF centroids, PQ codebooks), seeded so builds are reproducible."""
     _seed(index, seed)

@@ -35,6 +35,15 @@ def _sample_rows(reader: ShardReader, rows: np.ndarray) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+def resolve_index(bc: BuildConfig, n: int, dim: int) -> tuple[str, str]:
+    """(kind, FAISS factory key) that ``bc`` asks for over ``n`` vectors of ``dim``."""
+    if bc.index_key:
+        return "custom", bc.index_key
+    kind = faiss_index.choose_kind(n, dim, faiss_index.parse_bytes(bc.max_index_memory)) if bc.index == "auto" \
+        else bc.index
+    return kind, faiss_index.factory_key(kind, n, dim)
+
+
 def build_index(directory: Path, shards: list[dict], row_group_rows: int, dim: int, bc: BuildConfig,
                 with_ids: bool, seed: int = 0, queries: np.ndarray | None = None) -> tuple[Any, dict]:
     """Create the index ``bc`` asks for over every shard vector; tune it if it is approximate.
@@ -44,13 +53,7 @@ def build_index(directory: Path, shards: list[dict], row_group_rows: int, dim: i
     """
     reader = ShardReader(directory, shards, row_group_rows)
     n = reader.num_rows
-    if bc.index_key:
-        kind, key = "custom", bc.index_key
-    else:
-        requested = bc.index
-        kind = (faiss_index.choose_kind(n, dim, faiss_index.parse_bytes(bc.max_index_memory))
-                if requested == "auto" else requested)
-        key = faiss_index.factory_key(kind, n, dim)
+    kind, key = resolve_index(bc, n, dim)
     index = faiss_index.make_index(dim, key, with_ids)
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()

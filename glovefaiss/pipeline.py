@@ -24,7 +24,7 @@ from . import weighting
 from .config import Config
 from .corpus import Corpus, open_corpus
 from .errors import CorpusError, IndexDirError, ModelError
-from .indexing import build_index
+from .indexing import build_index, resolve_index
 from .manifest import (
     DOCUMENT_TOWER_DIR,
     FORMAT_VERSION,
@@ -104,16 +104,6 @@ def encode_corpus(corpus: Corpus, encoder: TextEncoder, bc, skip: int = 0) -> It
 
     batches = _aligned(corpus.batches(bc.batch_size), bc.shard_rows, skip)
     return _ordered_map(encode, batches, bc.threads or os.cpu_count() or 1)
-
-
-def index_needs_tuning(bc, n: int, dim: int) -> bool:
-    """Whether the index this build makes is approximate (and so is tuned)."""
-    from .index import choose_kind, parse_bytes
-
-    if bc.index_key:
-        return bc.index_key not in ("Flat", "flat")
-    kind = choose_kind(n, dim, parse_bytes(bc.max_index_memory)) if bc.index == "auto" else bc.index
-    return kind != "flat"
 
 
 def tuning_queries(corpus: Corpus, encoder: TextEncoder, n: int, seed: int) -> np.ndarray:
@@ -379,11 +369,11 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
     # or resumed. String ids: FAISS labels are row numbers, mapped back through the id column.
     row_group_rows = min(bc.row_group_rows, bc.shard_rows)
     queries = None
-    if index_needs_tuning(bc, corpus.num_rows, encoder.dim):
+    if resolve_index(bc, corpus.num_rows, encoder.dim)[1] not in ("Flat", "flat"):  # approximate: tuned
         queries = tuning_queries(corpus, query_encoder, bc.tune_queries, config.seed)
     index, index_info = build_index(tmp, state.shards, row_group_rows, encoder.dim, bc, with_ids, config.seed,
                                     queries=queries)
-    if queries is not None:
+    if "tuning" in index_info and queries is not None:
         index_info["tuning"]["query_source"] = "windows of 2-8 words from sampled documents"
     faiss_index.save(index, tmp / INDEX_FILE)
     t_index = time.perf_counter() - t_index
