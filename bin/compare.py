@@ -199,15 +199,9 @@ def train_word2vec(data: Path, work: Path) -> dict:
     return info
 
 
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
-
-
 def markdown(results: list[dict], w2v: dict, missing: list[str]) -> str:
+    from glovefaiss.cli import human_bytes as fmt_bytes
+
     head = ("| option | STS-B test Pearson | STS-B test Spearman | SciFact nDCG@10 | SciFact Recall@100 | "
             "encode docs/s (1 thread) | fit s | query p50 / p99 ms | FAISS index | query tower | peak RSS | anisotropy |")
     lines = [head, "|---|" + "---:|" * (head.count("|") - 2)]

@@ -39,7 +39,8 @@ def cli(ctx, verbose, quiet):
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s: %(message)s", force=True)
 
 
-def _human_bytes(n: int) -> str:
+def human_bytes(n: float) -> str:
+    """``1536`` → ``1.5 KB``."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -94,7 +95,7 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
     click.echo(
         f"built {result.out_dir}: {result.documents:,} documents in {result.seconds:.1f} s "
         f"({m['timings']['docs_per_s'] or 0:,.0f} docs/s encoding), OOV rate {result.oov_rate:.1%}, "
-        f"{result.empty_documents:,} empty documents, index {_human_bytes(result.index_bytes)}, "
+        f"{result.empty_documents:,} empty documents, index {human_bytes(result.index_bytes)}, "
         f"anisotropy {m.get('anisotropy') or 0:.3f} (mean cosine to the centroid)",
         err=True,
     )
