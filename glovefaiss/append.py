@@ -31,7 +31,7 @@ from .manifest import (
 )
 from .pipeline import TOP_OOV, _duplicates, encode_corpus
 from .pooling import EncodeStats, load_encoder
-from .shards import ShardReader, ShardWriter, iter_shard_vectors, shard_schema, write_id_lookup, write_text_store
+from .shards import ShardReader, ShardWriter, iter_shard_vectors, shard_schema, write_id_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
     tmp = directory.with_name(f".{directory.name}.add-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
-        keep = [s["file"] for s in manifest["shards"]]
+        keep = [f["file"] for s in manifest["shards"] for f in [s, *s.get("texts", [])]]
         for key, default in (("query_tower", TOWER_DIR), ("document_tower", DOCUMENT_TOWER_DIR)):
             tower = manifest.get(key)
             if tower:
@@ -134,8 +134,6 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
                       "sha256": sha256_file(tmp / INDEX_FILE)}
         if id_lookup:
             m["id_lookup"] = {"files": id_lookup}
-        if manifest.get("texts"):
-            m["texts"] = write_text_store(tmp, ShardReader(tmp, m["shards"], manifest["row_group_rows"]))
         m["additions"] = manifest.get("additions", []) + [
             {"documents": stats.texts, "files": [str(f) for f in corpus.files],
              "seconds": round(time.perf_counter() - t0, 3)}]

@@ -10,7 +10,8 @@ from typing import Any
 
 from .errors import IndexDirError
 
-FORMAT_VERSION = 1
+# 2: texts packed beside each shard (format 1 had one texts.arrow).
+FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 INDEX_FILE = "index.faiss"
 SHARDS_DIR = "shards"
@@ -53,16 +54,21 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
             f"{directory} has index format {version!r}, newer than this glovefaiss reads ({FORMAT_VERSION}); "
             "upgrade glovefaiss"
         )
+    if version < FORMAT_VERSION:
+        raise IndexDirError(
+            f"{directory} has index format {version}, older than this glovefaiss reads ({FORMAT_VERSION}); "
+            "rebuild it with 'glovefaiss build'"
+        )
     return data
 
 
 def _expected_files(directory: Path, manifest: dict[str, Any]) -> list[tuple[Path, int | None, str | None]]:
     """(path, bytes, sha256) of every file the manifest vouches for."""
-    files = [(directory / s["file"], s.get("bytes"), s.get("sha256")) for s in manifest.get("shards", [])]
+    files = []
+    for s in manifest.get("shards", []):
+        files += [(directory / f["file"], f.get("bytes"), f.get("sha256")) for f in [s, *s.get("texts", [])]]
     idx = manifest.get("index", {})
     files.append((directory / idx.get("file", INDEX_FILE), idx.get("bytes"), idx.get("sha256")))
-    if manifest.get("texts"):
-        files.append((directory / manifest["texts"]["file"], manifest["texts"]["bytes"], manifest["texts"]["sha256"]))
     for name, digest in manifest.get("id_lookup", {}).get("files", {}).items():
         files.append((directory / name, None, digest))
     for key, default in (("query_tower", TOWER_DIR), ("document_tower", DOCUMENT_TOWER_DIR)):

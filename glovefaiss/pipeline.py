@@ -37,7 +37,7 @@ from .manifest import (
     write_json_atomic,
 )
 from .pooling import EncodeStats, TextEncoder, Vocabulary, save_encoder
-from .shards import ShardReader, ShardWriter, shard_schema, write_id_lookup, write_text_store
+from .shards import ShardWriter, shard_schema, write_id_lookup
 from .tokenisers import Tokeniser
 
 logger = logging.getLogger(__name__)
@@ -377,8 +377,6 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
         index_info["tuning"]["query_source"] = "windows of 2-8 words from sampled documents"
     faiss_index.save(index, tmp / INDEX_FILE)
     t_index = time.perf_counter() - t_index
-    texts_info = (write_text_store(tmp, ShardReader(tmp, state.shards, row_group_rows))
-                  if bc.store_text else None)
     index_bytes = (tmp / INDEX_FILE).stat().st_size
     if stats.empty_texts:
         logger.warning("%d of %d documents have no word in the vocabulary; they get zero vectors",
@@ -410,7 +408,6 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
         "query_tower": {"dir": TOWER_DIR, "files": tower_files, **tower_meta},
         **({"document_tower": {"dir": DOCUMENT_TOWER_DIR, "files": doc_files}} if doc_files else {}),
         **({"id_lookup": {"files": id_lookup}} if id_lookup else {}),
-        **({"texts": texts_info} if texts_info else {}),
         "timings": {"encode_s": round(t_encode, 3), "index_s": round(t_index, 3),
                     "resumed_documents": done_rows,
                     "docs_per_s": round(encoded / t_encode, 1) if t_encode and encoded else None},

@@ -3,7 +3,8 @@ common-component removal → L2 normalisation.
 
 Build and query both encode through :class:`TextEncoder`, so documents and queries get
 exactly the same treatment. No torch here: training exports its weights into this form, and
-:mod:`glovefaiss.weighting` computes the optional word weights and components.
+:mod:`glovefaiss.weighting` computes the optional word weights and components. pyarrow is
+imported by the batch (corpus) methods only: single queries need numpy alone.
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .config import TokeniserConfig
+from .strings import PackedStrings, PackedStringsWriter
 from .tokenisers import Tokeniser
+
+if TYPE_CHECKING:  # annotations only: imported where used, see the module docstring
+    import pyarrow as pa
+
+VOCAB_FILES = ("vocab.words", "vocab.words-offsets.npy")
 
 
 def mean_pool(
@@ -98,7 +103,9 @@ def segment_sums(matrix: np.ndarray, ids: np.ndarray, offsets: np.ndarray,
         return out
     order = np.argsort(counts, kind="stable")
     sorted_counts = counts[order]
-    lengths, starts = np.unique(sorted_counts, return_index=True)
+    # Where each run of equal lengths starts (np.unique would import numpy.ma: 7 ms on a cold query).
+    starts = np.flatnonzero(np.concatenate([[True], sorted_counts[1:] != sorted_counts[:-1]]))
+    lengths = sorted_counts[starts]
     ends = np.append(starts[1:], n)
     for length, a, b in zip(lengths.tolist(), starts.tolist(), ends.tolist()):
         if length == 0:
@@ -160,20 +167,41 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
 
 
 class Vocabulary:
-    """Words ↔ rows of an embedding matrix, with a batch (Arrow) and a single-text lookup."""
+    """Words ↔ rows of an embedding matrix, with a batch (Arrow) and a single-text lookup.
 
-    def __init__(self, words: pa.Array | pa.ChunkedArray):
-        if isinstance(words, pa.ChunkedArray):
-            words = words.combine_chunks()
-        self.words: pa.Array = words.cast(pa.string()) if pa.types.is_large_string(words.type) else words
+    ``words``: an Arrow string array, or :class:`PackedStrings` (a saved tower), turned into
+    an Arrow array only when a batch lookup needs one.
+    """
+
+    def __init__(self, words: pa.Array | pa.ChunkedArray | PackedStrings):
+        self._packed = words if isinstance(words, PackedStrings) else None
+        self._words = None
+        if self._packed is None:
+            import pyarrow as pa
+
+            if isinstance(words, pa.ChunkedArray):
+                words = words.combine_chunks()
+            self._words = words.cast(pa.string()) if pa.types.is_large_string(words.type) else words
         self._dict: dict[str, int] | None = None
         self._hashes: tuple[np.ndarray, np.ndarray] | None = None  # (sorted word hashes, their rows)
 
+    @property
+    def words(self) -> pa.Array:
+        """The words as an Arrow string array, row order."""
+        if self._words is None:
+            self._words = self._packed.to_arrow()
+        return self._words
+
+    def word(self, row: int) -> str:
+        return self._packed[row] if self._packed is not None else self._words[row].as_py()
+
     def __len__(self) -> int:
-        return len(self.words)
+        return len(self._packed) if self._packed is not None else len(self._words)
 
     def lookup_arrow(self, tokens: pa.Array) -> np.ndarray:
         """Row of each token, -1 where unknown (one hash of the vocabulary per call)."""
+        import pyarrow.compute as pc
+
         rows = pc.index_in(tokens, value_set=self.words)
         return rows.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
 
@@ -187,7 +215,8 @@ class Vocabulary:
         if self._hashes is not None:
             return self._lookup_hashed(tokens)
         if self._dict is None:
-            self._dict = {w: i for i, w in enumerate(self.words.to_pylist())}
+            words = self._packed.take(range(len(self))) if self._packed is not None else self.words.to_pylist()
+            self._dict = {w: i for i, w in enumerate(words)}
         get = self._dict.get
         return np.fromiter((get(t, -1) for t in tokens), dtype=np.int64, count=len(tokens))
 
@@ -198,7 +227,7 @@ class Vocabulary:
         out = np.where(hashes[pos] == wanted, rows[pos], -1).astype(np.int64)
         for i in np.flatnonzero(out >= 0).tolist():
             # Confirm by the word: a 64-bit collision is unlikely, not impossible.
-            if self.words[int(out[i])].as_py() != tokens[i]:
+            if self.word(int(out[i])) != tokens[i]:
                 out[i] = self._scan_collisions(tokens[i], int(pos[i]))
         return out
 
@@ -206,14 +235,15 @@ class Vocabulary:
         hashes, rows = self._hashes
         h = hashes[i]
         while i < len(hashes) and hashes[i] == h:
-            if self.words[int(rows[i])].as_py() == token:
+            if self.word(int(rows[i])) == token:
                 return int(rows[i])
             i += 1
         return -1
 
     def hash_table(self) -> tuple[np.ndarray, np.ndarray]:
         """(sorted 64-bit word hashes, row of each): what :meth:`lookup` searches when attached."""
-        hashes = np.fromiter((word_hash(w) for w in self.words.to_pylist()), dtype=np.uint64, count=len(self))
+        words = self._packed.take(range(len(self))) if self._packed is not None else self.words.to_pylist()
+        hashes = np.fromiter((word_hash(w) for w in words), dtype=np.uint64, count=len(self))
         order = np.argsort(hashes, kind="stable")
         return hashes[order], order.astype(np.int32)
 
@@ -309,6 +339,8 @@ class TextEncoder:
 
     def pooled_ids(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(known rows, offsets over them, all rows incl. -1 for unknown) of an Arrow string array."""
+        import pyarrow.compute as pc
+
         tokens = self.tokeniser.tokenise_arrow(texts)
         lengths = pc.list_value_length(tokens).fill_null(0).to_numpy().astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -323,6 +355,9 @@ class TextEncoder:
 
     def encode_arrow(self, texts: pa.Array | pa.ChunkedArray, top_oov: int = 0) -> tuple[np.ndarray, EncodeStats]:
         """Vectors for an Arrow string array (the corpus path), with counts; nulls count as empty."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         tokens = self.tokeniser.tokenise_arrow(texts)
         flat = pc.list_flatten(tokens)
         # Offsets from lengths, not from tokens.offsets: a sliced or null list may not start at 0.
@@ -352,6 +387,8 @@ class TextEncoder:
         if isinstance(texts, str):
             texts = [texts]
         if len(texts) > 256:
+            import pyarrow as pa
+
             return self.encode_arrow(pa.array(texts, pa.string()))[0]
         id_lists = [self.vocabulary.lookup(self.tokeniser.tokenise(t)) for t in texts]
         id_lists = [ids[ids >= 0] for ids in id_lists]
@@ -364,7 +401,9 @@ def save_encoder(encoder: TextEncoder, directory: Path, info: dict | None = None
     """Write a tower directory (tokeniser rules, vocabulary, weights) that :func:`load_encoder` reads."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"word": encoder.vocabulary.words}), directory / "vocab.parquet")
+    words = PackedStringsWriter(directory / VOCAB_FILES[0], directory / VOCAB_FILES[1])
+    words.append(encoder.vocabulary.words)
+    words.close()
     hashes, rows = encoder.vocabulary.hash_table()
     np.save(directory / "vocab_hash.npy", hashes)
     np.save(directory / "vocab_hash_rows.npy", rows)
@@ -398,7 +437,7 @@ def load_encoder(directory: Path, mmap: bool = True) -> TextEncoder:
     directory = Path(directory)
     meta = json.loads((directory / "tower.json").read_text(encoding="utf-8"))
     tokeniser = Tokeniser(TokeniserConfig(**meta["tokeniser"]))
-    vocabulary = Vocabulary(pq.read_table(directory / "vocab.parquet").column("word"))
+    vocabulary = Vocabulary(PackedStrings.open(directory / VOCAB_FILES[0], directory / VOCAB_FILES[1]))
     if (directory / "vocab_hash.npy").exists():
         vocabulary.attach_hash_table(np.load(directory / "vocab_hash.npy", mmap_mode="r"),
                                      np.load(directory / "vocab_hash_rows.npy", mmap_mode="r"))

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from . import index as faiss_index
 from .errors import IndexDirError, QueryError
@@ -36,11 +35,11 @@ class SearchResult:
 class Index:
     """A searchable index: query tower + FAISS index + ids (+ stored texts)."""
 
-    def __init__(self, encoder: TextEncoder, faiss_idx, row_ids: pa.Array | None,
+    def __init__(self, encoder: TextEncoder, faiss_idx, row_ids,
                  texts=None, manifest: dict | None = None):
-        """``row_ids``: corpus id of each row, None when FAISS labels are the int64 ids themselves.
+        """``row_ids``: corpus id of each row (numpy or Arrow array), None when FAISS labels are the int64 ids themselves.
 
-        ``texts``: an object with ``take(rows, "text")`` (a ShardReader), a sequence of strings, or None.
+        ``texts``: an object with ``take(rows, "text")`` (a TextStore), a sequence of strings, or None.
         """
         self.encoder = encoder
         self.faiss = faiss_idx
@@ -56,7 +55,7 @@ class Index:
         idx = faiss_index.make_index(encoder.dim, "Flat", with_ids=False)
         if len(doc_vectors):
             faiss_index.add(idx, doc_vectors)
-        return cls(encoder, idx, row_ids=pa.array(range(len(texts)), pa.int64()), texts=list(texts))
+        return cls(encoder, idx, row_ids=np.arange(len(texts), dtype=np.int64), texts=list(texts))
 
     def documents(self, query: str, top_k: int = 5) -> list[dict]:
         """``[{"document": text, "score": cosine}]`` for one query, best first (the design's shape)."""
@@ -80,16 +79,13 @@ class Index:
                 f"{directory}: the index holds {idx.ntotal} vectors but the shards {reader.num_rows} rows; rebuild the index"
             )
         by_row = manifest["index"]["labels"] == "row"
-        texts = None
-        if manifest.get("texts"):
-            texts = TextStore(directory / manifest["texts"]["file"])
-        elif manifest.get("store_text"):
-            texts = reader  # directories from before texts.arrow: read row groups from the shards
+        texts = TextStore(directory, manifest["shards"]) if manifest.get("store_text") else None
         self = cls(encoder, idx, None, texts, manifest)
         self._id_source = reader
         if manifest.get("id_lookup"):
             self._id_order = load_id_lookup(directory)
         if by_row:
+            # String ids: FAISS labels are row numbers; the ids come from the shards (needs pyarrow).
             self._row_ids = reader.column("id").combine_chunks()
         return self
 
@@ -128,7 +124,12 @@ class Index:
             rows = labels
             ids = np.empty(labels.shape, dtype=object)
             found = labels >= 0
-            ids[found] = self._row_ids.take(pa.array(labels[found])).to_numpy(zero_copy_only=False)
+            if isinstance(self._row_ids, np.ndarray):
+                ids[found] = self._row_ids[labels[found]]
+            else:  # an Arrow array of string ids
+                import pyarrow as pa
+
+                ids[found] = self._row_ids.take(pa.array(labels[found])).to_numpy(zero_copy_only=False)
             ids[~found] = None
         return SearchResult(ids=ids, scores=scores, rows=rows)
 
@@ -155,10 +156,10 @@ class Index:
         want_text = with_text and self._texts is not None
         text_of = {}
         if want_text and found.any():
-            rows = np.unique(result.rows[found])
+            rows = sorted(set(result.rows[found].tolist()))  # not np.unique: it imports numpy.ma (7 ms cold)
             take = getattr(self._texts, "take", None)
             values = take(rows, "text") if take else [self._texts[int(r)] for r in rows]
-            text_of = dict(zip(rows.tolist(), values))
+            text_of = dict(zip(rows, values))
         out = []
         for qi, qid in enumerate(query_ids):
             for rank in range(result.rows.shape[1]):

@@ -1,4 +1,12 @@
-"""Vector shards: Parquet files of (id, vector[, text]), written atomically, read by row group."""
+"""Vector shards: Parquet files of (id, vector[, text]), written atomically, read by row group.
+
+For each shard with texts, the same texts packed for the query path (see :mod:`.strings`) in a
+sibling directory, so that the shards directory stays all Parquet: ``texts/part-NNNNN.text``
+(UTF-8 bytes) and ``texts/part-NNNNN.text-offsets.npy``.
+
+pyarrow is imported where it is used: a query on an index with integer ids reads only the
+packed texts and the id lookup, and starts faster without it.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +14,23 @@ import os
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .manifest import sha256_file
+from .strings import PackedStrings, PackedStringsWriter
+
+TEXTS_DIR = "texts"
+
+if TYPE_CHECKING:  # annotations only: imported where used, see the module docstring
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
 
 def shard_schema(id_type: str, dim: int, store_text: bool) -> pa.Schema:
+    import pyarrow as pa
+
     fields = [
         pa.field("id", pa.int64() if id_type == "int64" else pa.string(), nullable=False),
         pa.field("vector", pa.list_(pa.float32(), dim), nullable=False),
@@ -25,6 +41,8 @@ def shard_schema(id_type: str, dim: int, store_text: bool) -> pa.Schema:
 
 
 def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    import pyarrow as pa
+
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
 
@@ -34,7 +52,8 @@ class ShardWriter:
 
     Row groups always hold ``row_group_rows`` rows (the last of a shard may hold fewer), whatever
     the batch sizes fed in, so the bytes depend only on the data and the layout settings. Each
-    shard is written under a temporary name, renamed when complete, then ``on_shard`` is told.
+    shard (and its packed texts) is written under a temporary name, renamed when complete, then
+    ``on_shard`` is told.
     """
 
     def __init__(self, directory: Path, schema: pa.Schema, shard_rows: int, row_group_rows: int,
@@ -50,9 +69,15 @@ class ShardWriter:
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         self._writer: pq.ParquetWriter | None = None
+        self._texts: PackedStringsWriter | None = None
+        self._texts_dir = self.directory.parent / TEXTS_DIR
+        if "text" in schema.names:
+            self._texts_dir.mkdir(exist_ok=True)
         self._rows_in_shard = 0
 
     def write(self, ids: pa.Array, vectors: np.ndarray, texts: pa.Array | None = None) -> None:
+        import pyarrow as pa
+
         arrays = [ids, vectors_to_arrow(vectors)]
         if "text" in self.schema.names:
             arrays.append(texts)
@@ -62,6 +87,8 @@ class ShardWriter:
         self._flush(final=False)
 
     def _flush(self, final: bool) -> None:
+        import pyarrow as pa
+
         while self._pending_rows:
             take = min(self.row_group_rows, self.shard_rows - self._rows_in_shard)
             if self._pending_rows < take and not final:
@@ -72,15 +99,22 @@ class ShardWriter:
             self._pending = rest.to_batches()
             self._pending_rows = rest.num_rows
             self._open().write_table(head, row_group_size=take)
+            if self._texts is not None:
+                self._texts.append(head.column("text"))
             self._rows_in_shard += take
             if self._rows_in_shard == self.shard_rows:
                 self._close_shard()
 
     def _open(self) -> pq.ParquetWriter:
+        import pyarrow.parquet as pq
+
         if self._writer is None:
             name = f"part-{self._next:05d}.parquet"
             self._tmp = self.directory / (name + ".tmp")
             self._name = name
+            if "text" in self.schema.names:
+                stem = self._texts_dir / f"part-{self._next:05d}"
+                self._texts = PackedStringsWriter(_tmp_name(_text_paths(stem)[0]), _tmp_name(_text_paths(stem)[1]))
             self._writer = pq.ParquetWriter(
                 self._tmp,
                 self.schema,
@@ -94,9 +128,18 @@ class ShardWriter:
         self._writer.close()
         self._writer = None
         final = self.directory / self._name
+        texts = []
+        if self._texts is not None:
+            self._texts.close()
+            for path in _text_paths(self._texts_dir / final.stem):
+                os.replace(_tmp_name(path), path)
+                texts.append(_file_entry(self._texts_dir, path))
+            self._texts = None
         os.replace(self._tmp, final)
-        meta = {"file": f"{self.directory.name}/{self._name}", "rows": self._rows_in_shard,
-                "bytes": final.stat().st_size, "sha256": sha256_file(final)}
+        meta = _file_entry(self.directory, final)
+        meta = {"file": meta["file"], "rows": self._rows_in_shard, "bytes": meta["bytes"], "sha256": meta["sha256"]}
+        if texts:
+            meta["texts"] = texts
         self.shards.append(meta)
         self._next += 1
         self._rows_in_shard = 0
@@ -120,8 +163,16 @@ class ShardReader:
         self.starts = np.concatenate([[0], np.cumsum([s["rows"] for s in shards])]).astype(np.int64)
         self.row_group_rows = row_group_rows
         self._row_group = lru_cache(maxsize=64)(self._read_row_group)
-        # Opened now and kept: after a rebuild swaps the directory, these still read the old files.
-        self._files = [pq.ParquetFile(f) for f in self.files]
+        self._opened = None
+
+    @property
+    def _files(self) -> list[pq.ParquetFile]:
+        # Opened on first use and kept: after a rebuild swaps the directory, they still read the old files.
+        if self._opened is None:
+            import pyarrow.parquet as pq
+
+            self._opened = [pq.ParquetFile(f) for f in self.files]
+        return self._opened
 
     @property
     def num_rows(self) -> int:
@@ -129,6 +180,8 @@ class ShardReader:
 
     def column(self, name: str) -> pa.ChunkedArray:
         """One column of every shard, in row order."""
+        import pyarrow as pa
+
         return pa.chunked_array([pf.read(columns=[name]).column(0).combine_chunks() for pf in self._files])
 
     def _read_row_group(self, shard: int, group: int, column: str) -> pa.Array:
@@ -148,6 +201,8 @@ class ShardReader:
 
 def vectors_from_arrow(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """float32 (n, dim) from a fixed_size_list<float32> column."""
+    import pyarrow as pa
+
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     return column.flatten().to_numpy().reshape(len(column), column.type.list_size)
@@ -176,36 +231,27 @@ def load_id_lookup(directory: Path) -> tuple[np.ndarray, np.ndarray]:
     return tuple(np.load(directory / name, mmap_mode="r") for name in ID_LOOKUP)
 
 
-TEXTS_FILE = "texts.arrow"
+def _text_paths(stem: Path) -> tuple[Path, Path]:
+    return stem.with_name(stem.name + ".text"), stem.with_name(stem.name + ".text-offsets.npy")
 
 
-def write_text_store(directory: Path, reader: ShardReader) -> dict:
-    """Copy the shards' texts, in row order, into one uncompressed Arrow IPC file.
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
 
-    Parquet row groups must be decoded whole, which costs about a millisecond per hit; the IPC
-    file is memory-mapped at query time and a hit's text is a slice of it.
-    """
-    path = directory / TEXTS_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    schema = pa.schema([pa.field("text", pa.string())])
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-        for pf in reader._files:
-            for batch in pf.iter_batches(batch_size=65536, columns=["text"]):
-                writer.write_batch(pa.record_batch([batch.column(0).cast(pa.string())], schema=schema))
-    os.replace(tmp, path)
-    return {"file": TEXTS_FILE, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+def _file_entry(directory: Path, path: Path) -> dict:
+    return {"file": f"{directory.name}/{path.name}", "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 class TextStore:
-    """Texts by row number from a memory-mapped ``texts.arrow``."""
+    """Texts by global row number from the shards' memory-mapped packed texts."""
 
-    def __init__(self, path: Path):
-        reader = pa.ipc.open_file(pa.memory_map(str(path)))
-        self._batches = [reader.get_batch(i).column(0) for i in range(reader.num_record_batches)]
-        self._starts = np.cumsum([0] + [len(b) for b in self._batches])
+    def __init__(self, root: Path, shards: list[dict]):
+        root = Path(root)
+        self._parts = [PackedStrings.open(root / s["texts"][0]["file"], root / s["texts"][1]["file"]) for s in shards]
+        self._starts = np.cumsum([0] + [len(p) for p in self._parts])
 
     def take(self, rows: np.ndarray, column: str = "text") -> list:
-        # Per row, not ChunkedArray.take: that concatenates every chunk (the whole file) first.
         rows = np.asarray(rows, dtype=np.int64)
-        chunk = np.searchsorted(self._starts, rows, side="right") - 1
-        return [self._batches[c][r].as_py() for c, r in zip(chunk.tolist(), (rows - self._starts[chunk]).tolist())]
+        part = np.searchsorted(self._starts, rows, side="right") - 1
+        return [self._parts[p][r] for p, r in zip(part.tolist(), (rows - self._starts[part]).tolist())]

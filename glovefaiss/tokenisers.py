@@ -16,13 +16,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from .config import TokeniserConfig
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: the Arrow methods import it, single queries need no pyarrow
+    import pyarrow as pa
 
 # Separator code points, frozen from Unicode 14.0 (Python 3.11) so that an index built on one
 # Python tokenises queries the same on another: whitespace = ASCII controls \t..\r, \x1c..\x1f,
@@ -156,8 +158,14 @@ class Tokeniser:
     def tokenise(self, text: str) -> list[str]:
         """Tokens of one string (the query path: a few microseconds, no Arrow batch overhead)."""
         if self.config.lowercase:
-            # utf8_lower, not str.lower: Python's full case mapping differs ("İ", final sigma).
-            text = pc.utf8_lower(pa.scalar(_valid_utf8(text), pa.string())).as_py()
+            if text.isascii():
+                text = text.lower()  # the same as utf8_lower on ASCII, without importing pyarrow
+            else:
+                # utf8_lower, not str.lower: Python's full case mapping differs ("İ", final sigma).
+                import pyarrow as pa
+                import pyarrow.compute as pc
+
+                text = pc.utf8_lower(pa.scalar(_valid_utf8(text), pa.string())).as_py()
         for pattern, repl in self._compiled:
             text = pattern.sub(repl, text)
         if self.config.numbers:
@@ -191,6 +199,9 @@ class Tokeniser:
 
     def tokenise_arrow(self, texts: pa.Array | pa.ChunkedArray) -> pa.ListArray:
         """Tokens of every string in an Arrow array, vectorised; null texts give null lists."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         if isinstance(texts, pa.ChunkedArray):
             texts = texts.combine_chunks()
         if pa.types.is_large_string(texts.type):
@@ -218,6 +229,9 @@ class Tokeniser:
     def _tokenise_bytes(self, texts: pa.StringArray) -> pa.ListArray:
         """The fast path: ASCII texts through the byte table, the others through the regex rules,
         then one split on spaces over the whole buffer. Same tokens as :meth:`tokenise`."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         non_ascii = pc.invert(pc.string_is_ascii(texts)).fill_null(False)
         if pc.any(non_ascii).as_py():
             # Lowercasing may turn a non-ASCII character into an ASCII one ("İ" -> "i"), so these

@@ -38,7 +38,7 @@ def test_add_then_query_finds_new_documents(tmp_path, tiny_vectors, string_ids):
     m = json.loads((out / "manifest.json").read_text())
     assert m["documents"] == 5 and [s["rows"] for s in m["shards"]] == [2, 2, 1]
     assert m["additions"][0]["documents"] == 3
-    assert len(verify(out)) == 3 + 1 + 5 + (0 if string_ids else 2) + 1  # shards, index, tower, id lookup, texts
+    assert len(verify(out)) == 3 * 3 + 1 + 6 + (0 if string_ids else 2)  # shards + their texts, index, tower, id lookup
     assert len(old) == 2 and old.hits("stock market fell", k=1)[0]["id"] == ids_a[1]  # the old reader is unaffected
 
 

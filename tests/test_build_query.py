@@ -101,7 +101,7 @@ def test_manifest_records_the_build(tmp_path, tiny_vectors, tiny_corpus):
     result = build([corpus], tmp_path / "idx", config_for(tiny_vectors[0]), progress=False)
     m = json.loads((tmp_path / "idx" / "manifest.json").read_text())
     assert m == result.manifest
-    assert m["format_version"] == 1
+    assert m["format_version"] == 2
     assert m["documents"] == 8
     assert m["empty_documents"] == 2  # "" and "Xylophones!"
     assert m["vectors"]["source"] == str(tiny_vectors[0].resolve())

@@ -1,5 +1,6 @@
 """The query path must not import torch or gensim; the design's examples run offline."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,24 @@ def test_query_path_imports_neither_torch_nor_gensim(tmp_path, tiny_vectors, tin
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+def test_cli_query_on_integer_ids_starts_without_pyarrow(tmp_path, tiny_vectors, tiny_corpus):
+    # pyarrow is a third of a cold query's start-up; the int-id query path reads numpy files only.
+    build([tiny_corpus[0]], tmp_path / "idx", config_for(tiny_vectors[0]), progress=False)
+    code = (
+        "import sys\n"
+        "from glovefaiss.cli import cli\n"
+        f"cli.main(['query', {str(tmp_path / 'idx')!r}, 'The CAT sat', '-k', '1', '--format', 'jsonl'],"
+        " standalone_mode=False)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyarrow', 'torch', 'gensim', 'yaml')),"
+        " file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    hit = json.loads(proc.stdout)
+    assert (hit["id"], hit["text"]) == (10, "The cat sat on the mat.") and 0.9 < hit["score"] <= 1.0
+    assert proc.stderr.strip().splitlines()[-1] == "[]"
 
 
 def test_glove_search_example_runs_offline():

@@ -107,7 +107,7 @@ def built(tmp_path, tiny_vectors, tiny_corpus):
 
 def test_verify_ok_then_detects_corruption(built):
     result = run("verify", built)
-    assert result.exit_code == 0 and result.stdout == f"{built}: OK (12 files match the manifest)\n"
+    assert result.exit_code == 0 and result.stdout == f"{built}: OK (18 files match the manifest)\n"
     shard = built / "shards" / "part-00001.parquet"
     data = bytearray(shard.read_bytes())
     data[100] ^= 0xFF
@@ -140,7 +140,23 @@ def test_missing_shard_and_newer_format(built):
     m["format_version"] = 99
     (built / "manifest.json").write_text(json.dumps(m))
     assert run("query", built, "cat").stderr == (
-        f"Error: {built} has index format 99, newer than this glovefaiss reads (1); upgrade glovefaiss\n")
+        f"Error: {built} has index format 99, newer than this glovefaiss reads (2); upgrade glovefaiss\n")
+    m["format_version"] = 1  # one texts.arrow instead of packed texts per shard
+    (built / "manifest.json").write_text(json.dumps(m))
+    assert run("query", built, "cat").stderr == (
+        f"Error: {built} has index format 1, older than this glovefaiss reads (2); rebuild it with 'glovefaiss build'\n")
+
+
+def test_damaged_texts_are_found(built):
+    text = built / "texts" / "part-00001.text"
+    text.write_bytes(text.read_bytes()[:-1])
+    assert run("query", built, "cat").stderr == (
+        f"Error: {built}: texts/part-00001.text has {text.stat().st_size} bytes, the manifest says "
+        f"{text.stat().st_size + 1} (truncated or replaced); run 'glovefaiss verify' and rebuild the index\n")
+    text.write_bytes(text.read_bytes() + b"!")
+    result = run("verify", built)
+    assert result.exit_code == 1 and result.stderr == (
+        f"Error: {built} is damaged: texts/part-00001.text does not match its sha256; rebuild the index\n")
 
 
 def test_not_an_index(tmp_path):
