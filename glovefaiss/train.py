@@ -43,6 +43,7 @@ class Epoch:
     loss: float | None
     metrics: dict[str, float]
     seconds: float
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -184,7 +185,7 @@ def fit(model, tokenizer: Tokenizer, data: PairData | ScoredData, config: Config
         epochs: int | None = None, seed: int | None = None, validation: PairData | ScoredData | None = None,
         negatives: str = "auto", hard_negatives_k: int = 20,
         export: Callable[[Any], tuple] | None = None, progress: bool | None = None,
-        threads: int | None = 1) -> FitResult:
+        threads: int | None = 1, ema: float | None = None) -> FitResult:
     """Train ``model`` in place on ``data``; with ``validation`` keep the best epoch's weights.
 
     ``export(model)`` gives the (query, document) numpy encoders that validation and hard-negative
@@ -194,20 +195,53 @@ def fit(model, tokenizer: Tokenizer, data: PairData | ScoredData, config: Config
     default: a tower's matrices are small, and a second OpenMP thread cost 2-12x in time per
     epoch on 2 cores, more when another process used the other core (docs/training.md). The
     result does not depend on it.
+    ``ema`` (default: the config's ``optimizer.ema``, 0 when the config has none): a decay in
+    [0, 1); above 0, an exponential moving average of the trained weights
+    (``avg = ema * avg + (1 - ema) * weights`` after every step) is what validation scores and
+    what the model keeps: the best epoch's average, or the last epoch's without validation.
     """
+    ema = ema_decay(config) if ema is None else float(ema)
+    if not 0.0 <= ema < 1.0:
+        raise ConfigError(f"optimizer.ema must be in [0, 1), got {ema}")
     if threads is None:
         return _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, hard_negatives_k, export,
-                    progress)
+                    progress, ema)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         return _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, hard_negatives_k, export,
-                    progress)
+                    progress, ema)
     finally:
         torch.set_num_threads(before)
 
 
-def _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, hard_negatives_k, export, progress):
+def ema_decay(config: Config) -> float:
+    """``optimizer.ema`` of the config, 0.0 (no averaging) when the config has no such key."""
+    return float(getattr(config.optimizer, "ema", 0.0) or 0.0)
+
+
+class _Average:
+    """Exponential moving average of ``params``; :meth:`swap` exchanges it with the live weights (twice restores them)."""
+
+    def __init__(self, params: list, decay: float):
+        self.params, self.decay = params, decay
+        self.shadow = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for s, p in zip(self.shadow, self.params):
+            s.mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        for s, p in zip(self.shadow, self.params):
+            tmp = p.detach().clone()
+            p.copy_(s)
+            s.copy_(tmp)
+
+
+def _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, hard_negatives_k, export, progress,
+         ema=0.0):
     from tqdm.auto import tqdm
 
     epochs = config.epochs if epochs is None else epochs
@@ -235,6 +269,7 @@ def _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, ha
         raise ModelError("nothing to train: embedding.trainable is false and encoder.hidden_dim is null; "
                          "set embedding.trainable: true or a hidden_dim (or train 0 epochs)")
     opt = torch.optim.Adam(params, lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay) if params else None
+    average = _Average(params, ema) if ema and params else None
 
     # Pre-tokenise every text once.
     if data.kind == "pairs":
@@ -253,20 +288,25 @@ def _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, ha
     best_state, best_epoch, best_value = None, 0, -np.inf
     t_start = time.perf_counter()
 
-    def validate(epoch: int, loss: float | None, seconds: float) -> None:
+    def validate(epoch: int, loss: float | None, seconds: float, cpu: float = 0.0) -> None:
         nonlocal best_state, best_epoch, best_value
         metrics = {}
+        if average is not None:
+            average.swap()  # validate (and keep) the averaged weights
         if validation is not None:
             model.eval()
             with torch.no_grad():
                 metrics = evaluate(export(model), validation)
-        history.append(Epoch(epoch, loss, {k: round(v, 4) for k, v in metrics.items()}, round(seconds, 3)))
+        history.append(Epoch(epoch, loss, {k: round(v, 4) for k, v in metrics.items()}, round(seconds, 3),
+                             round(cpu, 3)))
         shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
         value = metrics.get(metric, -np.inf) if metric else epoch
         improved = value > best_value
         if improved:
             best_value, best_epoch = value, epoch
             best_state = copy.deepcopy(model.state_dict()) if metric else None
+        if average is not None:
+            average.swap()
         log.info("epoch %d/%d: %s%s%s", epoch, epochs, f"loss {loss:.4f}" if loss is not None else "before training",
                  f", {shown}" if shown else "", " (best)" if improved and metric else "")
 
@@ -274,7 +314,7 @@ def _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, ha
     n = len(data)
     bs = config.batch_size
     for epoch in range(1, epochs + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.train()
         order = rng.permutation(n)
         negs = _draw_negatives(neg_kind, data, rng, hard, rel) if neg_kind != "none" else None
@@ -300,14 +340,18 @@ def _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, ha
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+                if average is not None:
+                    average.update()
                 total += float(loss.detach())
                 batches += 1
                 bar.set_postfix(loss=f"{total / batches:.4f}")
-        validate(epoch, total / max(batches, 1), time.perf_counter() - t0)
+        validate(epoch, total / max(batches, 1), time.perf_counter() - t0, time.process_time() - c0)
 
-    if best_state is not None and best_epoch != epochs:
+    if best_state is not None and (best_epoch != epochs or average is not None):
         model.load_state_dict(best_state)
         log.info("kept epoch %d (best %s %.2f)", best_epoch, metric, best_value)
+    elif average is not None:
+        average.swap()  # no validation: keep the last epoch's average
     model.eval()
     return FitResult(history, metric, best_epoch if metric else epochs, round(time.perf_counter() - t_start, 3),
                      neg_kind)
@@ -412,8 +456,12 @@ def _corpus_texts(paths: Sequence[str | Path], config: Config) -> list:
 def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int | None = None,
           seed: int | None = None, validation: str | Path | None = None, holdout: float | None = None,
           corpus: Sequence[str | Path] = (), negatives: str = "auto", hard_negatives_k: int = 20,
-          overwrite: bool = False, progress: bool | None = None, threads: int | None = 1) -> TrainSummary:
-    """``glovefaiss train``: data file(s) → trained model directory at ``out``."""
+          overwrite: bool = False, progress: bool | None = None, threads: int | None = 1,
+          ema: float | None = None) -> TrainSummary:
+    """``glovefaiss train``: data file(s) → trained model directory at ``out``.
+
+    ``ema``: weight averaging decay, overriding the config's ``optimizer.ema`` (see :func:`fit`).
+    """
     from . import embeddings
     from .encoders import build_two_tower
     from .model import check_out_dir, export_towers, save_model
@@ -423,6 +471,7 @@ def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int
     check_out_dir(out, overwrite)
     seed = config.seed if seed is None else seed
     epochs = config.epochs if epochs is None else epochs
+    ema = ema_decay(config) if ema is None else float(ema)
     data = load_training_data(data_path)
     _check_loss(config.loss.type, data, "training data")
     val = None
@@ -452,15 +501,18 @@ def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int
     result = fit(model, tokenizer, data, config, epochs=epochs, seed=seed, validation=val, negatives=negatives,
                  hard_negatives_k=hard_negatives_k,
                  export=lambda m: export_towers(m, tokenizer, config, vectors, base_weights), progress=progress,
-                 threads=threads)
-    trained_epochs = [e.seconds for e in result.history if e.epoch > 0]
+                 threads=threads, ema=ema)
+    trained_epochs = [e for e in result.history if e.epoch > 0]
     training = {
         "data": str(data.source), "validation": None if val is None else str(val.source),
         "pairs": len(data), "epochs": epochs, "seed": seed, "negatives": result.negatives,
         "hard_negatives_k": hard_negatives_k if result.negatives == "hard" else None,
         "metric": result.metric, "best_epoch": result.best_epoch,
         "best_metrics": result.best.metrics, "history": [asdict(e) for e in result.history],
-        "seconds_per_epoch": round(float(np.mean(trained_epochs)), 3) if trained_epochs else None,
+        "seconds_per_epoch": round(float(np.mean([e.seconds for e in trained_epochs])), 3) if trained_epochs else None,
+        "cpu_seconds_per_epoch": (round(float(np.mean([e.cpu_seconds for e in trained_epochs])), 3)
+                                  if trained_epochs else None),
+        "ema": ema,
         "fit_seconds": result.seconds, "torch_threads": threads or torch.get_num_threads(), "pooling_init": pooling_info,
     }
     training["peak_rss_mb"] = round(peak_rss_mb(), 1)
