@@ -73,6 +73,7 @@ class OptimizerConfig:
     type: str = "adam"
     lr: float = 0.001
     weight_decay: float = 0.0
+    ema: float = 0.0  # decay of a moving average of the weights, validated and kept; 0 = off
 
 
 @dataclass(frozen=True)

@@ -216,8 +216,8 @@ def fit(model, tokenizer: Tokenizer, data: PairData | ScoredData, config: Config
 
 
 def ema_decay(config: Config) -> float:
-    """``optimizer.ema`` of the config, 0.0 (no averaging) when the config has no such key."""
-    return float(getattr(config.optimizer, "ema", 0.0) or 0.0)
+    """``optimizer.ema`` of the config (0.0: no averaging)."""
+    return float(config.optimizer.ema or 0.0)
 
 
 class _Average:

@@ -64,9 +64,9 @@ def test_kept_weights_are_the_moving_average_of_the_trajectory(tiny_vectors):
     model, tok, config, _ = _scored_model(tiny_vectors, data)
     fit(model, tok, data, config, epochs=3, seed=0, progress=False, ema=decay)
     got = _params(model)
-    for g, a, l in zip(got, avg, last):
+    for g, a, last_w in zip(got, avg, last):
         torch.testing.assert_close(g, a, rtol=1e-5, atol=1e-6)
-        assert not torch.allclose(g, l, atol=1e-4)  # the average, not the last weights
+        assert not torch.allclose(g, last_w, atol=1e-4)  # the average, not the last weights
 
 
 @pytest.mark.parametrize("lr", [0.05, 0.5])
