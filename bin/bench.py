@@ -458,9 +458,12 @@ def measure_encode_inprocess(corpus: Path, vectors, docs: int) -> dict:
 
     config = Config()
     encoder, _ = encoder_from_config(config, vectors)
-    if hasattr(encoder, "sparse_sums"):
-        encoder.sparse_sums = True  # as pipeline.encode_corpus sets it for the build
-    pooling = "scipy CSR product" if getattr(encoder, "sparse_sums", False) else "numpy"
+    from glovefaiss.pipeline import pooling_backend
+
+    # As the build of this many documents pools (pipeline.encode_corpus).
+    encoder.batch_sums = pooling = pooling_backend(docs)
+    if pooling == "torch":
+        encoder.batch_rows()
     batch_size = config.build.batch_size
     log(f"in-process encoding: reading {corpus.name} in batches of {batch_size:,}")
     batches, read_s = read_batches(corpus, batch_size)

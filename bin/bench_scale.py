@@ -90,7 +90,7 @@ def exact_reference(index_dir: Path, queries: np.ndarray, k: int) -> np.ndarray:
     from glovefaiss.tune import exact_topk
 
     m = json.loads((index_dir / "manifest.json").read_text())
-    reader = ShardReader(index_dir, m["shards"], m["row_group_rows"])
+    reader = ShardReader(index_dir, m["shards"])
     return exact_topk(((v, ids.to_numpy()) for ids, v in iter_shard_vectors(reader)), queries, k)
 
 

@@ -29,7 +29,7 @@ from .manifest import (
     sha256_file,
     write_json_atomic,
 )
-from .pipeline import TOP_OOV, _duplicates, encode_corpus
+from .pipeline import TOP_OOV, _duplicates, encode_corpus, pooling_backend
 from .pooling import EncodeStats, load_encoder
 from .shards import ShardReader, ShardWriter, iter_shard_vectors, shard_schema, write_id_lookup
 
@@ -80,7 +80,7 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
         raise CorpusError(f"the new documents have {corpus.id_type} ids but the index has {id_type} ids")
     doc_tower = directory / manifest.get("document_tower", {}).get("dir", TOWER_DIR)
     encoder = load_encoder(doc_tower)
-    old_reader = ShardReader(directory, manifest["shards"], manifest["row_group_rows"])
+    old_reader = ShardReader(directory, manifest["shards"])
 
     tmp = directory.with_name(f".{directory.name}.add-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
@@ -98,7 +98,7 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
         new_ids: list[pa.Array] = []
         with tqdm(total=corpus.num_rows, unit="doc", unit_scale=True, desc="encoding",
                   disable=None if progress is None else not progress, leave=False) as bar:
-            for ids, texts, vectors, s in encode_corpus(corpus, encoder, bc):
+            for ids, texts, vectors, s in encode_corpus(corpus, encoder, bc, backend=pooling_backend(corpus.num_rows)):
                 stats.add(s)
                 writer.write(ids, vectors, texts if manifest["store_text"] else None)
                 new_ids.append(ids)
@@ -113,7 +113,7 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
 
         index = faiss_index.load(directory / manifest["index"]["file"])
         by_id = manifest["index"]["labels"] == "id"
-        for ids, vectors in iter_shard_vectors(ShardReader(tmp, new_shards, manifest["row_group_rows"])):
+        for ids, vectors in iter_shard_vectors(ShardReader(tmp, new_shards)):
             # Row labels continue on their own: FAISS numbers added vectors from ntotal.
             faiss_index.add(index, vectors, ids.to_numpy() if by_id else None)
         faiss_index.save(index, tmp / INDEX_FILE)

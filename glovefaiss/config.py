@@ -84,7 +84,7 @@ class BuildConfig:
     text_column: str = "text"
     batch_size: int = 131072
     shard_rows: int = 1_000_000
-    row_group_rows: int = 4096
+    row_group_rows: int = 65536
     store_text: bool = True
     index: str = "auto"
     index_key: str | None = None

@@ -44,14 +44,14 @@ def resolve_index(bc: BuildConfig, n: int, dim: int) -> tuple[str, str]:
     return kind, faiss_index.factory_key(kind, n, dim)
 
 
-def build_index(directory: Path, shards: list[dict], row_group_rows: int, dim: int, bc: BuildConfig,
+def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
                 with_ids: bool, seed: int = 0, queries: np.ndarray | None = None) -> tuple[Any, dict]:
     """Create the index ``bc`` asks for over every shard vector; tune it if it is approximate.
 
     ``queries``: the vectors to tune with (default: a sample of the documents themselves, which
     flatters recall: a document sits in its own IVF cell).
     """
-    reader = ShardReader(directory, shards, row_group_rows)
+    reader = ShardReader(directory, shards)
     n = reader.num_rows
     kind, key = resolve_index(bc, n, dim)
     index = faiss_index.make_index(dim, key, with_ids)

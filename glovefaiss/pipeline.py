@@ -37,7 +37,7 @@ from .manifest import (
     write_json_atomic,
 )
 from .pooling import EncodeStats, TextEncoder, Vocabulary, save_encoder
-from .shards import ShardWriter, shard_schema, write_id_lookup
+from .shards import TEXTS_DIR, ShardWriter, shard_schema, write_id_lookup
 from .tokenisers import Tokeniser
 
 logger = logging.getLogger(__name__)
@@ -89,13 +89,64 @@ def _ordered_map(fn: Callable, items: Iterable, workers: int) -> Iterator:
             yield pending.popleft().result()
 
 
-def encode_corpus(corpus: Corpus, encoder: TextEncoder, bc, skip: int = 0) -> Iterator:
+# From this many documents the build pools with torch (see pooling.segment_sums): 3x faster than
+# scipy and free of the GIL, so both encoding threads pool at once; below it, the 1.4 s torch
+# import costs more than it saves.
+TORCH_POOLING_ROWS = 300_000
+
+
+def pooling_backend(rows: int) -> str:
+    """How a build of ``rows`` documents sums word vectors (every choice gives the same bits)."""
+    if rows >= TORCH_POOLING_ROWS:
+        try:
+            import torch  # noqa: F401
+        except ImportError:  # a core dependency, but the build can do without it
+            return "scipy"
+        return "torch"
+    return "scipy"
+
+
+class _Serial:
+    """Runs calls one after another on a thread of their own, at most ``depth`` waiting.
+
+    Shard writing goes here so that the thread that reads the corpus and hands batches to the
+    encoders never stops for a Parquet write. A failed call raises at the next submit or on exit.
+    """
+
+    def __init__(self, depth: int = 2):
+        self._pool = ThreadPoolExecutor(1)
+        self._pending: deque = deque()
+        self._depth = depth
+
+    def submit(self, fn: Callable, *args) -> None:
+        self._pending.append(self._pool.submit(fn, *args))
+        while len(self._pending) > self._depth:
+            self._pending.popleft().result()
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        try:
+            while self._pending:
+                future = self._pending.popleft()
+                if exc_type is None:
+                    future.result()
+                else:
+                    future.cancel()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def encode_corpus(corpus: Corpus, encoder: TextEncoder, bc, skip: int = 0, backend: str = "scipy") -> Iterator:
     """(ids, texts, vectors, stats) per batch, in corpus order, batches encoded on ``bc.threads`` threads.
 
     Batches never cross a multiple of ``bc.shard_rows`` (counted from the corpus start), and
-    the first ``skip`` rows are passed over.
+    the first ``skip`` rows are passed over. ``backend``: see :func:`pooling_backend`.
     """
-    encoder.sparse_sums = True
+    encoder.batch_sums = backend
+    if backend == "torch":
+        encoder.batch_rows()  # made once here, not by the first two batches at once
 
     def encode(batch):
         ids, texts = batch
@@ -192,8 +243,8 @@ class _BuildState:
             return False
         root = self.path.parent
         for shard in data.get("shards", []):
-            f = root / shard["file"]
-            if not f.is_file() or f.stat().st_size != shard["bytes"] or sha256_file(f) != shard["sha256"]:
+            files = [shard, *shard.get("texts", [])]
+            if not all(_intact(root / f["file"], f["bytes"], f["sha256"]) for f in files):
                 break
             self.shards.append(shard)
         return True
@@ -201,6 +252,10 @@ class _BuildState:
     def add(self, shard: dict) -> None:
         self.shards.append(shard)
         write_json_atomic(self.path, {"fingerprint": self.fingerprint, "shards": self.shards})
+
+
+def _intact(path: Path, size: int, digest: str) -> bool:
+    return path.is_file() and path.stat().st_size == size and sha256_file(path) == digest
 
 
 def _fingerprint(config: Config, corpus: Corpus, tower_files: dict) -> dict:
@@ -322,9 +377,11 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
     state = _BuildState(tmp, _fingerprint(config, corpus, {"query": tower_files, "document": doc_files}))
     if resume and not state.load_completed():
         logger.info("nothing to resume in %s; building from the start", tmp)
-    for stray in (tmp / SHARDS_DIR).glob("*") if (tmp / SHARDS_DIR).exists() else []:
-        if f"{SHARDS_DIR}/{stray.name}" not in {s["file"] for s in state.shards}:
-            stray.unlink()  # a shard cut short by the crash, or one that failed its checksum
+    done = {f["file"] for s in state.shards for f in [s, *s.get("texts", [])]}
+    for sub in (SHARDS_DIR, TEXTS_DIR):
+        for stray in (tmp / sub).glob("*") if (tmp / sub).exists() else []:
+            if f"{sub}/{stray.name}" not in done:
+                stray.unlink()  # a shard cut short by the crash, or one that failed its checksum
 
     with_ids = corpus.id_type == "int64"
     stats = EncodeStats()
@@ -348,15 +405,21 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
     writer = ShardWriter(tmp / SHARDS_DIR, shard_schema(corpus.id_type, encoder.dim, bc.store_text),
                          bc.shard_rows, bc.row_group_rows, first_shard=len(state.shards), on_shard=on_shard)
 
+    t_setup = time.perf_counter()
+    backend = pooling_backend(corpus.num_rows - done_rows)
+    t_setup = time.perf_counter() - t_setup
+    def write(ids, texts, vectors, s) -> None:  # on the writer thread, in batch order
+        shard_stats.add(s)
+        writer.write(ids, vectors, texts if bc.store_text else None)
+
     t_encode = time.perf_counter()
     with tqdm(total=corpus.num_rows, initial=done_rows, unit="doc", unit_scale=True, desc="encoding",
-              disable=None if progress is None else not progress, leave=False) as bar:
-        for ids, texts, vectors, s in encode_corpus(corpus, encoder, bc, skip=done_rows):
-            shard_stats.add(s)
-            writer.write(ids, vectors, texts if bc.store_text else None)
+              disable=None if progress is None else not progress, leave=False) as bar, _Serial() as writes:
+        for ids, texts, vectors, s in encode_corpus(corpus, encoder, bc, skip=done_rows, backend=backend):
+            writes.submit(write, ids, texts, vectors, s)
             all_ids.append(ids)
             bar.update(len(ids))
-        writer.close()
+        writes.submit(writer.close)
     t_encode = time.perf_counter() - t_encode
 
     dups = _duplicates(pa.chunked_array(all_ids))
@@ -371,7 +434,7 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
     queries = None
     if resolve_index(bc, corpus.num_rows, encoder.dim)[1] not in ("Flat", "flat"):  # approximate: tuned
         queries = tuning_queries(corpus, query_encoder, bc.tune_queries, config.seed)
-    index, index_info = build_index(tmp, state.shards, row_group_rows, encoder.dim, bc, with_ids, config.seed,
+    index, index_info = build_index(tmp, state.shards, encoder.dim, bc, with_ids, config.seed,
                                     queries=queries)
     if "tuning" in index_info and queries is not None:
         index_info["tuning"]["query_source"] = "windows of 2-8 words from sampled documents"
@@ -408,7 +471,8 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
         "query_tower": {"dir": TOWER_DIR, "files": tower_files, **tower_meta},
         **({"document_tower": {"dir": DOCUMENT_TOWER_DIR, "files": doc_files}} if doc_files else {}),
         **({"id_lookup": {"files": id_lookup}} if id_lookup else {}),
-        "timings": {"encode_s": round(t_encode, 3), "index_s": round(t_index, 3),
+        "timings": {"pooling_backend": backend, "pooling_import_s": round(t_setup, 3),
+                    "encode_s": round(t_encode, 3), "index_s": round(t_index, 3),
                     "resumed_documents": done_rows,
                     "docs_per_s": round(encoded / t_encode, 1) if t_encode and encoded else None},
     }

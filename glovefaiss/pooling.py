@@ -37,7 +37,7 @@ def mean_pool(
     normalize: bool = True,
     weights: np.ndarray | None = None,
     components: np.ndarray | None = None,
-    sparse: bool = False,
+    backend: str = "numpy",
 ) -> np.ndarray:
     """Mean of ``matrix[ids[offsets[i]:offsets[i+1]]]`` per text, then ``x @ projection.T + bias``.
 
@@ -49,6 +49,7 @@ def mean_pool(
     the weighted sum divided by the number of known words, as SIF (Arora et al. 2017) and fse
     compute it, not by the sum of the weights. ``components`` (k, dim), orthonormal rows: the
     projection of each vector on them is subtracted (after the projection, before normalising).
+    ``backend``: how the sums are computed (see :func:`segment_sums`); every backend gives the same bits.
     """
     offsets = np.asarray(offsets, dtype=np.int64)
     n = len(offsets) - 1
@@ -58,7 +59,7 @@ def mean_pool(
         return l2_normalize(out) if normalize else out
     counts = np.diff(offsets)
     nonempty = counts > 0
-    out = segment_sums(matrix, ids, offsets, weights, sparse=sparse)
+    out = segment_sums(matrix, ids, offsets, weights, backend=backend)
     out[nonempty] /= counts[nonempty, None].astype(np.float32)
     if projection is not None:
         out = project(out, projection, bias)
@@ -74,30 +75,54 @@ def mean_pool(
 _GATHER_TOKENS = 1 << 18
 
 
-def segment_sums(matrix: np.ndarray, ids: np.ndarray, offsets: np.ndarray,
-                 weights: np.ndarray | None = None, sparse: bool = False) -> np.ndarray:
+BACKENDS = ("numpy", "scipy", "torch")
+
+
+def segment_sums(matrix, ids: np.ndarray, offsets: np.ndarray,
+                 weights: np.ndarray | None = None, backend: str = "numpy") -> np.ndarray:
     """Per text, the sum of its (weighted) rows, added left to right in float32.
 
-    Texts are grouped by length and each group summed as one (texts, length, dim) array: numpy
-    adds along that middle axis in order, as it does for a single text's (length, dim) rows, so
-    a text's sum is the same bits in any batch (``np.add.reduceat`` is not: it sums pairwise).
-    It is also about 4x faster than reduceat here.
+    ``numpy`` (the query path): texts are grouped by length and each group summed as one
+    (texts, length, dim) array: numpy adds along that middle axis in order, as it does for a
+    single text's (length, dim) rows, so a text's sum is the same bits in any batch
+    (``np.add.reduceat`` is not: it sums pairwise).
 
-    ``sparse``: multiply a (texts x vocabulary) CSR matrix of the weights by ``matrix`` with
-    scipy instead, which accumulates each row left to right too (same bits, tested) and is
-    about 2x faster again for corpus batches. The build uses it; the query path stays on numpy.
+    ``scipy``: a (texts x vocabulary) CSR matrix of the weights times ``matrix``, which
+    accumulates each row left to right too (same bits, tested); about 2x faster, but it holds
+    the GIL, so two encoding threads cannot pool at once.
+
+    ``torch`` (the build, for large corpora): ``embedding_bag(mode="sum")``, left to right per
+    bag as well (same bits, tested), 3x faster than scipy and free of the GIL; costs the torch
+    import (about 1.4 s). ``matrix`` may then be a torch tensor whose rows are already weighted
+    (see :meth:`TextEncoder.batch_rows`), with ``weights`` None: scaling the rows first is what
+    the numpy path does too, whereas embedding_bag's own per-sample weights use fused
+    multiply-adds and differ in the last bit.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     n = len(offsets) - 1
     counts = np.diff(offsets)
-    out = np.zeros((n, matrix.shape[1]), dtype=np.float32)
+    dim = matrix.shape[1]
     if not ids.size:
-        return out
-    if sparse and n > 1:
+        return np.zeros((n, dim), dtype=np.float32)
+    if backend == "torch" and n > 1:
+        import torch
+
+        if isinstance(matrix, torch.Tensor) and weights is not None:
+            raise ValueError("with a tensor of rows, weight the rows themselves; weights must be None")
+        rows = matrix if isinstance(matrix, torch.Tensor) else torch.from_numpy(_scaled_rows(matrix, weights))
+        bags = torch.nn.functional.embedding_bag(torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)), rows,
+                                                 torch.from_numpy(np.ascontiguousarray(offsets[:-1], dtype=np.int64)),
+                                                 mode="sum")
+        return bags.numpy()
+    matrix = np.asarray(matrix)
+    if backend == "scipy" and n > 1:
         from scipy.sparse import csr_matrix
 
         data = weights[ids] if weights is not None else np.ones(len(ids), dtype=np.float32)
         rows = csr_matrix((data.astype(np.float32, copy=False), ids, offsets), shape=(n, matrix.shape[0]))
         return np.asarray(rows @ matrix, dtype=np.float32)
+    out = np.zeros((n, dim), dtype=np.float32)
     if n == 1:
         out[0] = np.add.reduce(_rows(matrix, ids, weights), axis=0, dtype=np.float32)
         return out
@@ -136,6 +161,12 @@ def project(x: np.ndarray, projection: np.ndarray, bias: np.ndarray | None = Non
     if bias is not None:
         out += bias
     return out
+
+
+def _scaled_rows(matrix: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+    """float32 rows times their weights (a writable copy either way)."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    return matrix * weights[:, None] if weights is not None else matrix.copy()
 
 
 def _rows(matrix: np.ndarray, ids: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
@@ -313,7 +344,9 @@ class TextEncoder:
         if weights is not None and np.shape(weights) != (matrix.shape[0],):
             raise ValueError(f"weights have shape {np.shape(weights)}; want one per vocabulary word ({matrix.shape[0]},)")
         self.tokeniser = tokeniser
-        self.sparse_sums = False  # see segment_sums: the build turns it on, queries stay numpy-only
+        # How batches are summed (see segment_sums): the build picks scipy or torch, queries stay numpy.
+        self.batch_sums = "numpy"
+        self._batch_rows = None
         self.vocabulary = vocabulary
         # A plain ndarray view of a memmap: indexing a memmap subclass costs microseconds per call.
         self.matrix = np.asarray(matrix)
@@ -333,9 +366,20 @@ class TextEncoder:
         return TextEncoder(self.tokeniser, self.vocabulary, self.matrix, self.projection, self.bias,
                            weights=weights, components=components)
 
+    def batch_rows(self):
+        """For the torch backend: the (weighted) rows as a torch tensor, made once."""
+        if self._batch_rows is None:
+            import torch
+
+            self._batch_rows = torch.from_numpy(_scaled_rows(self.matrix, self.weights))
+        return self._batch_rows
+
     def _pool(self, ids: np.ndarray, offsets: np.ndarray, normalize: bool = True) -> np.ndarray:
+        if self.batch_sums == "torch" and len(offsets) > 2:
+            return mean_pool(self.batch_rows(), ids, offsets, self.projection, self.bias, normalize=normalize,
+                             components=self.components, backend="torch")
         return mean_pool(self.matrix, ids, offsets, self.projection, self.bias, normalize=normalize,
-                         weights=self.weights, components=self.components, sparse=self.sparse_sums)
+                         weights=self.weights, components=self.components, backend=self.batch_sums)
 
     def pooled_ids(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(known rows, offsets over them, all rows incl. -1 for unknown) of an Arrow string array."""

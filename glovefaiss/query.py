@@ -73,7 +73,7 @@ class Index:
             raise IndexDirError(f"{directory}: the query tower is missing or damaged ({e}); rebuild the index") from None
         idx = faiss_index.load(directory / manifest["index"].get("file", INDEX_FILE), mmap=mmap)
         faiss_index.set_params(idx, manifest["index"].get("params", {}))
-        reader = ShardReader(directory, manifest["shards"], manifest["row_group_rows"])
+        reader = ShardReader(directory, manifest["shards"])
         if idx.ntotal != reader.num_rows:
             raise IndexDirError(
                 f"{directory}: the index holds {idx.ntotal} vectors but the shards {reader.num_rows} rows; rebuild the index"

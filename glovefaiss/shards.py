@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -155,14 +154,12 @@ class ShardWriter:
 
 
 class ShardReader:
-    """Random access to shard rows by global row number, one row group at a time."""
+    """The shards of an index directory, read column by column or batch by batch."""
 
-    def __init__(self, root: Path, shards: list[dict], row_group_rows: int):
+    def __init__(self, root: Path, shards: list[dict]):
         self.root = Path(root)
         self.files = [self.root / s["file"] for s in shards]
         self.starts = np.concatenate([[0], np.cumsum([s["rows"] for s in shards])]).astype(np.int64)
-        self.row_group_rows = row_group_rows
-        self._row_group = lru_cache(maxsize=64)(self._read_row_group)
         self._opened = None
 
     @property
@@ -183,20 +180,6 @@ class ShardReader:
         import pyarrow as pa
 
         return pa.chunked_array([pf.read(columns=[name]).column(0).combine_chunks() for pf in self._files])
-
-    def _read_row_group(self, shard: int, group: int, column: str) -> pa.Array:
-        return self._files[shard].read_row_group(group, columns=[column]).column(0).combine_chunks()
-
-    def take(self, rows: np.ndarray, column: str) -> list:
-        """Values of ``column`` at global ``rows`` (reads only the row groups that hold them)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        shard = np.searchsorted(self.starts, rows, side="right") - 1
-        local = rows - self.starts[shard]
-        group, within = np.divmod(local, self.row_group_rows)
-        return [
-            self._row_group(int(s), int(g), column)[int(w)].as_py()
-            for s, g, w in zip(shard, group, within)
-        ]
 
 
 def vectors_from_arrow(column: pa.Array | pa.ChunkedArray) -> np.ndarray:

@@ -81,8 +81,9 @@ def test_save_and_load_round_trip(encoder, tmp_path):
     np.testing.assert_array_equal(back.encode(texts), enc.encode(texts))
 
 
+@pytest.mark.parametrize("backend", ["scipy", "torch"])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_sparse_and_numpy_sums_are_the_same_bits(weighted):
+def test_batch_backends_and_numpy_sums_are_the_same_bits(weighted, backend):
     from glovefaiss.pooling import segment_sums
 
     rng = np.random.default_rng(8)
@@ -92,6 +93,6 @@ def test_sparse_and_numpy_sums_are_the_same_bits(weighted):
     ids = rng.integers(0, 500, offsets[-1])
     weights = rng.random(500).astype(np.float32) if weighted else None
     dense = segment_sums(matrix, ids, offsets, weights)
-    np.testing.assert_array_equal(segment_sums(matrix, ids, offsets, weights, sparse=True), dense)
+    np.testing.assert_array_equal(segment_sums(matrix, ids, offsets, weights, backend=backend), dense)
     one = segment_sums(matrix, ids[offsets[5]:offsets[6]], np.array([0, lengths[5]]), weights)
     np.testing.assert_array_equal(one[0], dense[5])
