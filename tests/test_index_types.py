@@ -64,7 +64,8 @@ def test_each_index_type_builds_and_answers(tmp_path, topic_corpus, kind):
         assert not t["reached"] and 0.5 < t["recall"] < 0.95
     elif kind != "flat":
         t = info["tuning"]
-        assert t["reached"] and t["recall"] >= 0.95 and t["k"] == 10 and t["queries"] <= 200
+        assert t["reached"] and t["recall_lower_bound"] >= 0.95 and t["k"] == 10 and t["queries"] <= 200
+        assert t["recall"] > t["recall_lower_bound"]
         assert info["params"] == {k: v for k, v in t["params"].items()}
         assert t["p50_ms"] > 0 and t["batch_qps"] > 0
 
@@ -114,7 +115,7 @@ def test_tuner_reports_an_unreachable_target():
     idx.add(x)
     truth = exact_topk([(x, None)], q, 10)
     t = tune(idx, q, truth, 10, target_recall=0.99)
-    assert not t.reached and t.recall < 0.99
+    assert not t.reached and t.recall_lower_bound < t.recall < 0.99
     # On the plateau the cheapest setting close to the best recall is kept, and the walk stops early.
     from glovefaiss.tune import PLATEAU
 
@@ -163,3 +164,12 @@ def test_mmap_load_maps_instead_of_reading(tmp_path):
         assert grown["0"] > 0.8 * size, (key, grown, size)
         # Flat: only the id map is read. HNSW: the vectors are mapped, the graph (~1/4 here) is read.
         assert grown["1"] < (0.2 if key == "Flat" else 0.45) * size, (key, grown, size)
+
+
+def test_recall_lower_bound():
+    from glovefaiss.tune import lower_bound
+
+    assert lower_bound(np.ones(50)) == 1.0
+    per_query = np.array([1.0, 0.9, 0.8, 1.0] * 25)
+    se = per_query.std(ddof=1) / 10
+    assert lower_bound(per_query) == pytest.approx(per_query.mean() - 1.645 * se)
