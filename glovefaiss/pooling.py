@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .config import TokeniserConfig
-from .strings import PackedStrings, PackedStringsWriter
+from .lookup import KeyTable, padded
+from .strings import PackedStrings, PackedStringsWriter, arrow_string_buffers
 from .tokenisers import Tokeniser
 
 if TYPE_CHECKING:  # annotations only: imported where used, see the module docstring
@@ -215,6 +217,8 @@ class Vocabulary:
             self._words = words.cast(pa.string()) if pa.types.is_large_string(words.type) else words
         self._dict: dict[str, int] | None = None
         self._hashes: tuple[np.ndarray, np.ndarray] | None = None  # (sorted word hashes, their rows)
+        self._keys: KeyTable | None = None
+        self._keys_lock = threading.Lock()
 
     @property
     def words(self) -> pa.Array:
@@ -229,12 +233,26 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self._packed) if self._packed is not None else len(self._words)
 
-    def lookup_arrow(self, tokens: pa.Array) -> np.ndarray:
-        """Row of each token, -1 where unknown (one hash of the vocabulary per call)."""
-        import pyarrow.compute as pc
+    def key_table(self) -> KeyTable:
+        """The vocabulary's numpy key table (see :mod:`.lookup`), built on first use."""
+        with self._keys_lock:
+            if self._keys is None:
+                if self._packed is not None:
+                    offsets, data = np.asarray(self._packed.offsets, dtype=np.int64), np.asarray(self._packed.data)
+                else:
+                    offsets, data = arrow_string_buffers(self.words)
+                    offsets = offsets - offsets[0]
+                self._keys = KeyTable(padded(data), offsets[:-1], np.diff(offsets))
+            return self._keys
 
-        rows = pc.index_in(tokens, value_set=self.words)
-        return rows.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    def lookup_arrow(self, tokens: pa.Array) -> np.ndarray:
+        """Row of each token of an Arrow string array, -1 where unknown.
+
+        Through the numpy key table, not ``pc.index_in``: that rehashes all the words on every
+        call (75 ms for 400,000), which made small batches slow and cost a fifth of the lookup.
+        """
+        offsets, data = arrow_string_buffers(tokens)
+        return self.key_table().lookup(padded(data), offsets[:-1] - offsets[0], np.diff(offsets))
 
     def lookup(self, tokens: list[str]) -> np.ndarray:
         """Row of each token, -1 where unknown.

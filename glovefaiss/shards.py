@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .manifest import sha256_file
-from .strings import PackedStrings, PackedStringsWriter
+from .strings import HashingFile, PackedStrings, PackedStringsWriter
 
 TEXTS_DIR = "texts"
 
@@ -114,11 +114,12 @@ class ShardWriter:
             if "text" in self.schema.names:
                 stem = self._texts_dir / f"part-{self._next:05d}"
                 self._texts = PackedStringsWriter(_tmp_name(_text_paths(stem)[0]), _tmp_name(_text_paths(stem)[1]))
+            self._sink = HashingFile(self._tmp)
             self._writer = pq.ParquetWriter(
-                self._tmp,
+                self._sink,
                 self.schema,
                 compression={"id": "zstd", "vector": "none", "text": "zstd"},
-                use_dictionary=["id", "text"],
+                use_dictionary=False,  # ids and texts are (nearly) all distinct: dictionaries only cost
                 write_statistics=["id"],
             )
         return self._writer
@@ -126,17 +127,19 @@ class ShardWriter:
     def _close_shard(self) -> None:
         self._writer.close()
         self._writer = None
+        self._sink.close()
         final = self.directory / self._name
         texts = []
         if self._texts is not None:
-            self._texts.close()
-            for path in _text_paths(self._texts_dir / final.stem):
+            digests = self._texts.close()
+            for path, digest in zip(_text_paths(self._texts_dir / final.stem), digests):
                 os.replace(_tmp_name(path), path)
-                texts.append(_file_entry(self._texts_dir, path))
+                texts.append({"file": f"{self._texts_dir.name}/{path.name}", "bytes": path.stat().st_size,
+                              "sha256": digest})
             self._texts = None
         os.replace(self._tmp, final)
-        meta = _file_entry(self.directory, final)
-        meta = {"file": meta["file"], "rows": self._rows_in_shard, "bytes": meta["bytes"], "sha256": meta["sha256"]}
+        meta = {"file": f"{self.directory.name}/{self._name}", "rows": self._rows_in_shard,
+                "bytes": self._sink.size, "sha256": self._sink.hexdigest()}
         if texts:
             meta["texts"] = texts
         self.shards.append(meta)
@@ -222,8 +225,6 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
-def _file_entry(directory: Path, path: Path) -> dict:
-    return {"file": f"{directory.name}/{path.name}", "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 class TextStore:

@@ -7,6 +7,7 @@ Writing takes Arrow string arrays and copies their buffers as they are.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,7 +37,7 @@ class PackedStrings:
     @classmethod
     def from_arrow(cls, array) -> PackedStrings:
         """In memory, from an Arrow string array (nulls become empty strings)."""
-        offsets, data = _arrow_buffers(array)
+        offsets, data = arrow_string_buffers(array)
         return cls(offsets - offsets[0], data.copy())
 
     def __len__(self) -> int:
@@ -58,7 +59,7 @@ class PackedStrings:
         return arr.cast(pa.string())
 
 
-def _arrow_buffers(array) -> tuple[np.ndarray, np.ndarray]:
+def arrow_string_buffers(array) -> tuple[np.ndarray, np.ndarray]:
     """(offsets, data) of a string / large_string Arrow array, sliced to the array's rows.
 
     Offsets are the array's own (they start where the slice starts in ``data``), as int64.
@@ -78,27 +79,55 @@ def _arrow_buffers(array) -> tuple[np.ndarray, np.ndarray]:
     return offsets.astype(np.int64), data[int(offsets[0]):int(offsets[-1])]
 
 
+class HashingFile:
+    """A file opened for writing that keeps the sha256 and size of what went into it, so that a
+    large output need not be read back to checksum it."""
+
+    def __init__(self, path: str | Path):
+        self._file = open(path, "wb")
+        self._sha = hashlib.sha256()
+        self.size = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self._sha.update(view)
+        self.size += view.nbytes
+        return self._file.write(view)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def tell(self) -> int:
+        return self.size
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+            self.closed = True
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
 class PackedStringsWriter:
     """Appends Arrow string arrays to ``data_path``; :meth:`close` writes the offsets."""
 
     def __init__(self, data_path: str | Path, offsets_path: str | Path):
         self.data_path = Path(data_path)
         self.offsets_path = Path(offsets_path)
-        self._file = open(self.data_path, "wb")
+        self._file = HashingFile(self.data_path)
         self._offsets = [np.zeros(1, np.int64)]
-        self._size = 0
 
     def append(self, array) -> None:
-        offsets, data = _arrow_buffers(array)
-        self._file.write(memoryview(data))
-        self._offsets.append(offsets[1:] - offsets[0] + self._size)
-        self._size += len(data)
+        offsets, data = arrow_string_buffers(array)
+        self._offsets.append(offsets[1:] - offsets[0] + self._file.size)
+        self._file.write(data)
 
-    def close(self) -> None:
+    def close(self) -> tuple[str, str]:
+        """Finish both files; returns their sha256 (data, offsets)."""
         self._file.close()
-        # np.save on a path adds ".npy" when missing; an open file keeps the name as given.
-        with open(self.offsets_path, "wb") as f:
-            np.save(f, np.concatenate(self._offsets))
-
-    def abort(self) -> None:
-        self._file.close()
+        offsets = HashingFile(self.offsets_path)
+        np.save(offsets, np.concatenate(self._offsets))
+        offsets.close()
+        return self._file.hexdigest(), offsets.hexdigest()

@@ -1,0 +1,56 @@
+"""The numpy key table gives the rows pc.index_in gives, on any strings."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from glovefaiss.lookup import KeyTable, padded
+from glovefaiss.pooling import Vocabulary
+from glovefaiss.strings import PackedStrings, arrow_string_buffers
+
+# Short and long words, shared prefixes, NUL bytes, non-ASCII: what could confuse 16-byte keys.
+word = st.one_of(
+    st.text(alphabet="abc\x00é猫", min_size=0, max_size=20),
+    st.sampled_from(["a", "a\x00", "ab", "abcdefgh", "abcdefghi", "abcdefghabcdefgh", "abcdefghabcdefgha",
+                     "internationalisation", "internationalisations"]),
+)
+
+
+def table_of(words: list[str]) -> KeyTable:
+    offsets, data = arrow_string_buffers(pa.array(words, pa.string()))
+    offsets = offsets - offsets[0]
+    return KeyTable(padded(data), offsets[:-1], np.diff(offsets))
+
+
+def lookup(table: KeyTable, tokens: pa.Array) -> np.ndarray:
+    offsets, data = arrow_string_buffers(tokens)
+    return table.lookup(padded(data), offsets[:-1] - offsets[0], np.diff(offsets))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(word, max_size=40), st.lists(word, max_size=60), st.integers(0, 3))
+def test_key_table_equals_index_in(vocab, tokens, cut):
+    words = pa.array(vocab, pa.string())
+    # A slice: the token buffer starts mid-way, as a batch of a larger array does.
+    arr = pa.array(["x"] * cut + tokens, pa.string()).slice(cut)
+    want = pc.index_in(arr, value_set=words).fill_null(-1).to_numpy(zero_copy_only=False)
+    np.testing.assert_array_equal(lookup(table_of(vocab), arr), want)
+
+
+def test_first_row_wins_and_misses():
+    table = table_of(["the", "cat", "the", "", "cats", "c" * 30, "c" * 30])
+    got = lookup(table, pa.array(["the", "cat", "cats", "ca", "", "c" * 30, "c" * 31, "dog"]))
+    assert got.tolist() == [0, 1, 4, -1, 3, 5, -1, -1]
+
+
+def test_vocabulary_batch_lookup_through_the_table():
+    rng = np.random.default_rng(3)
+    vocab = [f"w{i}" for i in range(5000)]
+    words = pa.array(vocab)
+    tokens = pa.array([f"w{i}" for i in rng.integers(0, 6000, 50_007)])
+    want = pc.index_in(tokens, value_set=words).fill_null(-1).to_numpy(zero_copy_only=False)
+    for v in (Vocabulary(words), Vocabulary(PackedStrings.from_arrow(words))):
+        np.testing.assert_array_equal(v.lookup_arrow(tokens), want)
+        assert v._keys is not None
