@@ -73,7 +73,9 @@ class KeyTable:
         size = 1 << self.bits
         self.table = np.full(size, -1, dtype=np.int32)
         self.k0, self.k1 = span_keys(buf, starts, np.minimum(lengths, KEY_BYTES))
-        self.length = np.asarray(lengths, dtype=np.int64)  # longer words never match: they are in self.long
+        # Lengths above KEY_BYTES never match a key (those words are in self.long); uint8 keeps the
+        # array small for the cache, so longer ones are stored as KEY_BYTES + 1.
+        self.length = np.minimum(lengths, KEY_BYTES + 1).astype(np.uint8)
         home = _slots(self.k0, self.k1, self.length, self.bits)
         claim = np.full(size, n, dtype=np.int64)
         # Linear probing, all words at once, round by round in row order: of the words that want
@@ -125,6 +127,8 @@ class KeyTable:
         """Per key: its row where the slot holds it, -1 where the slot is empty, -2 to probe on."""
         row = np.take(self.table, slot).astype(np.int64)
         safe = np.maximum(row, 0)
-        same = ((np.take(self.k0, safe) == k0) & (np.take(self.k1, safe) == k1)
-                & (np.take(self.length, safe) == lengths))
+        same = (np.take(self.k0, safe) == k0) & (np.take(self.length, safe) == lengths)
+        # Second words differ only between words longer than 8 bytes (shorter ones have 0 there).
+        long = np.flatnonzero(same & (lengths > 8))
+        same[long] = np.take(self.k1, safe[long]) == k1[long]
         return np.where(row < 0, -1, np.where(same, row, -2))

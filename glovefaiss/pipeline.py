@@ -113,7 +113,7 @@ class _Serial:
     encoders never stops for a Parquet write. A failed call raises at the next submit or on exit.
     """
 
-    def __init__(self, depth: int = 2):
+    def __init__(self, depth: int = 1):
         self._pool = ThreadPoolExecutor(1)
         self._pending: deque = deque()
         self._depth = depth

@@ -501,8 +501,8 @@ def load_encoder(directory: Path, mmap: bool = True) -> TextEncoder:
     tokeniser = Tokeniser(TokeniserConfig(**meta["tokeniser"]))
     vocabulary = Vocabulary(PackedStrings.open(directory / VOCAB_FILES[0], directory / VOCAB_FILES[1]))
     if (directory / "vocab_hash.npy").exists():
-        vocabulary.attach_hash_table(np.load(directory / "vocab_hash.npy", mmap_mode="r"),
-                                     np.load(directory / "vocab_hash_rows.npy", mmap_mode="r"))
+        vocabulary.attach_hash_table(np.load(directory / "vocab_hash.npy", mmap_mode="r").view(np.ndarray),
+                                     np.load(directory / "vocab_hash_rows.npy", mmap_mode="r").view(np.ndarray))
     matrix = np.load(directory / "embeddings.npy", mmap_mode="r" if mmap else None)
     projection = bias = None
     if meta.get("projection"):

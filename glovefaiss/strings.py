@@ -25,10 +25,11 @@ class PackedStrings:
     @classmethod
     def open(cls, data_path: str | Path, offsets_path: str | Path) -> PackedStrings:
         """Memory-map a pair written by :class:`PackedStringsWriter`."""
-        offsets = np.load(offsets_path, mmap_mode="r")
+        # Plain ndarray views of the maps: slicing a np.memmap costs microseconds a call.
+        offsets = np.load(offsets_path, mmap_mode="r").view(np.ndarray)
         size = os.path.getsize(data_path)
         # np.memmap refuses empty files; an all-empty column has no bytes.
-        data = np.memmap(data_path, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
+        data = np.memmap(data_path, dtype=np.uint8, mode="r").view(np.ndarray) if size else np.zeros(0, np.uint8)
         if len(offsets) < 1 or int(offsets[-1]) != size:
             raise ValueError(f"{data_path} has {size} bytes but its offsets end at "
                              f"{int(offsets[-1]) if len(offsets) else None}")
