@@ -194,7 +194,8 @@ def remove_components(x: np.ndarray, components: np.ndarray) -> np.ndarray:
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Scale rows of ``x`` to unit length in place; zero rows stay zero."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    # What np.linalg.norm(x, axis=1) computes, without its per-call overhead (a query is one row).
+    norms = np.sqrt(np.add.reduce(x * x, axis=1, keepdims=True))
     np.divide(x, norms, out=x, where=norms > 0)
     return x
 
@@ -274,10 +275,14 @@ class Vocabulary:
         wanted = np.fromiter((word_hash(t) for t in tokens), dtype=np.uint64, count=len(tokens))
         pos = np.minimum(np.searchsorted(hashes, wanted), len(hashes) - 1)
         out = np.where(hashes[pos] == wanted, rows[pos], -1).astype(np.int64)
-        for i in np.flatnonzero(out >= 0).tolist():
+        found = out >= 0
+        if found.any():
             # Confirm by the word: a 64-bit collision is unlikely, not impossible.
-            if self.word(int(out[i])) != tokens[i]:
-                out[i] = self._scan_collisions(tokens[i], int(pos[i]))
+            words = (self._packed.take(out[found].tolist()) if self._packed is not None
+                     else self._words.take(out[found]).to_pylist())
+            for i, word in zip(np.flatnonzero(found).tolist(), words):
+                if word != tokens[i]:
+                    out[i] = self._scan_collisions(tokens[i], int(pos[i]))
         return out
 
     def _scan_collisions(self, token: str, i: int) -> int:

@@ -49,7 +49,10 @@ class PackedStrings:
         return self.data[a:b].tobytes().decode("utf-8")
 
     def take(self, rows: Iterable[int]) -> list[str]:
-        return [self[int(r)] for r in rows]
+        rows = np.asarray(rows, dtype=np.int64)
+        starts, ends = self.offsets[rows].tolist(), self.offsets[rows + 1].tolist()
+        data = self.data
+        return [data[a:b].tobytes().decode("utf-8") for a, b in zip(starts, ends)]
 
     def to_arrow(self):
         """The strings as an Arrow ``string`` array (one copy of the bytes, no parsing)."""
