@@ -56,8 +56,9 @@ def mean_pool(
     offsets = np.asarray(offsets, dtype=np.int64)
     n = len(offsets) - 1
     if n == 1 and ids.size and projection is None and components is None:
-        # One text (a query): the same arithmetic as below without the batch bookkeeping.
-        out = segment_sums(matrix, ids, offsets, weights) / np.float32(ids.size)
+        # One text (a query): the same arithmetic as segment_sums and below, without the bookkeeping.
+        out = np.add.reduce(_rows(matrix, ids, weights), axis=0, dtype=np.float32, keepdims=True)
+        out /= np.float32(ids.size)
         return l2_normalize(out) if normalize else out
     counts = np.diff(offsets)
     nonempty = counts > 0

@@ -142,7 +142,7 @@ class Index:
             order = np.argsort(ids, kind="stable")
             self._id_order = (ids[order], order)
         sorted_ids, order = self._id_order
-        pos = np.clip(np.searchsorted(sorted_ids, labels), 0, len(sorted_ids) - 1)
+        pos = np.minimum(sorted_ids.searchsorted(labels), len(sorted_ids) - 1)
         return np.where(labels >= 0, order[pos], -1)
 
     def hits(self, texts: Sequence[str] | str, k: int = 10, query_ids: Sequence[Any] | None = None,
@@ -152,25 +152,25 @@ class Index:
             texts = [texts]
         query_ids = list(query_ids) if query_ids is not None else list(range(1, len(texts) + 1))
         result = self.search(texts, k)
-        found = result.rows >= 0
+        rows = result.rows.tolist()
         want_text = with_text and self._texts is not None
         text_of = {}
-        if want_text and found.any():
-            rows = sorted(set(result.rows[found].tolist()))  # not np.unique: it imports numpy.ma (7 ms cold)
-            take = getattr(self._texts, "take", None)
-            values = take(rows, "text") if take else [self._texts[int(r)] for r in rows]
-            text_of = dict(zip(rows, values))
+        if want_text:
+            wanted = sorted({r for row in rows for r in row if r >= 0})
+            if wanted:
+                take = getattr(self._texts, "take", None)
+                values = take(wanted, "text") if take else [self._texts[r] for r in wanted]
+                text_of = dict(zip(wanted, values))
+        # Python lists once, not numpy scalars per hit: a query's ten hits cost microseconds each otherwise.
+        ids, scores = result.ids.tolist(), result.scores.tolist()
         out = []
-        for qi, qid in enumerate(query_ids):
-            for rank in range(result.rows.shape[1]):
-                if not found[qi, rank]:
+        for qid, q_rows, q_ids, q_scores in zip(query_ids, rows, ids, scores):
+            for rank, (row, ident, score) in enumerate(zip(q_rows, q_ids, q_scores), 1):
+                if row < 0:
                     continue
-                ident = result.ids[qi, rank]
-                hit = {"query_id": qid, "rank": rank + 1,
-                       "id": ident.item() if isinstance(ident, np.generic) else ident,
-                       "score": float(result.scores[qi, rank])}
+                hit = {"query_id": qid, "rank": rank, "id": ident, "score": score}
                 if want_text:
-                    hit["text"] = text_of[int(result.rows[qi, rank])]
+                    hit["text"] = text_of[row]
                 out.append(hit)
         return out
 

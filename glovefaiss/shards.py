@@ -214,7 +214,8 @@ def write_id_lookup(directory: Path, ids: np.ndarray) -> dict[str, str]:
 
 
 def load_id_lookup(directory: Path) -> tuple[np.ndarray, np.ndarray]:
-    return tuple(np.load(directory / name, mmap_mode="r") for name in ID_LOOKUP)
+    # Plain ndarray views: searching a np.memmap subclass costs microseconds per query.
+    return tuple(np.load(directory / name, mmap_mode="r").view(np.ndarray) for name in ID_LOOKUP)
 
 
 def _text_paths(stem: Path) -> tuple[Path, Path]:
@@ -237,5 +238,12 @@ class TextStore:
 
     def take(self, rows: np.ndarray, column: str = "text") -> list:
         rows = np.asarray(rows, dtype=np.int64)
+        if len(self._parts) == 1:
+            return self._parts[0].take(rows)
         part = np.searchsorted(self._starts, rows, side="right") - 1
-        return [self._parts[p][r] for p, r in zip(part.tolist(), (rows - self._starts[part]).tolist())]
+        out: list = [None] * len(rows)
+        for p in set(part.tolist()):
+            at = np.flatnonzero(part == p)
+            for i, text in zip(at.tolist(), self._parts[p].take(rows[at] - self._starts[p])):
+                out[i] = text
+        return out
