@@ -6,8 +6,8 @@ a string. Here each token up to 16 bytes becomes a key of two 64-bit words read 
 the buffer, plus its length; a table of the vocabulary's keys, built once, is probed with
 vectorised linear probing. Tokens longer than 16 bytes (rare) go through a dict.
 
-Keys are read through an unaligned 64-bit view of the bytes, the same way for words and for
-tokens, so they agree whatever the machine's byte order.
+Keys are read as little-endian 64-bit words (two aligned reads and shifts), the same way for
+words and for tokens, so they agree wherever a string sits in its buffer and on any machine.
 """
 
 from __future__ import annotations

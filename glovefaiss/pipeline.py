@@ -408,6 +408,7 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
     t_setup = time.perf_counter()
     backend = pooling_backend(corpus.num_rows - done_rows)
     t_setup = time.perf_counter() - t_setup
+
     def write(ids, texts, vectors, s) -> None:  # on the writer thread, in batch order
         shard_stats.add(s)
         writer.write(ids, vectors, texts if bc.store_text else None)
