@@ -307,3 +307,25 @@ def test_search_results_sorted_and_bounded(property_index, query, k):
     assert len(scores) == min(k, 300)
     assert np.all(np.diff(scores) <= 1e-6)
     assert np.all((scores >= -1 - 1e-5) & (scores <= 1 + 1e-5))
+
+
+def test_serial_writer_keeps_order_and_raises_failures():
+    from glovefaiss.pipeline import _Serial
+
+    done = []
+    with _Serial() as s:
+        for i in range(5):
+            s.submit(done.append, i)
+    assert done == [0, 1, 2, 3, 4]
+
+    def fail(i):
+        if i == 1:
+            raise OSError("disk full")
+        done.append(i)
+
+    done.clear()
+    with pytest.raises(OSError, match="disk full"):
+        with _Serial() as s:
+            for i in range(4):
+                s.submit(fail, i)
+    assert done[0] == 0 and 1 not in done
