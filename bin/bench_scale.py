@@ -105,20 +105,26 @@ def measure_queries(index_dir: Path, texts: list[str], k: int = 10) -> dict:
     keep = np.flatnonzero(np.any(vecs != 0, axis=1))
     texts = [texts[i] for i in keep]
     vecs = vecs[keep]
-    truth = exact_reference(index_dir, vecs, k)
-    res = idx.search(texts, k)
-    recall = recall_at_k(res.ids, truth)
+    # Single queries first, each text timed once and by one variant only (hits on one half,
+    # search on the other): a text searched a second time finds its IVF lists, vectors and
+    # texts in the caches, which flatters whichever variant runs second.
     for t in texts[:50]:
         idx.hits(t, k)
+    timed = texts[50:]
+    half = len(timed) // 2
     lat_hits, lat_search = [], []
     threads = faiss.omp_get_max_threads()
-    for t in texts[:1000]:
+    for t in timed[:half]:
         a = time.perf_counter()
         idx.hits(t, k)
         lat_hits.append(time.perf_counter() - a)
+    for t in timed[half:]:
         a = time.perf_counter()
         idx.search(t, k)
         lat_search.append(time.perf_counter() - a)
+    truth = exact_reference(index_dir, vecs, k)
+    res = idx.search(texts, k)
+    recall = recall_at_k(res.ids, truth)
     batch = texts[:2000]
     idx.search(batch[:100], k)
     a = time.perf_counter()
@@ -218,8 +224,8 @@ def render(args, rows) -> str:
     row("tuner: recall@10 on its held-out queries", lambda r: f"{(r['build']['manifest']['index'].get('tuning') or {}).get('recall', 1.0):.3f}")
     row("tuner: target reached", lambda r: str((r['build']['manifest']['index'].get('tuning') or {}).get('reached', True)))
     row("recall@10 of text queries vs exact", lambda r: f"{r['queries']['recall']:.3f} ({r['queries']['queries']} queries)")
-    row("warm single query p50 / p99, text in, hits out (ms)", lambda r: f"{r['queries']['hits_p50_ms']:.3f} / {r['queries']['hits_p99_ms']:.3f}")
-    row("warm single query p50 / p99, `search` ids only (ms)", lambda r: f"{r['queries']['search_p50_ms']:.3f} / {r['queries']['search_p99_ms']:.3f}")
+    row("single query p50 / p99, text in, hits out, each text new (ms)", lambda r: f"{r['queries']['hits_p50_ms']:.3f} / {r['queries']['hits_p99_ms']:.3f}")
+    row("single query p50 / p99, `search` ids only, other texts (ms)", lambda r: f"{r['queries']['search_p50_ms']:.3f} / {r['queries']['search_p99_ms']:.3f}")
     row("batch of 2,000 texts (queries/s)", lambda r: f"{r['queries']['batch_qps']:,.0f}")
     row("cold `glovefaiss query` (s, median of 5)", lambda r: f"{r['cold']['query_s']:.2f} ({r['cold']['query_s'] / r['cold']['import_faiss_s']:.1f}x import faiss)")
     row("cold `glovefaiss query --mmap` (s)", lambda r: f"{r['cold']['query_mmap_s']:.2f} ({r['cold']['query_mmap_s'] / r['cold']['import_faiss_s']:.1f}x)")

@@ -500,6 +500,12 @@ def save_encoder(encoder: TextEncoder, directory: Path, info: dict | None = None
     return meta
 
 
+def _load_array(path: Path, mmap: bool) -> np.ndarray:
+    """An .npy file memory-mapped (as a plain ndarray view: indexing a np.memmap costs microseconds
+    a call) or read into memory."""
+    return np.load(path, mmap_mode="r").view(np.ndarray) if mmap else np.load(path)
+
+
 def load_encoder(directory: Path, mmap: bool = True) -> TextEncoder:
     """Read a tower directory written by :func:`save_encoder`; the matrix is memory-mapped."""
     directory = Path(directory)
@@ -507,9 +513,9 @@ def load_encoder(directory: Path, mmap: bool = True) -> TextEncoder:
     tokeniser = Tokeniser(TokeniserConfig(**meta["tokeniser"]))
     vocabulary = Vocabulary(PackedStrings.open(directory / VOCAB_FILES[0], directory / VOCAB_FILES[1]))
     if (directory / "vocab_hash.npy").exists():
-        vocabulary.attach_hash_table(np.load(directory / "vocab_hash.npy", mmap_mode="r").view(np.ndarray),
-                                     np.load(directory / "vocab_hash_rows.npy", mmap_mode="r").view(np.ndarray))
-    matrix = np.load(directory / "embeddings.npy", mmap_mode="r" if mmap else None)
+        vocabulary.attach_hash_table(_load_array(directory / "vocab_hash.npy", mmap),
+                                     _load_array(directory / "vocab_hash_rows.npy", mmap))
+    matrix = _load_array(directory / "embeddings.npy", mmap)
     projection = bias = None
     if meta.get("projection"):
         projection = np.load(directory / "projection.npy")

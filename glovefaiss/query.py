@@ -63,12 +63,18 @@ class Index:
 
     @classmethod
     def load(cls, directory: str | Path, *, mmap: bool = False) -> Index:
-        """Open an index directory written by ``glovefaiss build``."""
+        """Open an index directory written by ``glovefaiss build``.
+
+        ``mmap=False`` (for a process that answers many queries) reads the FAISS index, the query
+        tower and the id lookup into memory, so that no query waits on first-touch page faults;
+        ``mmap=True`` (for one-off queries) maps them, which starts in milliseconds. Stored texts
+        are memory-mapped either way.
+        """
         directory = Path(directory)
         manifest = read_manifest(directory)
         check_sizes(directory, manifest)
         try:
-            encoder = load_encoder(directory / manifest.get("query_tower", {}).get("dir", TOWER_DIR))
+            encoder = load_encoder(directory / manifest.get("query_tower", {}).get("dir", TOWER_DIR), mmap=mmap)
         except (OSError, KeyError, ValueError) as e:
             raise IndexDirError(f"{directory}: the query tower is missing or damaged ({e}); rebuild the index") from None
         idx = faiss_index.load(directory / manifest["index"].get("file", INDEX_FILE), mmap=mmap)
@@ -83,7 +89,7 @@ class Index:
         self = cls(encoder, idx, None, texts, manifest)
         self._id_source = reader
         if manifest.get("id_lookup"):
-            self._id_order = load_id_lookup(directory)
+            self._id_order = load_id_lookup(directory, mmap=mmap)
         if by_row:
             # String ids: FAISS labels are row numbers; the ids come from the shards (needs pyarrow).
             self._row_ids = reader.column("id").combine_chunks()

@@ -213,9 +213,10 @@ def write_id_lookup(directory: Path, ids: np.ndarray) -> dict[str, str]:
     return {name: sha256_file(directory / name) for name in ID_LOOKUP}
 
 
-def load_id_lookup(directory: Path) -> tuple[np.ndarray, np.ndarray]:
+def load_id_lookup(directory: Path, mmap: bool = True) -> tuple[np.ndarray, np.ndarray]:
     # Plain ndarray views: searching a np.memmap subclass costs microseconds per query.
-    return tuple(np.load(directory / name, mmap_mode="r").view(np.ndarray) for name in ID_LOOKUP)
+    return tuple(np.load(directory / name, mmap_mode="r").view(np.ndarray) if mmap else np.load(directory / name)
+                 for name in ID_LOOKUP)
 
 
 def _text_paths(stem: Path) -> tuple[Path, Path]:
