@@ -144,9 +144,7 @@ def encode_corpus(corpus: Corpus, encoder: TextEncoder, bc, skip: int = 0, backe
     Batches never cross a multiple of ``bc.shard_rows`` (counted from the corpus start), and
     the first ``skip`` rows are passed over. ``backend``: see :func:`pooling_backend`.
     """
-    encoder.batch_sums = backend
-    if backend == "torch":
-        encoder.batch_rows()  # made once here, not by the first two batches at once
+    encoder.prepare_batches(backend)
 
     def encode(batch):
         ids, texts = batch
@@ -405,8 +403,11 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
     writer = ShardWriter(tmp / SHARDS_DIR, shard_schema(corpus.id_type, encoder.dim, bc.store_text),
                          bc.shard_rows, bc.row_group_rows, first_shard=len(state.shards), on_shard=on_shard)
 
+    # One-time set-up, timed apart from the per-document encoding: the torch import, the
+    # (weighted) rows as a tensor and the vocabulary's key table.
     t_setup = time.perf_counter()
     backend = pooling_backend(corpus.num_rows - done_rows)
+    encoder.prepare_batches(backend)
     t_setup = time.perf_counter() - t_setup
 
     def write(ids, texts, vectors, s) -> None:  # on the writer thread, in batch order
@@ -472,7 +473,7 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
         "query_tower": {"dir": TOWER_DIR, "files": tower_files, **tower_meta},
         **({"document_tower": {"dir": DOCUMENT_TOWER_DIR, "files": doc_files}} if doc_files else {}),
         **({"id_lookup": {"files": id_lookup}} if id_lookup else {}),
-        "timings": {"pooling_backend": backend, "pooling_import_s": round(t_setup, 3),
+        "timings": {"pooling_backend": backend, "encoder_setup_s": round(t_setup, 3),
                     "encode_s": round(t_encode, 3), "index_s": round(t_index, 3),
                     "resumed_documents": done_rows,
                     "docs_per_s": round(encoded / t_encode, 1) if t_encode and encoded else None},

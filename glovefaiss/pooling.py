@@ -390,6 +390,14 @@ class TextEncoder:
         return TextEncoder(self.tokeniser, self.vocabulary, self.matrix, self.projection, self.bias,
                            weights=weights, components=components)
 
+    def prepare_batches(self, backend: str) -> None:
+        """Pool batches with ``backend`` and build what batches need now, once, rather than in
+        the first batches encoded (on several threads at once)."""
+        self.batch_sums = backend
+        if backend == "torch":
+            self.batch_rows()
+        self.vocabulary.key_table()
+
     def batch_rows(self):
         """For the torch backend: the (weighted) rows as a torch tensor, made once."""
         if self._batch_rows is None:
