@@ -64,9 +64,10 @@ class PackedStrings:
 
 
 def arrow_string_buffers(array) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets, data) of a string / large_string Arrow array, sliced to the array's rows.
+    """(offsets, data) of a string / large_string Arrow array, cut to the array's rows.
 
-    Offsets are the array's own (they start where the slice starts in ``data``), as int64.
+    ``offsets`` (int64) are the array's own, into its whole buffer; ``data`` starts at
+    ``offsets[0]``, so string i is ``data[offsets[i] - offsets[0]:offsets[i + 1] - offsets[0]]``.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
