@@ -22,10 +22,15 @@ _MUL2 = np.uint64(0x165667B19E3779F9)
 _MASKS = np.array([(1 << (8 * n)) - 1 for n in range(8)] + [2**64 - 1], dtype=np.uint64)
 
 
+def padded_buffer(n: int) -> np.ndarray:
+    """Zero bytes for ``n`` bytes of strings plus what :func:`span_keys` reads past the last one
+    (to a multiple of 8, two words to spare)."""
+    return np.zeros((n + 8 * 3) // 8 * 8, dtype=np.uint8)
+
+
 def padded(data: np.ndarray) -> np.ndarray:
-    """``data`` followed by zero bytes, to a multiple of 8 with two words to spare, which
-    :func:`span_keys` reads past a span's end."""
-    out = np.zeros((len(data) + 8 * 3) // 8 * 8, dtype=np.uint8)
+    """``data`` in a :func:`padded_buffer`."""
+    out = padded_buffer(len(data))
     out[: len(data)] = data
     return out
 

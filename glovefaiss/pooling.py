@@ -13,6 +13,7 @@ import hashlib
 import json
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -413,14 +414,30 @@ class TextEncoder:
         return mean_pool(self.matrix, ids, offsets, self.projection, self.bias, normalize=normalize,
                          weights=self.weights, components=self.components, backend=self.batch_sums)
 
-    def pooled_ids(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(known rows, offsets over them, all rows incl. -1 for unknown) of an Arrow string array."""
+    def token_rows(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, Callable]:
+        """(vocabulary row of every token, -1 where unknown; tokens per text; a function from
+        token positions to those tokens as an Arrow string array) for an Arrow string array.
+
+        Through the tokeniser's byte spans where its rules allow (no Arrow list of strings),
+        else through :meth:`Tokeniser.tokenise_arrow`; both give the same tokens (tested).
+        """
+        import pyarrow as pa
         import pyarrow.compute as pc
 
+        spans = self.tokeniser.token_spans(texts)
+        if spans is not None:
+            rows = self.vocabulary.key_table().lookup(spans.buf, spans.starts, spans.lengths)
+            return rows, spans.counts, spans.strings
         tokens = self.tokeniser.tokenise_arrow(texts)
+        flat = pc.list_flatten(tokens)
+        # Lengths, not tokens.offsets: a sliced or null list may not start at 0.
         lengths = pc.list_value_length(tokens).fill_null(0).to_numpy().astype(np.int64)
+        return self.vocabulary.lookup_arrow(flat), lengths, lambda which: flat.take(pa.array(which))
+
+    def pooled_ids(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(known rows, offsets over them, all rows incl. -1 for unknown) of an Arrow string array."""
+        rows, lengths, _ = self.token_rows(texts)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        rows = self.vocabulary.lookup_arrow(pc.list_flatten(tokens))
         known = rows >= 0
         return rows[known], np.concatenate([[0], np.cumsum(known)])[offsets], rows
 
@@ -431,15 +448,10 @@ class TextEncoder:
 
     def encode_arrow(self, texts: pa.Array | pa.ChunkedArray, top_oov: int = 0) -> tuple[np.ndarray, EncodeStats]:
         """Vectors for an Arrow string array (the corpus path), with counts; nulls count as empty."""
-        import pyarrow as pa
         import pyarrow.compute as pc
 
-        tokens = self.tokeniser.tokenise_arrow(texts)
-        flat = pc.list_flatten(tokens)
-        # Offsets from lengths, not from tokens.offsets: a sliced or null list may not start at 0.
-        lengths = pc.list_value_length(tokens).fill_null(0).to_numpy().astype(np.int64)
+        rows, lengths, strings = self.token_rows(texts)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        rows = self.vocabulary.lookup_arrow(flat)
         known = rows >= 0
         # Offsets over known tokens only: drop OOV tokens before pooling.
         known_offsets = np.concatenate([[0], np.cumsum(known)])[offsets]
@@ -452,7 +464,7 @@ class TextEncoder:
             vector_sum=vectors.sum(axis=0, dtype=np.float64),
         )
         if top_oov and stats.oov_tokens:
-            counts = pc.value_counts(pc.filter(flat, pa.array(~known)))
+            counts = pc.value_counts(strings(np.flatnonzero(~known)))
             stats.oov_words = Counter(
                 dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
             )

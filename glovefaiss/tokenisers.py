@@ -22,6 +22,7 @@ import numpy as np
 
 from .config import TokeniserConfig
 from .errors import ConfigError
+from .lookup import padded_buffer
 
 if TYPE_CHECKING:  # annotations only: the Arrow methods import it, single queries need no pyarrow
     import pyarrow as pa
@@ -226,10 +227,55 @@ class Tokeniser:
         return tokens
 
 
-    def _tokenise_bytes(self, texts: pa.StringArray) -> pa.ListArray:
-        """The fast path: ASCII texts through the byte table, the others through the regex rules,
-        then one split on spaces over the whole buffer. Same tokens as :meth:`tokenise`."""
+    def token_spans(self, texts: pa.Array | pa.ChunkedArray) -> TokenSpans | None:
+        """The tokens of every text as spans of one byte buffer (no Arrow list of strings), for
+        rules the byte table covers; None for the others (contractions, numbers, punctuation
+        kept as tokens), which go through :meth:`tokenise_arrow`. Same tokens, tested."""
         import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self._byte_map is None:
+            return None
+        if isinstance(texts, pa.ChunkedArray):
+            texts = texts.combine_chunks()
+        if pa.types.is_large_string(texts.type):
+            texts = texts.cast(pa.string())
+        if texts.null_count:
+            texts = pc.fill_null(texts, "")
+        texts = self._full_rules_where_not_ascii(texts)
+        _, offsets_buf, data_buf = texts.buffers()
+        offsets = np.frombuffer(offsets_buf, dtype=np.int32)[texts.offset:texts.offset + len(texts) + 1]
+        data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+        doc = (offsets - offsets[0]).astype(np.int64)
+        size = int(doc[-1])
+        buf = padded_buffer(size)
+        np.take(self._byte_map, data[offsets[0]:offsets[-1]], out=buf[:size])
+        # A token is a run of non-space bytes inside one text: its edges are where "is a space"
+        # flips, plus each text boundary that falls between two non-space bytes.
+        word = buf[:size] != 32
+        edge = np.zeros(size + 1, dtype=bool)
+        if size:
+            edge[0], edge[size] = word[0], word[-1]
+            np.not_equal(word[1:], word[:-1], out=edge[1:size])
+        edges = np.flatnonzero(edge)
+        inner = doc[1:-1]
+        glued = inner[(inner > 0) & (inner < size)]
+        glued = glued[word[glued - 1] & word[glued]]
+        if len(glued):
+            glued = glued[np.concatenate([[True], glued[1:] != glued[:-1]])]  # empty texts repeat offsets
+            edges = np.sort(np.concatenate([edges, glued, glued]))
+        starts, ends = edges[0::2], edges[1::2]
+        first = np.searchsorted(starts, doc)
+        counts = np.diff(first)
+        if self.config.max_len is not None and len(starts):
+            keep = np.arange(len(starts)) - np.repeat(first[:-1], counts) < self.config.max_len
+            starts, ends = starts[keep], ends[keep]
+            counts = np.minimum(counts, self.config.max_len)
+        return TokenSpans(buf, starts, ends - starts, counts)
+
+    def _full_rules_where_not_ascii(self, texts: pa.StringArray) -> pa.StringArray:
+        """Texts with non-ASCII characters rewritten by the regex rules (the byte table then
+        leaves them as they are); ASCII texts unchanged, for the byte table."""
         import pyarrow.compute as pc
 
         non_ascii = pc.invert(pc.string_is_ascii(texts)).fill_null(False)
@@ -242,6 +288,15 @@ class Tokeniser:
             for pattern, repl in self._steps:
                 sub = pc.replace_substring_regex(sub, pattern, repl)
             texts = pc.replace_with_mask(texts, non_ascii, sub)
+        return texts
+
+    def _tokenise_bytes(self, texts: pa.StringArray) -> pa.ListArray:
+        """The fast path: ASCII texts through the byte table, the others through the regex rules,
+        then one split on spaces over the whole buffer. Same tokens as :meth:`tokenise`."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        texts = self._full_rules_where_not_ascii(texts)
         _, offsets_buf, data_buf = texts.buffers()
         offsets = np.frombuffer(offsets_buf, dtype=np.int32)[texts.offset:texts.offset + len(texts) + 1]
         data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
@@ -259,6 +314,28 @@ class Tokeniser:
         if self.config.max_len is not None:
             tokens = pc.list_slice(tokens, 0, self.config.max_len)
         return tokens
+
+
+@dataclass(frozen=True)
+class TokenSpans:
+    """Tokens as byte spans: token i is ``buf[starts[i]:starts[i] + lengths[i]]``; text j has
+    ``counts[j]`` tokens, in order. ``buf`` carries the padding :mod:`.lookup` reads past the end."""
+
+    buf: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+    counts: np.ndarray
+
+    def strings(self, which: np.ndarray):
+        """The tokens at positions ``which`` as an Arrow string array."""
+        import pyarrow as pa
+
+        lengths = self.lengths[which]
+        ends = np.cumsum(lengths)
+        total = int(ends[-1]) if len(ends) else 0
+        gather = np.repeat(self.starts[which] - (ends - lengths), lengths) + np.arange(total)
+        offsets = np.concatenate([[0], ends]).astype(np.int32)
+        return pa.StringArray.from_buffers(len(lengths), pa.py_buffer(offsets), pa.py_buffer(self.buf[gather]))
 
 
 def _valid_utf8(text: str) -> str:

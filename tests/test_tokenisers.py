@@ -1,5 +1,6 @@
 import re
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401
 import pytest
@@ -123,3 +124,36 @@ def test_sliced_arrays_with_nulls(cfg):
             got = tok.tokenise_arrow(arr.slice(start, stop - start)).to_pylist()
             assert [g or [] for g in got] == [tok.tokenise(t) if t is not None else [] for t in texts[start:stop]]
             assert all(g is None for g, t in zip(got, texts[start:stop]) if t is None)
+
+
+def span_tokens(tok: Tokeniser, arr) -> list[list[str]] | None:
+    spans = tok.token_spans(arr)
+    if spans is None:
+        return None
+    words = spans.strings(np.arange(len(spans.starts))).to_pylist()
+    out, i = [], 0
+    for c in spans.counts.tolist():
+        out.append(words[i:i + c])
+        i += c
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(texts, tricky, st.none()), min_size=1, max_size=8), st.sampled_from(CONFIGS),
+       st.integers(0, 2))
+def test_byte_spans_give_the_arrow_tokens(batch, cfg, cut):
+    tok = Tokeniser(cfg)
+    # A slice, so that the texts start inside their buffer, as a corpus batch does.
+    arr = pa.array(["pad"] * cut + batch, pa.string()).slice(cut)
+    got = span_tokens(tok, arr)
+    if got is None:  # rules outside the byte table (contractions, numbers, punctuation tokens)
+        assert tok._byte_map is None
+        return
+    assert got == [t or [] for t in tok.tokenise_arrow(arr).to_pylist()]
+
+
+def test_byte_spans_between_glued_texts():
+    # Texts that end and start with a letter must not run into one token; empty texts between.
+    arr = pa.array(["ab", "", "cd", "e f", "", "", "g", None, "h."])
+    assert span_tokens(DEFAULT, arr) == [["ab"], [], ["cd"], ["e", "f"], [], [], ["g"], [], ["h"]]
+    assert span_tokens(Tokeniser(TokeniserConfig(max_len=1)), arr) == [["ab"], [], ["cd"], ["e"], [], [], ["g"], [], ["h"]]
