@@ -390,6 +390,28 @@ def read_batches(corpus: Path, batch_size: int) -> tuple[list[pa.Array], float]:
     return batches, time.perf_counter() - t0
 
 
+def _tokenise(encoder, texts):
+    """The encoder's own tokenising step: byte spans where its rules allow, else Arrow lists."""
+    spans = encoder.tokeniser.token_spans(texts)
+    if spans is not None:
+        return spans
+    tokens = encoder.tokeniser.tokenise_arrow(texts)
+    return pc.list_flatten(tokens), pc.list_value_length(tokens).fill_null(0).to_numpy().astype(np.int64)
+
+
+def _lookup(encoder, tokens) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, tokens per text) for the output of :func:`_tokenise`."""
+    if isinstance(tokens, tuple):
+        return encoder.vocabulary.lookup_arrow(tokens[0]), tokens[1]
+    return encoder.vocabulary.key_table().lookup(tokens.buf, tokens.starts, tokens.lengths), tokens.counts
+
+
+def _unknown_strings(tokens, unknown: np.ndarray):
+    if isinstance(tokens, tuple):
+        return pc.filter(tokens[0], pa.array(unknown))
+    return tokens.strings(np.flatnonzero(unknown))
+
+
 def stage_split(encoder, batches: list[pa.Array]) -> dict:
     """encode_arrow's steps timed one by one through the encoder's own components, on one thread.
 
@@ -398,19 +420,17 @@ def stage_split(encoder, batches: list[pa.Array]) -> dict:
     t = {"tokenise": 0.0, "lookup": 0.0, "pool": 0.0, "oov_stats": 0.0}
     for texts in batches:
         t0 = time.thread_time()
-        tokens = encoder.tokeniser.tokenise_arrow(texts)
-        flat = pc.list_flatten(tokens)
-        lengths = pc.list_value_length(tokens).fill_null(0).to_numpy().astype(np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        tokens = _tokenise(encoder, texts)
         t1 = time.thread_time()
-        rows = encoder.vocabulary.lookup_arrow(flat)
+        rows, lengths = _lookup(encoder, tokens)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
         known = rows >= 0
         known_offsets = np.concatenate([[0], np.cumsum(known)])[offsets]
         t2 = time.thread_time()
         encoder._pool(rows[known], known_offsets)
         t3 = time.thread_time()
         if not known.all():
-            counts = pc.value_counts(pc.filter(flat, pa.array(~known)))
+            counts = pc.value_counts(_unknown_strings(tokens, ~known))
             counts.field("values").to_pylist(), counts.field("counts").to_pylist()
         t4 = time.thread_time()
         t["tokenise"] += t1 - t0
@@ -425,18 +445,17 @@ def stage_scaling(encoder, batches: list[pa.Array], threads: int) -> dict:
 
     A stage that does not speed up holds the GIL (or saturates memory bandwidth).
     """
-    flats, pooled_inputs = [], []
+    tokenised, pooled_inputs = [], []
     for texts in batches:
-        tokens = encoder.tokeniser.tokenise_arrow(texts)
-        flat = pc.list_flatten(tokens)
-        offsets = np.concatenate([[0], np.cumsum(pc.list_value_length(tokens).fill_null(0).to_numpy())])
-        rows = encoder.vocabulary.lookup_arrow(flat)
+        tokens = _tokenise(encoder, texts)
+        rows, lengths = _lookup(encoder, tokens)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
         known = rows >= 0
-        flats.append(flat)
+        tokenised.append(tokens)
         pooled_inputs.append((rows[known], np.concatenate([[0], np.cumsum(known)])[offsets]))
     stages = {
-        "tokenise": (encoder.tokeniser.tokenise_arrow, batches),
-        "lookup": (encoder.vocabulary.lookup_arrow, flats),
+        "tokenise": (lambda texts: _tokenise(encoder, texts), batches),
+        "lookup": (lambda tokens: _lookup(encoder, tokens), tokenised),
         "pool": (lambda a: encoder._pool(*a), pooled_inputs),
         "encode_arrow": (encoder.encode_arrow, batches),
     }
@@ -494,7 +513,7 @@ def measure_encode_inprocess(corpus: Path, vectors, docs: int) -> dict:
     log(f"in-process encoding: per-stage thread scaling on {min(8, len(batches))} batches")
     scaling = stage_scaling(encoder, batches[:8], threads)
 
-    # Fixed cost of a vocabulary lookup call (pc.index_in hashes the whole vocabulary each call).
+    # Fixed cost of a vocabulary lookup call (once 60-90 ms: pc.index_in hashed the whole vocabulary).
     one_token = pa.array(["the"])
     fixed = min(timed(encoder.vocabulary.lookup_arrow, one_token)[1] for _ in range(7))
 
@@ -691,8 +710,8 @@ def render(info: dict, args, corpus: dict, ref: dict, build: dict, enc: dict, wa
     add("")
     add(f"| stage | s | share | µs/doc | {enc['threads']}-thread speed-up |")
     add("|---|---:|---:|---:|---:|")
-    for name, label in (("tokenise", "tokenise (`Tokeniser.tokenise_arrow`, flatten, offsets)"),
-                        ("lookup", "vocabulary lookup (`Vocabulary.lookup_arrow`, known mask)"),
+    for name, label in (("tokenise", "tokenise (`Tokeniser.token_spans`: byte table, token edges)"),
+                        ("lookup", "vocabulary lookup (`KeyTable.lookup` on the spans, known mask)"),
                         ("pool", f"pooling (`TextEncoder._pool`, {enc.get('pooling', '?')}, L2)"),
                         ("oov_stats", "OOV word counts (`value_counts`, top_oov)")):
         speed = f"{sc[name][0] / sc[name][1]:.2f}x" if name in sc else ""
