@@ -41,8 +41,6 @@ class EncoderConfig:
     hidden_dim: int | None = None
     tied_weights: bool = True
     dropout: float = 0.0
-    # training: rows [trainable | frozen copy of their start] (twice the width), needs trainable rows
-    frozen_copy: bool = False
 
 
 @dataclass(frozen=True)

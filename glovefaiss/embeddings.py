@@ -206,57 +206,6 @@ class FrozenWord2Vec(PretrainedEmbedding):
         super().__init__(vocab_size, embedding_dim, vocab=vocab, vectors=vectors, trainable=trainable)
 
 
-class FrozenCopyEmbedding(nn.Module):
-    """``embedding``'s rows side by side with a frozen copy of their current values: (B, L, 2 D).
-
-    Row ``i`` is ``[embedding.weight[i] | frozen[i]]``: the left half trains as ``embedding`` does,
-    the right half (a buffer, never a parameter) stays bit-identical, so every word keeps an
-    anchor the tower's projection can weigh against the drifted half. The mean of concatenated
-    rows is the concatenation of the means, so the numpy tower is still "mean of rows, then the
-    projection" over 2 D-wide rows (words outside the model: their original row in both halves).
-    Wrap after any change to the starting rows (SIF scaling): the copy is taken here.
-    """
-
-    frozen_copy = True
-
-    def __init__(self, embedding: BaseEmbedding):
-        super().__init__()
-        self.base = embedding
-        self.register_buffer("frozen", embedding.weight.detach().clone())
-        self.vocab_size = embedding.vocab_size
-        self.embedding_dim = 2 * embedding.embedding_dim
-
-    @property
-    def known(self) -> torch.Tensor:
-        return self.base.known
-
-    @property
-    def trainable(self) -> bool:
-        return self.base.trainable
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.base(ids), F.embedding(ids, self.frozen, padding_idx=PAD_ID)], dim=-1)
-
-    def valid_mask(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.base.valid_mask(ids)
-
-    def export(self) -> tuple[np.ndarray, np.ndarray]:
-        """(float32 (V, 2 D) ``[trained | frozen]`` rows, bool known (V,))."""
-        matrix, known = self.base.export()
-        frozen = self.frozen.detach().cpu().numpy().astype(np.float32)
-        return np.concatenate([matrix, frozen], axis=1), known
-
-    @staticmethod
-    def widen_components(components: np.ndarray) -> np.ndarray:
-        """(k, D) orthonormal components → (2k, 2 D): each one removed from both halves."""
-        u = np.asarray(components, dtype=np.float32)
-        z = np.zeros_like(u)
-        return np.concatenate([np.concatenate([u, z], 1), np.concatenate([z, u], 1)], 0)
-
-    def extra_repr(self) -> str:
-        return f"embedding_dim={self.embedding_dim} (trainable half + frozen copy)"
-
-
 REGISTRY: dict[str, type[BaseEmbedding]] = {
     "lookup": LookupEmbedding,
     "word2vec": FrozenWord2Vec,

@@ -161,10 +161,6 @@ def build_two_tower(embedding: nn.Module, arch: str = "avg_pool", hidden_dim: in
     ``dropout`` acts on the pooled vector in training mode only. ``remove_components`` (k, D)
     unit rows ``U``: the projection starts as ``W0 (I - U^T U)``, i.e. it first removes the mean's
     projection on those common components (SIF's last step), then maps as above.
-    With a :class:`~glovefaiss.embeddings.FrozenCopyEmbedding` (rows ``[trained | frozen]``, 2 D wide)
-    the square projection's identity gives ``[mean, mean]`` at the start (the same cosines) and
-    ``hidden_dim`` D starts as ``[I | 0]``; pass components widened to 2 D
-    (``FrozenCopyEmbedding.widen_components``).
     """
     import copy
 
@@ -174,12 +170,7 @@ def build_two_tower(embedding: nn.Module, arch: str = "avg_pool", hidden_dim: in
     generator = torch.Generator().manual_seed(seed)
     tower = AveragePoolingTower(dim, output_dim=hidden_dim, dropout=dropout)
     if tower.projection is not None:
-        if getattr(embedding, "frozen_copy", False) and 2 * hidden_dim == dim:
-            with torch.no_grad():  # [I | 0]: the trained half alone, as without the copy
-                tower.projection.weight.copy_(torch.eye(hidden_dim, dim))
-                tower.projection.bias.zero_()
-        else:
-            _init_projection(tower.projection, generator)
+        _init_projection(tower.projection, generator)
         if remove_components is not None:
             u = torch.as_tensor(np.asarray(remove_components, dtype=np.float32))
             with torch.no_grad():

@@ -87,9 +87,6 @@ def export_towers(model, tokenizer, config: Config, vectors: Any = None,
             matrix = np.array(vectors.matrix, dtype=np.float32, copy=True)
             if base_weights is not None:
                 matrix *= np.asarray(base_weights, dtype=np.float32)[:, None]
-            emb = model.query_embedding if side == "query" else model.document_embedding
-            if getattr(emb, "frozen_copy", False):  # [trained | frozen] rows: other words get their row twice
-                matrix = np.concatenate([matrix, matrix], axis=1)
             take = known & (base_rows >= 0)
             matrix[base_rows[take]] = e["matrix"][take]
             vocab = Vocabulary(base_words)
@@ -288,12 +285,8 @@ def load_two_tower(model_dir: str | Path):
     config = model_config(info)
     words = pq.read_table(model_dir / VOCAB).column("word").combine_chunks()
     tokenizer = Tokenizer(config.tokeniser, words)
-    frozen_copy = bool(config.encoder.frozen_copy)
-    dim = int(info["embedding_dim"]) // (2 if frozen_copy else 1)
-    stub = _ZeroVectors(words, dim, str(info.get("vectors", {}).get("source")))
+    stub = _ZeroVectors(words, int(info["embedding_dim"]), str(info.get("vectors", {}).get("source")))
     emb = embeddings.from_config(config.embedding, words, vectors=stub)
-    if frozen_copy:
-        emb = embeddings.FrozenCopyEmbedding(emb)  # the checkpoint restores both halves
     enc = config.encoder
     model = build_two_tower(emb, enc.arch, enc.hidden_dim, bool(info["tied"]), enc.dropout)
     try:

@@ -472,9 +472,6 @@ def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int
     seed = config.seed if seed is None else seed
     epochs = config.epochs if epochs is None else epochs
     ema = ema_decay(config) if ema is None else float(ema)
-    if config.encoder.frozen_copy and not config.embedding.trainable:
-        raise ConfigError("encoder.frozen_copy adds a frozen copy of trainable rows: it needs "
-                          "embedding.trainable: true")
     data = load_training_data(data_path)
     _check_loss(config.loss.type, data, "training data")
     val = None
@@ -499,10 +496,6 @@ def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int
     emb = embeddings.from_config(config.embedding, tokenizer.words, vectors=vectors, seed=seed)
     enc = config.encoder
     base_weights, components, pooling_info = _pooling_init(config, tokenizer, vectors, emb, texts, seed)
-    if config.encoder.frozen_copy:  # after the SIF scaling: the copy keeps the starting rows
-        emb = embeddings.FrozenCopyEmbedding(emb)
-        if components is not None:
-            components = embeddings.FrozenCopyEmbedding.widen_components(components)
     model = build_two_tower(emb, enc.arch, enc.hidden_dim, enc.tied_weights, enc.dropout, seed=seed,
                             remove_components=components)
     result = fit(model, tokenizer, data, config, epochs=epochs, seed=seed, validation=val, negatives=negatives,
