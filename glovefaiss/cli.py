@@ -64,13 +64,16 @@ def human_bytes(n: float) -> str:
 @click.option("--index-key", help="Any FAISS factory string, e.g. 'IVF4000,PQ50x4fsr,RFlat' (overrides --index).")
 @click.option("--max-index-memory", help="Memory budget for the index, e.g. 4G (guides --index auto).")
 @click.option("--target-recall", type=click.FloatRange(0, 1), help="Recall@10 that tuning must reach (default 0.95).")
+@click.option("--tuning-queries", type=click.Path(path_type=Path),
+              help="Queries to tune with: Parquet/JSONL (id, text) or one per line (default: windows of documents).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index directory.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build from its completed shards.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="A trained model directory (glovefaiss train): documents through its document tower.")
 def build(corpus, out, config_path, id_column, text_column, glove, batch_size, shard_rows, threads,
-          store_text, index_kind, index_key, max_index_memory, target_recall, overwrite, resume, as_json, model_dir):
+          store_text, index_kind, index_key, max_index_memory, target_recall, tuning_queries, overwrite, resume,
+          as_json, model_dir):
     """Encode Parquet CORPUS files (or directories of them) into an index at --out."""
     from .config import load_config
     from .pipeline import build as run_build
@@ -87,6 +90,7 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
         "build.batch_size": batch_size, "build.shard_rows": shard_rows, "build.threads": threads,
         "build.store_text": store_text, "build.index": index_kind, "build.index_key": index_key,
         "build.max_index_memory": max_index_memory, "build.target_recall": target_recall,
+        "build.tuning_queries": str(tuning_queries) if tuning_queries is not None else None,
     })
     result = run_build(list(corpus), out, config=config, overwrite=overwrite, resume=resume)
     if as_json:
@@ -159,7 +163,8 @@ def _snippet(text: str | None, width: int = 80) -> str:
               help="Check that the index was built with this trained model (refuse a mismatch).")
 def query(index_dir, text, k, queries, fmt, output, mmap, model_dir):
     """Search INDEX_DIR for each TEXT (or each query of --queries)."""
-    from .query import Index, read_queries
+    from .query import Index
+    from .queryfile import read_queries
 
     if queries is not None and text:
         raise click.UsageError("give query TEXT arguments or --queries FILE, not both")

@@ -92,6 +92,7 @@ class BuildConfig:
     target_recall: float = 0.95
     tune_k: int = 10
     tune_queries: int = 1000
+    tuning_queries: str | None = None
     threads: int | None = None
 
 

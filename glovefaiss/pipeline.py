@@ -23,7 +23,7 @@ from . import index as faiss_index
 from . import weighting
 from .config import Config
 from .corpus import Corpus, open_corpus
-from .errors import CorpusError, IndexDirError, ModelError
+from .errors import ConfigError, CorpusError, IndexDirError, ModelError, QueryError
 from .indexing import build_index, resolve_index
 from .manifest import (
     DOCUMENT_TOWER_DIR,
@@ -153,6 +153,23 @@ def encode_corpus(corpus: Corpus, encoder: TextEncoder, bc, skip: int = 0, backe
 
     batches = _aligned(corpus.batches(bc.batch_size), bc.shard_rows, skip)
     return _ordered_map(encode, batches, bc.threads or os.cpu_count() or 1)
+
+
+def file_tuning_queries(path: str | Path, encoder: TextEncoder, n: int, seed: int) -> tuple[np.ndarray, str]:
+    """(vectors, description) of up to ``n`` queries of a query file (a seeded sample when it holds more)."""
+    from .queryfile import read_queries
+
+    try:
+        _, texts = read_queries(path)
+    except QueryError as e:
+        raise ConfigError(f"--tuning-queries: {e}") from None
+    vectors = encoder.encode_arrow(pa.array(texts, pa.string()))[0]
+    vectors = vectors[np.any(vectors != 0, axis=1)]
+    if not len(vectors):
+        raise ConfigError(f"--tuning-queries: none of the {len(texts)} queries in {path} has a word in the vocabulary")
+    if len(vectors) > n:
+        vectors = vectors[np.sort(np.random.default_rng([seed, 12]).choice(len(vectors), n, replace=False))]
+    return vectors, f"{len(vectors)} queries from {path}"
 
 
 def tuning_queries(corpus: Corpus, encoder: TextEncoder, n: int, seed: int) -> np.ndarray:
@@ -435,11 +452,15 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
     row_group_rows = min(bc.row_group_rows, bc.shard_rows)
     queries = None
     if resolve_index(bc, corpus.num_rows, encoder.dim)[1] not in ("Flat", "flat"):  # approximate: tuned
-        queries = tuning_queries(corpus, query_encoder, bc.tune_queries, config.seed)
+        if bc.tuning_queries:
+            queries, source = file_tuning_queries(bc.tuning_queries, query_encoder, bc.tune_queries, config.seed)
+        else:
+            queries = tuning_queries(corpus, query_encoder, bc.tune_queries, config.seed)
+            source = "windows of 2-8 words from sampled documents"
     index, index_info = build_index(tmp, state.shards, encoder.dim, bc, with_ids, config.seed,
                                     queries=queries)
     if "tuning" in index_info and queries is not None:
-        index_info["tuning"]["query_source"] = "windows of 2-8 words from sampled documents"
+        index_info["tuning"]["query_source"] = source
     faiss_index.save(index, tmp / INDEX_FILE)
     t_index = time.perf_counter() - t_index
     index_bytes = (tmp / INDEX_FILE).stat().st_size

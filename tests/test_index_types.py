@@ -173,3 +173,28 @@ def test_recall_lower_bound():
     per_query = np.array([1.0, 0.9, 0.8, 1.0] * 25)
     se = per_query.std(ddof=1) / 10
     assert lower_bound(per_query) == pytest.approx(per_query.mean() - 1.645 * se)
+
+
+def test_tuning_with_the_users_queries(tmp_path, topic_corpus):
+    from click.testing import CliRunner
+
+    from glovefaiss.cli import cli
+
+    d, vec, corpus, texts = topic_corpus
+    rng = np.random.default_rng(9)
+    queries = tmp_path / "q.txt"
+    # Short queries of topic words, one a line, and a line no word of which is known.
+    lines = [" ".join(f"t{t}w{j}" for j in rng.integers(0, 25, 3)) for t in rng.integers(0, 40, 300)]
+    queries.write_text("\n".join(lines + ["zzz qqq"]) + "\n")
+    result = CliRunner().invoke(cli, ["build", str(corpus), "--out", str(tmp_path / "idx"), "--glove", str(vec),
+                                      "--index", "ivf", "--tuning-queries", str(queries)])
+    assert result.exit_code == 0, result.output
+    t = json.loads((tmp_path / "idx" / "manifest.json").read_text())["index"]["tuning"]
+    assert t["query_source"] == f"300 queries from {queries}" and t["queries"] == 300
+    assert t["reached"] and t["recall_lower_bound"] >= 0.95
+
+    missing = tmp_path / "nope.txt"
+    result = CliRunner().invoke(cli, ["build", str(corpus), "--out", str(tmp_path / "idx2"), "--glove", str(vec),
+                                      "--index", "ivf", "--tuning-queries", str(missing)])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: --tuning-queries: query file not found: {missing}\n"
