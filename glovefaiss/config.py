@@ -93,6 +93,7 @@ class BuildConfig:
     tune_k: int = 10
     tune_queries: int = 1000
     tuning_queries: str | None = None
+    auto_latency_ms: float = 0.5
     threads: int | None = None
 
 

@@ -61,6 +61,19 @@ def bytes_per_vector(kind: str, dim: int) -> float:
             "ivf-fastscan": 4 * dim + dim / 2, "ivf-pq": m, "ivf-sq8": dim}[kind] + 8  # + id
 
 
+def alternatives(kind: str, n: int, dim: int, max_memory: int | None = None) -> list[str]:
+    """Families ``auto`` also tries when ``kind``, tuned, is slower than the latency budget.
+
+    Fast-scan PQ with exact re-ranking is the one family that met the recall target under a
+    millisecond on documents whose vectors all point one way (PERF_NOTES), where IVF-Flat
+    needs hundreds of probes; it keeps the full vectors, so it must fit the memory budget.
+    """
+    if kind in ("ivf", "ivf-sq8", "ivf-pq") and (
+            max_memory is None or n * bytes_per_vector("ivf-fastscan", dim) <= max_memory):
+        return ["ivf-fastscan"]
+    return []
+
+
 def choose_kind(n: int, dim: int, max_memory: int | None = None) -> str:
     """The family ``auto`` builds for ``n`` vectors of ``dim`` within ``max_memory`` bytes."""
     if n * dim <= FLAT_MAX_FLOATS and (max_memory is None or n * bytes_per_vector("flat", dim) <= max_memory):

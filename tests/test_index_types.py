@@ -198,3 +198,26 @@ def test_tuning_with_the_users_queries(tmp_path, topic_corpus):
                                       "--index", "ivf", "--tuning-queries", str(missing)])
     assert result.exit_code == 1
     assert result.stderr == f"Error: --tuning-queries: query file not found: {missing}\n"
+
+
+def test_auto_tries_fast_scan_when_the_first_family_is_slow(tmp_path, topic_corpus, monkeypatch):
+    _, vec, corpus, texts = topic_corpus
+    monkeypatch.setattr(faiss_index, "FLAT_MAX_FLOATS", 0)  # so that auto picks IVF for this small corpus
+    # Any latency is over a zero budget: auto must build and tune the alternative too.
+    result = build([corpus], tmp_path / "idx", config_for(vec, tune_queries=200, auto_latency_ms=0.0),
+                   progress=False)
+    info = result.manifest["index"]
+    kinds = [c["type"] for c in info["candidates"]]
+    assert kinds == ["ivf", "ivf-fastscan"]
+    kept = next(c for c in info["candidates"] if c["type"] == info["type"])
+    other = next(c for c in info["candidates"] if c["type"] != info["type"])
+    assert kept["params"] == info["params"] and kept["reached"]
+    assert not other["reached"] or kept["p50_ms"] <= other["p50_ms"]
+    idx = Index.load(tmp_path / "idx")
+    res = idx.search(texts[:20], k=10)
+    assert np.mean([i in row for i, row in enumerate(res.ids.tolist())]) >= 0.9
+
+    # Within budget (the default), the first family is kept without trying others.
+    result = build([corpus], tmp_path / "idx2", config_for(vec, tune_queries=200, auto_latency_ms=1e9),
+                   progress=False)
+    assert result.manifest["index"]["type"] == "ivf" and "candidates" not in result.manifest["index"]
