@@ -116,6 +116,11 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
             f"batch {tuning['batch_qps']:,.0f} queries/s{verdict}",
             err=True,
         )
+    candidates = m["index"].get("candidates", [])
+    if candidates:
+        click.echo("index auto compared: " + "; ".join(
+            f"{c['type']} ({c['key']}) recall@{tuning['k']} {c['recall']:.3f}, p50 {c['p50_ms']:.3f} ms"
+            + ("" if c["reached"] else ", target not reached") for c in candidates), err=True)
 
 
 FORMATS = ("table", "json", "jsonl", "csv", "trec")
