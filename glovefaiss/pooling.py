@@ -230,6 +230,9 @@ class Vocabulary:
             self._words = self._packed.to_arrow()
         return self._words
 
+    def _word_list(self) -> list[str]:
+        return self._packed.take(range(len(self))) if self._packed is not None else self.words.to_pylist()
+
     def word(self, row: int) -> str:
         return self._packed[row] if self._packed is not None else self._words[row].as_py()
 
@@ -267,8 +270,7 @@ class Vocabulary:
         if self._hashes is not None:
             return self._lookup_hashed(tokens)
         if self._dict is None:
-            words = self._packed.take(range(len(self))) if self._packed is not None else self.words.to_pylist()
-            self._dict = {w: i for i, w in enumerate(words)}
+            self._dict = {w: i for i, w in enumerate(self._word_list())}
         get = self._dict.get
         return np.fromiter((get(t, -1) for t in tokens), dtype=np.int64, count=len(tokens))
 
@@ -298,8 +300,7 @@ class Vocabulary:
 
     def hash_table(self) -> tuple[np.ndarray, np.ndarray]:
         """(sorted 64-bit word hashes, row of each): what :meth:`lookup` searches when attached."""
-        words = self._packed.take(range(len(self))) if self._packed is not None else self.words.to_pylist()
-        hashes = np.fromiter((word_hash(w) for w in words), dtype=np.uint64, count=len(self))
+        hashes = np.fromiter((word_hash(w) for w in self._word_list()), dtype=np.uint64, count=len(self))
         order = np.argsort(hashes, kind="stable")
         return hashes[order], order.astype(np.int32)
 

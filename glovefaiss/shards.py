@@ -1,4 +1,4 @@
-"""Vector shards: Parquet files of (id, vector[, text]), written atomically, read by row group.
+"""Vector shards: Parquet files of (id, vector[, text]), written atomically, read by column or batch.
 
 For each shard with texts, the same texts packed for the query path (see :mod:`.strings`) in a
 sibling directory, so that the shards directory stays all Parquet: ``texts/part-NNNNN.text``
@@ -113,7 +113,7 @@ class ShardWriter:
             self._name = name
             if "text" in self.schema.names:
                 stem = self._texts_dir / f"part-{self._next:05d}"
-                self._texts = PackedStringsWriter(_tmp_name(_text_paths(stem)[0]), _tmp_name(_text_paths(stem)[1]))
+                self._texts = PackedStringsWriter(*(_tmp_name(path) for path in _text_paths(stem)))
             self._sink = HashingFile(self._tmp)
             self._writer = pq.ParquetWriter(
                 self._sink,

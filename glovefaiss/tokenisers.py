@@ -207,8 +207,9 @@ class Tokeniser:
             texts = texts.combine_chunks()
         if pa.types.is_large_string(texts.type):
             texts = texts.cast(pa.string())
-        if self._byte_map is not None:
-            return self._tokenise_bytes(texts)
+        spans = self.token_spans(texts)
+        if spans is not None:
+            return spans.lists()
         s = texts
         if self.config.lowercase:
             s = pc.utf8_lower(s)
@@ -225,7 +226,6 @@ class Tokeniser:
         if self.config.max_len is not None:
             tokens = pc.list_slice(tokens, 0, self.config.max_len)
         return tokens
-
 
     def token_spans(self, texts: pa.Array | pa.ChunkedArray) -> TokenSpans | None:
         """The tokens of every text as spans of one byte buffer (no Arrow list of strings), for
@@ -290,31 +290,6 @@ class Tokeniser:
             texts = pc.replace_with_mask(texts, non_ascii, sub)
         return texts
 
-    def _tokenise_bytes(self, texts: pa.StringArray) -> pa.ListArray:
-        """The fast path: ASCII texts through the byte table, the others through the regex rules,
-        then one split on spaces over the whole buffer. Same tokens as :meth:`tokenise`."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        texts = self._full_rules_where_not_ascii(texts)
-        _, offsets_buf, data_buf = texts.buffers()
-        offsets = np.frombuffer(offsets_buf, dtype=np.int32)[texts.offset:texts.offset + len(texts) + 1]
-        data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-        mapped = self._byte_map[data[offsets[0]:offsets[-1]]]
-        # Offsets padded in front so the validity bitmap can keep the array's own offset.
-        rebased = np.zeros(texts.offset + len(texts) + 1, dtype=np.int32)
-        rebased[texts.offset:] = offsets - offsets[0]
-        s = pa.StringArray.from_buffers(len(texts), pa.py_buffer(rebased), pa.py_buffer(mapped),
-                                        texts.buffers()[0], texts.null_count, texts.offset)
-        # Every separator is a space now (the table maps all ASCII whitespace to one), so Arrow's
-        # whitespace split is a split on spaces; trim first, as it keeps empty edge tokens.
-        s = pc.utf8_trim(s, " ")
-        s = pc.if_else(pc.equal(s, ""), pa.scalar(None, pa.string()), s)
-        tokens = pc.ascii_split_whitespace(s)
-        if self.config.max_len is not None:
-            tokens = pc.list_slice(tokens, 0, self.config.max_len)
-        return tokens
-
 
 @dataclass(frozen=True)
 class TokenSpans:
@@ -325,6 +300,15 @@ class TokenSpans:
     starts: np.ndarray
     lengths: np.ndarray
     counts: np.ndarray
+
+    def lists(self):
+        """The tokens as an Arrow list array, one list per text; null where a text has no token
+        (a null, empty or separator-only text), as :meth:`Tokeniser.tokenise_arrow` gives them."""
+        import pyarrow as pa
+
+        offsets = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int32)
+        values = self.strings(np.arange(len(self.starts)))
+        return pa.ListArray.from_arrays(pa.array(offsets), values, mask=pa.array(self.counts == 0))
 
     def strings(self, which: np.ndarray):
         """The tokens at positions ``which`` as an Arrow string array."""
