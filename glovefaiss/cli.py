@@ -232,6 +232,8 @@ def verify(index_dir):
 @click.option("--lr", type=float, help="Overrides optimizer.lr.")
 @click.option("--ema", type=click.FloatRange(0, 1, max_open=True),
               help="Overrides optimizer.ema: keep a moving average of the weights with this decay (0: off).")
+@click.option("--spread", type=click.FloatRange(min=0),
+              help="Overrides loss.spread (scored pairs): weight pushing sentences of different pairs apart (0: off).")
 @click.option("--batch-size", type=click.IntRange(min=2), help="Overrides batch_size.")
 @click.option("--hidden-dim", type=click.IntRange(min=1), help="Overrides encoder.hidden_dim (a projection).")
 @click.option("--trainable/--frozen", default=None, help="Overrides embedding.trainable.")
@@ -240,7 +242,7 @@ def verify(index_dir):
               help="Torch threads while training (one is fastest for these small towers).")
 @click.option("--json", "as_json", is_flag=True, help="Print model.json on stdout.")
 def train(data, out, config_path, epochs, seed, validation, holdout, corpus, loss, negatives, hard_negatives_k,
-          lr, ema, batch_size, hidden_dim, trainable, overwrite, threads, as_json):
+          lr, ema, spread, batch_size, hidden_dim, trainable, overwrite, threads, as_json):
     """Train a two-tower model on DATA and write it to --out.
 
     DATA: (query, positive[, negative]) pairs (Parquet/JSONL), a BEIR directory (its train split)
@@ -250,7 +252,8 @@ def train(data, out, config_path, epochs, seed, validation, holdout, corpus, los
     from .train import train as run_train
 
     config = load_config(config_path).replace({
-        "loss.type": loss, "optimizer.lr": lr, "optimizer.ema": ema, "batch_size": batch_size,
+        "loss.type": loss, "optimizer.lr": lr, "optimizer.ema": ema, "loss.spread": spread,
+        "batch_size": batch_size,
         "encoder.hidden_dim": hidden_dim, "embedding.trainable": trainable,
     })
     s = run_train(data, out, config, epochs=epochs, seed=seed, validation=validation, holdout=holdout,

@@ -66,6 +66,7 @@ class LossConfig:
     type: str = "triplet"
     margin: float = 0.2
     temperature: float = 0.05
+    spread: float = 0.0  # scored pairs: weight of the spread-out term (losses.spread_penalty); 0 = off
 
 
 @dataclass(frozen=True)

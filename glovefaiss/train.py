@@ -472,6 +472,7 @@ def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int
     seed = config.seed if seed is None else seed
     epochs = config.epochs if epochs is None else epochs
     ema = ema_decay(config) if ema is None else float(ema)
+    loss_from_config(config.loss)  # refuse bad loss settings before loading data and vectors
     data = load_training_data(data_path)
     _check_loss(config.loss.type, data, "training data")
     val = None

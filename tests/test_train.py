@@ -68,6 +68,33 @@ def test_cosine_regression_and_cosent():
     assert wrong == pytest.approx(math.log(1 + math.exp(1)))
 
 
+def test_spread_penalty_matches_brute_force_and_adds_to_scored_losses():
+    g = torch.Generator().manual_seed(0)
+    a = torch.nn.functional.normalize(torch.randn(5, 4, generator=g), dim=-1)
+    b = torch.nn.functional.normalize(torch.randn(5, 4, generator=g), dim=-1)
+    v, n = torch.cat([a, b]).tolist(), 5
+    # Every two sentences of different pairs: not i with itself, not a_i with b_i.
+    terms = [sum(x * y for x, y in zip(v[i], v[j])) ** 2 for i in range(2 * n) for j in range(2 * n)
+             if i != j and j != (i + n) % (2 * n)]
+    want = sum(terms) / len(terms)
+    assert len(terms) == 2 * n * (2 * n - 2)
+    assert losses.spread_penalty(a, b).item() == pytest.approx(want, rel=1e-6)
+    scores = torch.rand(5, generator=g)
+    for plain, spread in ((losses.CosineRegressionLoss(), losses.CosineRegressionLoss(2.0)),
+                          (losses.CoSENTLoss(0.5), losses.CoSENTLoss(0.5, 2.0))):
+        assert spread(a, b, scores=scores).item() == pytest.approx(plain(a, b, scores=scores).item() + 2 * want,
+                                                                     rel=1e-6)
+
+
+def test_spread_only_for_scored_losses():
+    with pytest.raises(ConfigError, match=r"^loss\.spread applies to scored pairs \(loss\.type cosine or cosent\), "
+                                          r"not triplet; set loss\.spread to 0$"):
+        losses.from_config(LossConfig(type="triplet", spread=1.0))
+    with pytest.raises(ConfigError, match=r"^loss\.spread must be 0 or more, got -1\.0$"):
+        losses.from_config(LossConfig(type="cosine", spread=-1.0))
+    assert losses.from_config(LossConfig(type="triplet", spread=0.0)).margin == 0.2
+
+
 def test_unknown_loss_type():
     with pytest.raises(ConfigError, match="unknown loss type 'hinge'; valid types: triplet, contrastive, cosine, cosent"):
         losses.from_config(LossConfig(type="hinge"))
@@ -94,6 +121,20 @@ def test_cosine_loss_decreases_and_spearman_rises(tiny_vectors):
     assert loss[-1] < 0.5 * loss[0], loss
     assert res.metric == "spearman"
     assert res.best.metrics["spearman"] > res.history[0].metrics["spearman"] + 10
+
+
+def test_spread_pushes_sentences_of_different_pairs_apart(tiny_vectors):
+    data = scored_data(seed=0)
+    penalty = {}
+    for spread in (0.0, 5.0):
+        model, tok, config, vectors = make(tiny_vectors, data, hidden_dim=8,
+                                           **{"loss.type": "cosine", "loss.spread": spread})
+        fit(model, tok, data, config, epochs=6, seed=0, progress=False)
+        with torch.no_grad():
+            a = model.encode_query(tok.encode_texts(data.first).batch(np.arange(len(data))))
+            b = model.encode_document(tok.encode_texts(data.second).batch(np.arange(len(data))))
+        penalty[spread] = losses.spread_penalty(a, b).item()
+    assert penalty[5.0] < 0.7 * penalty[0.0], penalty
 
 
 def test_frozen_rows_bit_identical_projection_learns(tiny_vectors):

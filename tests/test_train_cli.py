@@ -113,8 +113,13 @@ def test_train_errors(tmp_path, setup):
     assert r.exit_code == 1
     assert r.stderr == (f"Error: loss.type 'triplet' needs (query, positive) pairs, but the training data ({sts}) "
                         "has scored sentence pairs; use loss.type cosine or cosent\n")
-    r = run("train", sts, "--config", cfg, "--out", tmp_path / "m", "--loss", "cosine", "--epochs", 1)
+    r = run("train", data, "--config", cfg, "--out", tmp_path / "m", "--spread", 1)
+    assert r.exit_code == 1
+    assert r.stderr == ("Error: loss.spread applies to scored pairs (loss.type cosine or cosent), not triplet; "
+                        "set loss.spread to 0\n")
+    r = run("train", sts, "--config", cfg, "--out", tmp_path / "m", "--loss", "cosine", "--spread", 0.5, "--epochs", 1)
     assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "m" / "model.json").read_text())["config"]["loss"]["spread"] == 0.5
     r = run("train", sts, "--config", cfg, "--out", tmp_path / "m", "--loss", "cosine")
     assert r.exit_code == 1 and r.stderr == f"Error: {tmp_path / 'm'} already exists; pass --overwrite to replace it\n"
     r = run("train", tmp_path / "missing.jsonl", "--config", cfg, "--out", tmp_path / "m2")
