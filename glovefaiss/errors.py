@@ -9,6 +9,10 @@ class ConfigError(GloveFaissError):
     """A configuration file or value is invalid."""
 
 
+class DataError(ConfigError):
+    """Training, validation or evaluation data is missing or malformed (the user's input is wrong)."""
+
+
 class VectorsError(GloveFaissError):
     """Word vectors could not be resolved or read."""
 

@@ -21,7 +21,6 @@ No torch, no scipy: numpy, pyarrow and the index.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import time
@@ -34,8 +33,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import GloveFaissError
+from .errors import DataError, GloveFaissError
 from .pooling import TextEncoder
+from .scored_csv import read_scored_csv
 
 RETRIEVAL_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100")
 STS_METRICS = ("pearson", "spearman")
@@ -273,9 +273,9 @@ def corpus_to_parquet(path: str | Path, out: str | Path) -> Path:
 
 
 def read_pairs(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
-    """(sentence1, sentence2, scores) from CSV/TSV (header optional) or Parquet.
+    """(sentence1, sentence2, scores) from CSV/TSV (:func:`~glovefaiss.scored_csv.read_scored_csv`) or Parquet.
 
-    Columns ``sentence1``, ``sentence2``, ``score`` when named; otherwise the first three.
+    Parquet: columns ``sentence1``, ``sentence2``, ``score`` when named; otherwise the first three.
     """
     path = Path(path)
     if not path.is_file():
@@ -289,28 +289,10 @@ def read_pairs(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
             raise EvalError(f"{path}: want columns sentence1, sentence2, score; got {', '.join(names)}")
         a, b, s = (table.column(c).to_pylist() for c in cols)
         return [x or "" for x in a], [x or "" for x in b], np.asarray(s, dtype=np.float64)
-    text = path.read_text(encoding="utf-8")
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    rows = [r for r in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if r]
-    if not rows:
-        raise EvalError(f"{path} has no pairs")
-    header = None
     try:
-        float(rows[0][2])
-    except (ValueError, IndexError):
-        header, rows = rows[0], rows[1:]
-    idx = [0, 1, 2]
-    if header and all(n in header for n in ("sentence1", "sentence2", "score")):
-        idx = [header.index(n) for n in ("sentence1", "sentence2", "score")]
-    a, b, s = [], [], []
-    for n, r in enumerate(rows, 2 if header else 1):
-        try:
-            a.append(r[idx[0]])
-            b.append(r[idx[1]])
-            s.append(float(r[idx[2]]))
-        except (IndexError, ValueError):
-            raise EvalError(f"{path}:{n}: want sentence1{delimiter}sentence2{delimiter}score, got {r!r}") from None
-    return a, b, np.asarray(s, dtype=np.float64)
+        return read_scored_csv(path)
+    except DataError as e:
+        raise EvalError(str(e)) from None
 
 
 # --- evaluations --------------------------------------------------------------------------------

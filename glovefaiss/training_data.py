@@ -16,7 +16,6 @@ No torch at import: only :meth:`Tokenizer.__call__` and :meth:`TokenizedTexts.ba
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -30,16 +29,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .config import TokeniserConfig
-from .errors import ConfigError
+from .errors import ConfigError, DataError
+from .scored_csv import read_scored_csv
 from .tokenisers import Tokeniser
 
 log = logging.getLogger(__name__)
 
 PAD = "<pad>"  # the same as embeddings.PAD (not imported: that module imports torch)
-
-
-class DataError(ConfigError):
-    """Training or validation data is missing or malformed (a ConfigError: the user's input is wrong)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,38 +300,7 @@ def _scored_from_rows(rows: list[dict], path: Path) -> ScoredData:
 
 
 def _read_scored_csv(path: Path) -> ScoredData:
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, encoding="utf-8", newline="") as f:
-        # TSV files (like STS-B's own) may hold unbalanced quotes inside sentences.
-        reader = csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
-        rows = [r for r in reader if r]
-    if not rows:
-        raise DataError(f"{path} has no rows")
-    try:
-        float(rows[0][2])
-        header = None
-    except (ValueError, IndexError):
-        header = [c.strip().lower() for c in rows[0]]
-        rows = rows[1:]
-    if header is None:
-        cols = (0, 1, 2)
-    else:
-        try:
-            cols = (header.index("sentence1"), header.index("sentence2"), header.index("score"))
-        except ValueError:
-            raise DataError(f"{path}: the header must name 'sentence1', 'sentence2' and 'score' "
-                            f"(found: {', '.join(header)}); or give a file without header") from None
-    first, second, scores = [], [], []
-    for n, r in enumerate(rows, 2 if header else 1):
-        try:
-            first.append(r[cols[0]])
-            second.append(r[cols[1]])
-            scores.append(float(r[cols[2]]))
-        except (IndexError, ValueError):
-            raise DataError(f"{path}:{n}: expected sentence1, sentence2, score; got {r[:4]!r}") from None
-    if not scores:
-        raise DataError(f"{path} has no rows")
-    return ScoredData(first, second, np.asarray(scores, dtype=np.float64), str(path))
+    return ScoredData(*read_scored_csv(path), str(path))
 
 
 def _read_jsonl(path: Path) -> list[dict]:

@@ -131,8 +131,14 @@ def test_read_pairs_csv_tsv_parquet(tmp_path):
     pq.write_table(pa.table({"sentence1": ["p"], "sentence2": ["q"], "score": [1.5]}), tmp_path / "c.parquet")
     a, b, s = read_pairs(tmp_path / "c.parquet")
     assert (a, b, s.tolist()) == (["p"], ["q"], [1.5])
+    (tmp_path / "quote.tsv").write_text('"Quoted, then not\tB\t2.5\nC\tD\t1\n', encoding="utf-8")  # TSV: quotes are text
+    assert read_pairs(tmp_path / "quote.tsv")[0] == ['"Quoted, then not', "C"]
+    (tmp_path / "head.csv").write_text("s1,s2,label\nx,y,1\n", encoding="utf-8")
+    with pytest.raises(EvalError, match=r"head.csv: the header must name 'sentence1', 'sentence2' and 'score' "
+                                        r"\(found: s1, s2, label\); or give a file without header$"):
+        read_pairs(tmp_path / "head.csv")
     (tmp_path / "bad.csv").write_text("a,b,1\nc,d,high\n", encoding="utf-8")
-    with pytest.raises(EvalError, match="bad.csv:2: want sentence1,sentence2,score"):
+    with pytest.raises(EvalError, match=r"bad.csv:2: expected sentence1, sentence2, score; got \[.c., .d., .high.\]$"):
         read_pairs(tmp_path / "bad.csv")
 
 
