@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from . import index as faiss_index
 from .config import from_dict
 from .corpus import open_corpus
 from .errors import CorpusError
+from .indexing import retune
 from .manifest import (
     DOCUMENT_TOWER_DIR,
     INDEX_FILE,
@@ -29,9 +31,17 @@ from .manifest import (
     sha256_file,
     write_json_atomic,
 )
-from .pipeline import TOP_OOV, _duplicates, encode_corpus, pooling_backend
+from .pipeline import (
+    TOP_OOV,
+    _duplicates,
+    encode_corpus,
+    file_tuning_queries,
+    pooling_backend,
+    tuning_queries,
+    window_queries,
+)
 from .pooling import EncodeStats, load_encoder
-from .shards import ShardReader, ShardWriter, iter_shard_vectors, shard_schema, write_id_lookup
+from .shards import ShardReader, ShardWriter, TextStore, iter_shard_vectors, shard_schema, write_id_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +53,7 @@ class AddResult:
     documents: int
     seconds: float
     manifest: dict[str, Any]
+    retuned: dict | None = None  # {"params_before", "params", "recall", "reached", "p50_ms", ...} for tuned indexes
 
 
 def _link_tree(src: Path, dst: Path, names: list[str]) -> None:
@@ -61,8 +72,10 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
     """Encode ``corpus`` with the index's document tower and add it to the index at ``directory``.
 
     New rows go to new shards; the FAISS index gets the new vectors (an IVF index keeps its
-    trained centroids and search parameters). The updated directory is assembled beside the old
-    one from hard links and swapped in with a rename, so readers of the old index are unaffected.
+    trained centroids). An approximate index is tuned again for its recall target over the
+    enlarged corpus (:func:`_tuning_queries` says with which queries): more documents per cell
+    can need more cells probed. The updated directory is assembled beside the old one from hard
+    links and swapped in with a rename, so readers of the old index are unaffected.
     """
     from tqdm.auto import tqdm
 
@@ -137,12 +150,45 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
         m["additions"] = manifest.get("additions", []) + [
             {"documents": stats.texts, "files": [str(f) for f in corpus.files],
              "seconds": round(time.perf_counter() - t0, 3)}]
+        retuned = None
         if manifest["index"].get("tuning"):
-            logger.info("search parameters kept from the build (%s); rebuild to retune for the larger corpus",
-                        manifest["index"]["params"])
+            shards = m["shards"]
+            queries, source = _tuning_queries(tmp, shards, manifest, config, corpus)
+            info = retune(index, tmp, shards, bc, by_id, queries)
+            info["tuning"]["query_source"] = source
+            retuned = {"params_before": manifest["index"]["params"], "params": info["params"],
+                       **{k: info["tuning"][k] for k in ("recall", "recall_lower_bound", "reached", "p50_ms")},
+                       "tune_s": info["tune_s"]}
+            logger.info("retuned for %d documents: %s -> %s, recall@%d %.3f", m["documents"],
+                        retuned["params_before"], info["params"], bc.tune_k, info["tuning"]["recall"])
+            m["index"] = {**m["index"], **info}
+            m["additions"][-1].update(retuned=retuned, seconds=round(time.perf_counter() - t0, 3))
         write_json_atomic(tmp / "manifest.json", m)
         publish_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return AddResult(directory, stats.texts, m["documents"], round(time.perf_counter() - t0, 3), m)
+    return AddResult(directory, stats.texts, m["documents"], round(time.perf_counter() - t0, 3), m, retuned)
+
+
+def _tuning_queries(root: Path, shards: list[dict], manifest: dict, config, corpus) -> tuple[np.ndarray, str]:
+    """Query vectors to retune with, and where they came from.
+
+    The build's ``--tuning-queries`` file when it is still there; else windows of documents
+    sampled from the whole enlarged index when texts are stored (the build's kind of query);
+    else windows of the added documents.
+    """
+    bc = config.build
+    encoder = load_encoder(root / manifest["query_tower"].get("dir", TOWER_DIR))
+    if bc.tuning_queries:
+        if Path(bc.tuning_queries).is_file():
+            return file_tuning_queries(bc.tuning_queries, encoder, bc.tune_queries, config.seed)
+        logger.warning("the build's tuning queries %s are gone; retuning with windows of documents instead",
+                       bc.tuning_queries)
+    source = "windows of 2-8 words from sampled documents"
+    if not manifest["store_text"]:
+        return tuning_queries(corpus, encoder, bc.tune_queries, config.seed), source + " (the added ones)"
+    n = sum(s["rows"] for s in shards)
+    rng = np.random.default_rng([config.seed, 11])
+    rows = np.sort(rng.choice(n, min(2 * bc.tune_queries, n), replace=False))
+    return window_queries(TextStore(root, shards).take(rows), encoder, bc.tune_queries, rng), source

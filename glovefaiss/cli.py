@@ -105,7 +105,7 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
     )
     tuning = m["index"].get("tuning")
     if tuning:
-        params = ", ".join(f"{k}={v}" for k, v in tuning["params"].items()) or "defaults"
+        params = _params(tuning["params"])
         lb = tuning.get("recall_lower_bound", tuning["recall"])
         verdict = ("" if tuning["reached"] else
                    f" - target {tuning['target_recall']} NOT reached (short by {tuning['target_recall'] - lb:.3f})")
@@ -200,6 +200,15 @@ def add(index_dir, corpus, threads):
     r = add_documents(index_dir, list(corpus), threads=threads)
     click.echo(f"added {r.added:,} documents to {r.out_dir} in {r.seconds:.1f} s; it now holds {r.documents:,}",
                err=True)
+    if r.retuned:
+        t, k = r.retuned, r.manifest["index"]["tuning"]["k"]
+        click.echo(f"search retuned: {_params(t['params_before'])} -> {_params(t['params'])}, recall@{k} "
+                   f"{t['recall']:.3f}{'' if t['reached'] else ' (target not reached)'}, p50 {t['p50_ms']:.3f} ms",
+                   err=True)
+
+
+def _params(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
 
 
 @cli.command()

@@ -87,6 +87,19 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
     return best_index, best
 
 
+def retune(index, directory: Path, shards: list[dict], bc: BuildConfig, with_ids: bool,
+           queries: np.ndarray) -> dict:
+    """Tune ``index`` again against exact search over ``shards`` (after documents were added).
+
+    Returns ``{"params", "tuning", "tune_s"}``; the index is left set to the new parameters.
+    """
+    queries = np.ascontiguousarray(queries[np.any(queries != 0, axis=1)], dtype=np.float32)
+    truth = exact_topk(_chunks(ShardReader(directory, shards), with_ids), queries, bc.tune_k)
+    info: dict = {}
+    _tune_into(index, info, queries, truth, bc)
+    return info
+
+
 def _build_one(reader: ShardReader, kind: str, key: str, dim: int, with_ids: bool, seed: int,
                rng: np.random.Generator) -> tuple[Any, dict]:
     """A trained and filled index of ``key`` (training on a seeded sample of the shard vectors)."""

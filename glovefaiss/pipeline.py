@@ -183,6 +183,11 @@ def tuning_queries(corpus: Corpus, encoder: TextEncoder, n: int, seed: int) -> n
         if hi > lo:
             texts += batch.take(pa.array(rows[lo:hi] - pos)).to_pylist()
         pos += len(batch)
+    return window_queries(texts, encoder, n, rng)
+
+
+def window_queries(texts: list[str], encoder: TextEncoder, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``n`` query vectors, each a random window of 2-8 tokens of one of ``texts``."""
     queries = []
     for tokens in encoder.tokeniser.tokenise_arrow(pa.array(texts, pa.string())).to_pylist():
         if tokens:

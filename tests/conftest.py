@@ -64,3 +64,14 @@ def tiny_corpus(tmp_path) -> tuple[Path, list[int], list[str]]:
     ]
     ids = [10, 11, 12, 13, 14, 15, 16, 17]
     return write_corpus(tmp_path / "corpus.parquet", ids, texts, pa.int64()), ids, texts
+
+
+@pytest.fixture
+def random_setup(tmp_path):
+    """300 words with random 16-d vectors (a GloVe text file) and 997 random texts over them."""
+    rng = np.random.default_rng(11)
+    words = [f"w{i}" for i in range(300)]
+    matrix = rng.standard_normal((300, 16)).astype(np.float32)
+    vec_path = write_glove_text(tmp_path / "vecs.txt", words, matrix)
+    texts = random_texts(rng, 997, words, oov_rate=0.1)
+    return rng, words, matrix, vec_path, texts

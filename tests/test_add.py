@@ -2,16 +2,21 @@
 
 import json
 
+import faiss
+import numpy as np
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
+from glovefaiss import index as faiss_index
 from glovefaiss.append import add_documents
 from glovefaiss.cli import cli
 from glovefaiss.errors import CorpusError
+from glovefaiss.indexing import retune
 from glovefaiss.manifest import verify
 from glovefaiss.pipeline import build
 from glovefaiss.query import Index
+from glovefaiss.shards import ShardReader, iter_shard_vectors
 
 from .conftest import write_corpus
 from .test_build_query import config_for
@@ -57,9 +62,60 @@ def test_add_refuses_ids_already_present(tmp_path, tiny_vectors, tiny_corpus):
         add_documents(out, [strings], progress=False)
 
 
-def test_add_to_ivf_index_keeps_tuned_params(tmp_path, tiny_vectors):
-    import numpy as np
+def _long_texts(rng, n, words):
+    # 5-12 words each: identical documents (tied scores) are then vanishingly rare.
+    return [" ".join(words[j] for j in rng.integers(0, len(words), int(rng.integers(5, 13)))) for _ in range(n)]
 
+
+def test_retune_reaches_the_target_where_a_stale_setting_does_not(tmp_path, random_setup):
+    rng, words, _, vec_path, _ = random_setup
+    a = write_corpus(tmp_path / "a.parquet", list(range(5000)), _long_texts(rng, 5000, words), pa.int64())
+    out = tmp_path / "idx"
+    config = config_for(vec_path, index="ivf", tune_queries=200)
+    build([a], out, config, progress=False)
+    m = json.loads((out / "manifest.json").read_text())
+    ids, vectors = zip(*iter_shard_vectors(ShardReader(out, m["shards"])))
+    ids, vectors = np.concatenate([i.to_numpy() for i in ids]), np.concatenate(vectors)
+    queries = rng.standard_normal((200, vectors.shape[1])).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    truth = ids[np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :10]]  # brute force
+
+    def recall(index):
+        found = index.search(queries, 10)[1]
+        return np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found.tolist(), truth.tolist())])
+
+    index = faiss_index.load(out / m["index"]["file"])
+    faiss_index.set_params(index, {"nprobe": 1})
+    assert recall(index) < 0.9  # the stale setting falls short
+    info = retune(index, out, m["shards"], config.build, True, queries)
+    assert info["params"]["nprobe"] > 1 and info["tuning"]["reached"]
+    assert recall(index) == pytest.approx(info["tuning"]["recall"], abs=1e-4)
+    assert recall(index) >= config.build.target_recall
+
+
+def test_add_retunes_the_index_for_the_enlarged_corpus(tmp_path, random_setup):
+    rng, words, _, vec_path, _ = random_setup
+    a = write_corpus(tmp_path / "a.parquet", list(range(3000)), _long_texts(rng, 3000, words), pa.int64())
+    out = tmp_path / "idx"
+    build([a], out, config_for(vec_path, index="ivf", tune_queries=100), progress=False)
+    before = json.loads((out / "manifest.json").read_text())["index"]
+    b = write_corpus(tmp_path / "b.parquet", list(range(3000, 9000)), _long_texts(rng, 6000, words), pa.int64())
+    r = CliRunner().invoke(cli, ["add", str(out), str(b)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "manifest.json").read_text())
+    retuned = m["additions"][-1]["retuned"]
+    assert retuned["params_before"] == before["params"] and retuned["params"] == m["index"]["params"]
+    assert m["index"]["tuning"]["queries"] > 0 and m["index"]["tuning"]["tried"] != before["tuning"]["tried"]
+    assert m["index"]["tuning"]["query_source"] == "windows of 2-8 words from sampled documents"
+    params = ", ".join(f"{k}={v}" for k, v in retuned["params"].items())
+    assert (f"search retuned: nprobe={before['params']['nprobe']} -> {params}, "
+            f"recall@10 {retuned['recall']:.3f}, p50 ") in r.stderr
+    idx = Index.load(out)
+    assert faiss.extract_index_ivf(idx.faiss).nprobe == retuned["params"]["nprobe"]
+    assert verify(out)
+
+
+def test_add_to_ivf_index_finds_the_new_document(tmp_path, tiny_vectors):
     from .conftest import WORDS, random_texts
 
     rng = np.random.default_rng(3)
@@ -67,10 +123,9 @@ def test_add_to_ivf_index_keeps_tuned_params(tmp_path, tiny_vectors):
     a = write_corpus(tmp_path / "a.parquet", list(range(3000)), texts, pa.int64())
     out = tmp_path / "idx"
     build([a], out, config_for(tiny_vectors[0], index="ivf", tune_queries=100), progress=False)
-    params = json.loads((out / "manifest.json").read_text())["index"]["params"]
     b = write_corpus(tmp_path / "b.parquet", [5000], ["zebra-free river boat text"], pa.int64())
     add_documents(out, [b], progress=False)
     m = json.loads((out / "manifest.json").read_text())
-    assert m["index"]["params"] == params and m["index"]["ntotal"] == 3001
+    assert m["index"]["ntotal"] == 3001 and "retuned" in m["additions"][-1]
     idx = Index.load(out)
     assert 5000 in idx.search("river boat", k=3000).ids[0].tolist()

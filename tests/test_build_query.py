@@ -14,21 +14,11 @@ from glovefaiss.errors import CorpusError, IndexDirError, QueryError
 from glovefaiss.pipeline import build
 from glovefaiss.query import Index
 
-from .conftest import random_texts, write_corpus, write_glove_text
+from .conftest import random_texts, write_corpus
 
 
 def config_for(vectors_path, **build_opts) -> Config:
     return Config().replace({"embedding.model_name": str(vectors_path), **{f"build.{k}": v for k, v in build_opts.items()}})
-
-
-@pytest.fixture
-def random_setup(tmp_path):
-    rng = np.random.default_rng(11)
-    words = [f"w{i}" for i in range(300)]
-    matrix = rng.standard_normal((300, 16)).astype(np.float32)
-    vec_path = write_glove_text(tmp_path / "vecs.txt", words, matrix)
-    texts = random_texts(rng, 997, words, oov_rate=0.1)
-    return rng, words, matrix, vec_path, texts
 
 
 def reference_vector(text, words, matrix):
