@@ -45,6 +45,9 @@ from .shards import ShardReader, ShardWriter, TextStore, iter_shard_vectors, sha
 
 logger = logging.getLogger(__name__)
 
+# Fewer tuning queries than this (or than build.tune_queries, if smaller): add keeps the parameters.
+MIN_RETUNE_QUERIES = 100
+
 
 @dataclass
 class AddResult:
@@ -129,7 +132,6 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
         for ids, vectors in iter_shard_vectors(ShardReader(tmp, new_shards)):
             # Row labels continue on their own: FAISS numbers added vectors from ntotal.
             faiss_index.add(index, vectors, ids.to_numpy() if by_id else None)
-        faiss_index.save(index, tmp / INDEX_FILE)
         id_lookup = write_id_lookup(tmp, all_ids.to_numpy()) if manifest.get("id_lookup") else {}
 
         m = dict(manifest)
@@ -143,8 +145,7 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
         for w, c in stats.oov_words.items():
             merged[w] = merged.get(w, 0) + c
         m["top_oov_words"] = [[w, c] for w, c in sorted(merged.items(), key=lambda x: (-x[1], x[0]))[:TOP_OOV]]
-        m["index"] = {**manifest["index"], "ntotal": int(index.ntotal), "bytes": (tmp / INDEX_FILE).stat().st_size,
-                      "sha256": sha256_file(tmp / INDEX_FILE)}
+        m["index"] = {**manifest["index"], "ntotal": int(index.ntotal)}
         if id_lookup:
             m["id_lookup"] = {"files": id_lookup}
         m["additions"] = manifest.get("additions", []) + [
@@ -154,15 +155,25 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
         if manifest["index"].get("tuning"):
             shards = m["shards"]
             queries, source = _tuning_queries(tmp, shards, manifest, config, corpus)
-            info = retune(index, tmp, shards, bc, by_id, queries)
-            info["tuning"]["query_source"] = source
-            retuned = {"params_before": manifest["index"]["params"], "params": info["params"],
-                       **{k: info["tuning"][k] for k in ("recall", "recall_lower_bound", "reached", "p50_ms")},
-                       "tune_s": info["tune_s"]}
-            logger.info("retuned for %d documents: %s -> %s, recall@%d %.3f", m["documents"],
-                        retuned["params_before"], info["params"], bc.tune_k, info["tuning"]["recall"])
-            m["index"] = {**m["index"], **info}
-            m["additions"][-1].update(retuned=retuned, seconds=round(time.perf_counter() - t0, 3))
+            queries = queries[np.any(queries != 0, axis=1)]
+            enough = min(bc.tune_queries, MIN_RETUNE_QUERIES)
+            if len(queries) < enough:
+                # A recall measured on a handful of queries could pick a much cheaper setting by luck.
+                logger.warning("only %d tuning queries (%s), fewer than %d: search parameters kept (%s)",
+                               len(queries), source, enough, manifest["index"]["params"])
+            else:
+                info = retune(index, tmp, shards, bc, by_id, queries)
+                info["tuning"]["query_source"] = source
+                retuned = {"params_before": manifest["index"]["params"], "params": info["params"],
+                           **{k: info["tuning"][k] for k in ("recall", "recall_lower_bound", "reached", "p50_ms")},
+                           "tune_s": info["tune_s"]}
+                logger.info("retuned for %d documents: %s -> %s, recall@%d %.3f", m["documents"],
+                            retuned["params_before"], info["params"], bc.tune_k, info["tuning"]["recall"])
+                m["index"] = {**m["index"], **info}
+                m["additions"][-1].update(retuned=retuned, seconds=round(time.perf_counter() - t0, 3))
+        # Saved after retuning: the file carries the search parameters the manifest names.
+        faiss_index.save(index, tmp / INDEX_FILE)
+        m["index"].update(bytes=(tmp / INDEX_FILE).stat().st_size, sha256=sha256_file(tmp / INDEX_FILE))
         write_json_atomic(tmp / "manifest.json", m)
         publish_dir(tmp, directory)
     except BaseException:

@@ -78,6 +78,8 @@ def spread_penalty(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     every two sentences of different pairs (a sentence with itself or its partner is left out)."""
     v = torch.cat([a, b])
     size = v.shape[0]
+    if size < 4:  # one pair: no sentences of different pairs
+        return v.new_zeros(())
     idx = torch.arange(size)
     other = torch.ones(size, size, dtype=torch.bool)
     other[idx, idx] = False
@@ -118,6 +120,8 @@ class CoSENTLoss(_Scored):
 
 def from_config(config) -> nn.Module:
     """The loss of a :class:`~glovefaiss.config.LossConfig`."""
+    if config.type not in LOSSES:
+        raise ConfigError(f"unknown loss type {config.type!r}; valid types: {', '.join(LOSSES)}")
     spread = float(config.spread)
     if spread and config.type not in SCORED_LOSSES:
         raise ConfigError(f"loss.spread applies to scored pairs (loss.type {' or '.join(SCORED_LOSSES)}), "
@@ -128,6 +132,4 @@ def from_config(config) -> nn.Module:
         return InBatchNegativesLoss(config.temperature)
     if config.type == "cosine":
         return CosineRegressionLoss(spread)
-    if config.type == "cosent":
-        return CoSENTLoss(config.temperature, spread)
-    raise ConfigError(f"unknown loss type {config.type!r}; valid types: {', '.join(LOSSES)}")
+    return CoSENTLoss(config.temperature, spread)

@@ -321,6 +321,8 @@ def build(
     model a build used) are added to the manifest.
     """
     config = config or Config()
+    if config.build.tuning_queries:  # absolute, so that `add` finds the file from any directory
+        config = config.replace({"build.tuning_queries": str(Path(config.build.tuning_queries).absolute())})
     bc = config.build
     t0 = time.perf_counter()
     if not isinstance(corpus, Corpus):

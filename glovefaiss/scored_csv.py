@@ -22,7 +22,7 @@ def read_scored_csv(path: str | Path) -> tuple[list[str], list[str], np.ndarray]
     """``(first, second, scores)`` of a CSV (``.tsv``: tab-separated) file of scored pairs."""
     path = Path(path)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a byte-order mark is not header text
         reader = csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
         rows = [r for r in reader if r]
     if not rows:

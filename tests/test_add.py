@@ -112,7 +112,50 @@ def test_add_retunes_the_index_for_the_enlarged_corpus(tmp_path, random_setup):
             f"recall@10 {retuned['recall']:.3f}, p50 ") in r.stderr
     idx = Index.load(out)
     assert faiss.extract_index_ivf(idx.faiss).nprobe == retuned["params"]["nprobe"]
+    # The file itself carries the new setting too (for plain faiss.read_index users).
+    assert faiss.extract_index_ivf(faiss.read_index(str(out / "index.faiss"))).nprobe == retuned["params"]["nprobe"]
     assert verify(out)
+
+
+def test_add_without_texts_keeps_the_parameters_when_too_few_tuning_queries(tmp_path, random_setup, caplog):
+    rng, words, _, vec_path, _ = random_setup
+    a = write_corpus(tmp_path / "a.parquet", list(range(3000)), _long_texts(rng, 3000, words), pa.int64())
+    out = tmp_path / "idx"
+    build([a], out, config_for(vec_path, index="ivf", tune_queries=100, store_text=False), progress=False)
+    before = json.loads((out / "manifest.json").read_text())["index"]
+    b = write_corpus(tmp_path / "b.parquet", [5000, 5001], ["w1 w2 w3 w4 w5", "zzz"], pa.int64())
+    with caplog.at_level("WARNING", logger="glovefaiss.append"):
+        r = add_documents(out, [b], progress=False)
+    assert r.retuned is None
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["index"]["params"] == before["params"] and m["index"]["tuning"] == before["tuning"]
+    assert "only 1 tuning queries (windows of 2-8 words from sampled documents (the added ones)), fewer than " \
+           "100: search parameters kept ({'nprobe': " in caplog.text
+    assert 5000 in Index.load(out).search("w1 w2 w3 w4 w5", k=5).ids[0].tolist()
+    # Enough added documents: retuned with windows of the added ones.
+    c = write_corpus(tmp_path / "c.parquet", list(range(6000, 7000)), _long_texts(rng, 1000, words), pa.int64())
+    r = add_documents(out, [c], progress=False)
+    m = json.loads((out / "manifest.json").read_text())
+    assert r.retuned is not None and m["index"]["tuning"]["query_source"].endswith("(the added ones)")
+
+
+def test_add_retunes_with_the_builds_tuning_query_file_from_any_directory(tmp_path, random_setup, monkeypatch):
+    rng, words, _, vec_path, _ = random_setup
+    write_corpus(tmp_path / "a.parquet", list(range(3000)), _long_texts(rng, 3000, words), pa.int64())
+    (tmp_path / "q.txt").write_text("\n".join(_long_texts(rng, 150, words)) + "\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["build", "a.parquet", "--out", "idx", "--index", "ivf", "--glove", str(vec_path),
+                                 "--tuning-queries", "q.txt"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert m["config"]["build"]["tuning_queries"] == str(tmp_path / "q.txt")
+    write_corpus(tmp_path / "b.parquet", list(range(3000, 3500)), _long_texts(rng, 500, words), pa.int64())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    r = add_documents(tmp_path / "idx", [tmp_path / "b.parquet"], progress=False)
+    m = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    assert r.retuned is not None
+    assert m["index"]["tuning"]["query_source"] == f"150 queries from {tmp_path / 'q.txt'}"
 
 
 def test_add_to_ivf_index_finds_the_new_document(tmp_path, tiny_vectors):

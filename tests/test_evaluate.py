@@ -133,6 +133,8 @@ def test_read_pairs_csv_tsv_parquet(tmp_path):
     assert (a, b, s.tolist()) == (["p"], ["q"], [1.5])
     (tmp_path / "quote.tsv").write_text('"Quoted, then not\tB\t2.5\nC\tD\t1\n', encoding="utf-8")  # TSV: quotes are text
     assert read_pairs(tmp_path / "quote.tsv")[0] == ['"Quoted, then not', "C"]
+    (tmp_path / "bom.csv").write_text("\ufeffsentence1,sentence2,score\nx,y,1\n", encoding="utf-8")  # Excel's
+    assert read_pairs(tmp_path / "bom.csv")[0] == ["x"]
     (tmp_path / "head.csv").write_text("s1,s2,label\nx,y,1\n", encoding="utf-8")
     with pytest.raises(EvalError, match=r"head.csv: the header must name 'sentence1', 'sentence2' and 'score' "
                                         r"\(found: s1, s2, label\); or give a file without header$"):

@@ -93,6 +93,10 @@ def test_spread_only_for_scored_losses():
     with pytest.raises(ConfigError, match=r"^loss\.spread must be 0 or more, got -1\.0$"):
         losses.from_config(LossConfig(type="cosine", spread=-1.0))
     assert losses.from_config(LossConfig(type="triplet", spread=0.0)).margin == 0.2
+    with pytest.raises(ConfigError, match="^unknown loss type 'hinge'"):  # the type is checked first
+        losses.from_config(LossConfig(type="hinge", spread=1.0))
+    one = torch.tensor([[1.0, 0.0]])
+    assert losses.spread_penalty(one, one).item() == 0.0  # one pair: nothing to spread
 
 
 def test_unknown_loss_type():
