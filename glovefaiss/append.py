@@ -42,11 +42,10 @@ from .pipeline import (
 )
 from .pooling import EncodeStats, load_encoder
 from .shards import ShardReader, ShardWriter, TextStore, iter_shard_vectors, shard_schema, write_id_lookup
+from .tune import FEW_QUERIES
 
 logger = logging.getLogger(__name__)
 
-# Fewer tuning queries than this (or than build.tune_queries, if smaller): add keeps the parameters.
-MIN_RETUNE_QUERIES = 100
 
 
 @dataclass
@@ -156,7 +155,7 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
             shards = m["shards"]
             queries, source = _tuning_queries(tmp, shards, manifest, config, corpus)
             queries = queries[np.any(queries != 0, axis=1)]
-            enough = min(bc.tune_queries, MIN_RETUNE_QUERIES)
+            enough = min(bc.tune_queries, FEW_QUERIES)
             if len(queries) < enough:
                 # A recall measured on a handful of queries could pick a much cheaper setting by luck.
                 logger.warning("only %d tuning queries (%s), fewer than %d: search parameters kept (%s)",

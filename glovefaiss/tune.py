@@ -21,6 +21,8 @@ PLATEAU = 0.002  # recall gains smaller than this are not worth a costlier setti
 # held-out queries) reaches the target: the mean alone passes, half the time, settings that
 # fall short on the next sample of queries.
 Z = 1.645
+# Below this many tuning queries the bound is too loose to trust (a few perfect queries pass any setting).
+FEW_QUERIES = 100
 
 
 @dataclass
@@ -122,6 +124,8 @@ def tune(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, k: int = 10
     setting within ``PLATEAU`` of the best recall is kept and ``reached`` is False; a line stops
     early once two more steps gain less than ``PLATEAU``.
     """
+    if len(queries) < FEW_QUERIES:
+        logger.warning("tuning on only %d queries: the recall reached is a rough estimate", len(queries))
     fam = faiss_index.family(index)
     tried, winners = [], []
     best: tuple[float, dict, float] = (-1.0, {}, -1.0)

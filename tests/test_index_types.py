@@ -127,6 +127,22 @@ def test_tuner_reports_an_unreachable_target():
     assert ivf.params == {}
 
 
+def test_tuner_warns_when_it_has_few_queries(caplog):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2000, 16)).astype(np.float32)
+    faiss.normalize_L2(x)
+    idx = faiss_index.make_index(16, "IVF16,Flat", with_ids=False)
+    faiss_index.train(idx, x)
+    idx.add(x)
+    with caplog.at_level("WARNING", logger="glovefaiss.tune"):
+        tune(idx, x[:99], exact_topk([(x, None)], x[:99], 10), 10, 0.9)
+    assert "tuning on only 99 queries: the recall reached is a rough estimate" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="glovefaiss.tune"):
+        tune(idx, x[:100], exact_topk([(x, None)], x[:100], 10), 10, 0.9)
+    assert "rough estimate" not in caplog.text
+
+
 def test_exact_topk_merges_chunks_like_one_search():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1000, 8)).astype(np.float32)
