@@ -70,9 +70,11 @@ def _link_tree(src: Path, dst: Path, names: list[str]) -> None:
 
 
 def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progress: bool | None = None,
-                  threads: int | None = None) -> AddResult:
+                  threads: int | None = None, id_column: str | None = None,
+                  text_column: str | None = None) -> AddResult:
     """Encode ``corpus`` with the index's document tower and add it to the index at ``directory``.
 
+    ``id_column`` / ``text_column``: the new files' columns (default: those the index was built from).
     New rows go to new shards; the FAISS index gets the new vectors (an IVF index keeps its
     trained centroids). An approximate index is tuned again for its recall target over the
     enlarged corpus (:func:`_tuning_queries` says with which queries): more documents per cell
@@ -89,7 +91,8 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
     if threads:
         config = config.replace({"build.threads": threads})
     bc = config.build
-    corpus = open_corpus(corpus, manifest["corpus"]["id_column"], manifest["corpus"]["text_column"])
+    corpus = open_corpus(corpus, id_column or manifest["corpus"]["id_column"],
+                         text_column or manifest["corpus"]["text_column"])
     id_type = manifest["corpus"]["id_type"]
     if corpus.id_type != id_type:
         raise CorpusError(f"the new documents have {corpus.id_type} ids but the index has {id_type} ids")

@@ -34,9 +34,16 @@ class _Group(click.Group):
 @click.pass_context
 def cli(ctx, verbose, quiet):
     """Build and query FAISS indexes of GloVe mean-pool text vectors."""
-    ctx.obj = {"verbose": verbose}
+    ctx.obj = {"verbose": verbose, "quiet": quiet}
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s: %(message)s", force=True)
+
+
+def _note(msg: str) -> None:
+    """A summary line on stderr, unless ``--quiet``."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or not (ctx.find_root().obj or {}).get("quiet"):
+        click.echo(msg, err=True)
 
 
 def human_bytes(n: float) -> str:
@@ -96,31 +103,28 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
     if as_json:
         click.echo(json.dumps(result.manifest, indent=2))
     m = result.manifest
-    click.echo(
+    _note(
         f"built {result.out_dir}: {result.documents:,} documents in {result.seconds:.1f} s "
         f"({m['timings']['docs_per_s'] or 0:,.0f} docs/s encoding), OOV rate {result.oov_rate:.1%}, "
-        f"{result.empty_documents:,} empty documents, index {human_bytes(result.index_bytes)}, "
-        f"anisotropy {m.get('anisotropy') or 0:.3f} (mean cosine to the centroid)",
-        err=True,
-    )
+        f"{result.empty_documents:,} empty documents, index {human_bytes(result.index_bytes)} "
+        f"(+ query tower {human_bytes(result.tower_bytes)}), "
+        f"anisotropy {m.get('anisotropy') or 0:.3f} (mean cosine to the centroid)")
     tuning = m["index"].get("tuning")
     if tuning:
         params = _params(tuning["params"])
         lb = tuning.get("recall_lower_bound", tuning["recall"])
         verdict = ("" if tuning["reached"] else
                    f" - target {tuning['target_recall']} NOT reached (short by {tuning['target_recall'] - lb:.3f})")
-        click.echo(
+        _note(
             f"index {m['index']['type']} ({m['index']['key']}): recall@{tuning['k']} {tuning['recall']:.3f} "
             f"(95% lower bound {lb:.3f}) "
             f"with {params}; single query p50 {tuning['p50_ms']:.3f} ms, p99 {tuning['p99_ms']:.3f} ms; "
-            f"batch {tuning['batch_qps']:,.0f} queries/s{verdict}",
-            err=True,
-        )
+            f"batch {tuning['batch_qps']:,.0f} queries/s{verdict}")
     candidates = m["index"].get("candidates", [])
     if candidates:
-        click.echo("index auto compared: " + "; ".join(
+        _note("index auto compared: " + "; ".join(
             f"{c['type']} ({c['key']}) recall@{tuning['k']} {c['recall']:.3f}, p50 {c['p50_ms']:.3f} ms"
-            + ("" if c["reached"] else ", target not reached") for c in candidates), err=True)
+            + ("" if c["reached"] else ", target not reached") for c in candidates))
 
 
 FORMATS = ("table", "json", "jsonl", "csv", "trec")
@@ -192,19 +196,19 @@ def query(index_dir, text, k, queries, fmt, output, mmap, model_dir):
 @cli.command()
 @click.argument("index_dir", type=click.Path(path_type=Path))
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--id-column", help="Column with document ids (default: the one the index was built from).")
+@click.option("--text-column", help="Column with document text (default: the one the index was built from).")
 @click.option("--threads", type=click.IntRange(min=1), help="Encoding threads (default: all cores).")
-def add(index_dir, corpus, threads):
-    """Append Parquet CORPUS files to the index at INDEX_DIR (same id and text columns)."""
+def add(index_dir, corpus, id_column, text_column, threads):
+    """Append Parquet CORPUS files to the index at INDEX_DIR."""
     from .append import add_documents
 
-    r = add_documents(index_dir, list(corpus), threads=threads)
-    click.echo(f"added {r.added:,} documents to {r.out_dir} in {r.seconds:.1f} s; it now holds {r.documents:,}",
-               err=True)
+    r = add_documents(index_dir, list(corpus), threads=threads, id_column=id_column, text_column=text_column)
+    _note(f"added {r.added:,} documents to {r.out_dir} in {r.seconds:.1f} s; it now holds {r.documents:,}")
     if r.retuned:
         t, k = r.retuned, r.manifest["index"]["tuning"]["k"]
-        click.echo(f"search retuned: {_params(t['params_before'])} -> {_params(t['params'])}, recall@{k} "
-                   f"{t['recall']:.3f}{'' if t['reached'] else ' (target not reached)'}, p50 {t['p50_ms']:.3f} ms",
-                   err=True)
+        _note(f"search retuned: {_params(t['params_before'])} -> {_params(t['params'])}, recall@{k} "
+                   f"{t['recall']:.3f}{'' if t['reached'] else ' (target not reached)'}, p50 {t['p50_ms']:.3f} ms")
 
 
 def _params(params: dict) -> str:
@@ -272,12 +276,10 @@ def train(data, out, config_path, epochs, seed, validation, holdout, corpus, los
         click.echo(json.dumps(s.info, indent=2))
     best = s.fit.best
     shown = ", ".join(f"{k} {v:.2f}" for k, v in best.metrics.items())
-    click.echo(
+    _note(
         f"trained {s.out_dir} (model {s.model_id[:12]}) in {s.seconds:.1f} s: kept epoch {best.epoch}"
         f"{f' ({shown})' if shown else ''}, {s.info['training']['seconds_per_epoch'] or 0:.2f} s/epoch, "
-        f"peak memory {s.peak_rss_mb:.0f} MB",
-        err=True,
-    )
+        f"peak memory {s.peak_rss_mb:.0f} MB")
 
 
 @cli.group("eval")
@@ -335,7 +337,7 @@ def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, 
             corpus_file = corpus_to_parquet(rd.corpus, Path(tmp) / "corpus.parquet")
             index_dir = out or Path(tmp) / "index"
             result = run_build([corpus_file], index_dir, _eval_config(config_path, glove), overwrite=out is not None)
-            click.echo(f"built {index_dir}: {result.documents:,} documents in {result.seconds:.1f} s", err=True)
+            _note(f"built {index_dir}: {result.documents:,} documents in {result.seconds:.1f} s")
         report = evaluate_retrieval(Index.load(index_dir), rd, list(metrics) or RETRIEVAL_METRICS,
                                     name=f"{rd.name}/{split}" if data is not None else rd.name)
     _emit_reports([report], fmt, per_query)

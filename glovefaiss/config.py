@@ -190,11 +190,16 @@ def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        if seen:
+            raise ConfigError(f"config file not found: {path} (named by 'extends' in {seen[-1]}; "
+                              "copy it beside that file or correct the name)") from None
         raise ConfigError(f"config file not found: {path}") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     parent = data.pop("extends", None)

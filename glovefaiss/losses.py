@@ -125,7 +125,7 @@ def from_config(config) -> nn.Module:
     spread = float(config.spread)
     if spread and config.type not in SCORED_LOSSES:
         raise ConfigError(f"loss.spread applies to scored pairs (loss.type {' or '.join(SCORED_LOSSES)}), "
-                          f"not {config.type}; set loss.spread to 0")
+                          f"not {config.type}; set loss.spread to 0 (or leave out --spread)")
     if config.type == "triplet":
         return TripletLoss(config.margin)
     if config.type == "contrastive":

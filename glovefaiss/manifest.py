@@ -40,6 +40,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     """The manifest of an index directory, refusing unknown or newer formats."""
     path = Path(directory) / MANIFEST
+    if Path(directory).is_file():
+        raise IndexDirError(f"{directory} is a file, not an index directory; give the directory that "
+                            "'glovefaiss build --out' wrote")
     if not Path(directory).is_dir():
         raise IndexDirError(f"index directory not found: {directory}")
     try:

@@ -58,6 +58,7 @@ class BuildResult:
     seconds: float
     index_bytes: int
     manifest: dict[str, Any]
+    tower_bytes: int = 0  # the query tower (and document tower) the index directory carries
 
     @property
     def docs_per_second(self) -> float:
@@ -376,6 +377,8 @@ def build(
         seconds=result["timings"]["total_s"],
         index_bytes=result["index"]["bytes"],
         manifest=result,
+        tower_bytes=sum(f.stat().st_size for key in ("query_tower", "document_tower") if key in result
+                        for f in (out / result[key]["dir"]).iterdir()),
     )
 
 

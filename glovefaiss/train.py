@@ -130,6 +130,10 @@ def selection_metric(data: PairData | ScoredData) -> str:
     return "recall@10" if data.kind == "pairs" else "spearman"
 
 
+# Breaks ties of the selection metric (recall@10 is often equal across epochs on small validation sets).
+TIE_BREAK = {"recall@10": "ndcg@10", "spearman": "pearson"}
+
+
 # --------------------------------------------------------------------------------------------
 # Negatives
 
@@ -267,7 +271,8 @@ def _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, ha
     params = [p for p in model.parameters() if p.requires_grad]
     if epochs and not params:
         raise ModelError("nothing to train: embedding.trainable is false and encoder.hidden_dim is null; "
-                         "set embedding.trainable: true or a hidden_dim (or train 0 epochs)")
+                         "pass --trainable or --hidden-dim D (in a config: embedding.trainable: true or "
+                         "encoder.hidden_dim), or train 0 epochs")
     opt = torch.optim.Adam(params, lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay) if params else None
     average = _Average(params, ema) if ema and params else None
 
@@ -285,7 +290,7 @@ def _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, ha
 
     metric = selection_metric(validation) if validation is not None else None
     history: list[Epoch] = []
-    best_state, best_epoch, best_value = None, 0, -np.inf
+    best_state, best_epoch, best_value = None, 0, (-np.inf, -np.inf)
     t_start = time.perf_counter()
 
     def validate(epoch: int, loss: float | None, seconds: float, cpu: float = 0.0) -> None:
@@ -300,7 +305,7 @@ def _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, ha
         history.append(Epoch(epoch, loss, {k: round(v, 4) for k, v in metrics.items()}, round(seconds, 3),
                              round(cpu, 3)))
         shown = ", ".join(f"{k} {v:.2f}" for k, v in metrics.items())
-        value = metrics.get(metric, -np.inf) if metric else epoch
+        value = (metrics.get(metric, -np.inf), metrics.get(TIE_BREAK[metric], -np.inf)) if metric else (epoch, 0)
         improved = value > best_value
         if improved:
             best_value, best_epoch = value, epoch
@@ -349,7 +354,7 @@ def _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, ha
 
     if best_state is not None and (best_epoch != epochs or average is not None):
         model.load_state_dict(best_state)
-        log.info("kept epoch %d (best %s %.2f)", best_epoch, metric, best_value)
+        log.info("kept epoch %d (best %s %.2f)", best_epoch, metric, best_value[0])
     elif average is not None:
         average.swap()  # no validation: keep the last epoch's average
     model.eval()
@@ -360,10 +365,10 @@ def _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, ha
 def _check_loss(loss_type: str, data, what: str) -> None:
     if data.kind == "scored" and loss_type not in SCORED_LOSSES:
         raise ConfigError(f"loss.type {loss_type!r} needs (query, positive) pairs, but the {what} ({data.source}) "
-                          f"has scored sentence pairs; use loss.type {' or '.join(SCORED_LOSSES)}")
+                          f"has scored sentence pairs; use loss.type (--loss) {' or '.join(SCORED_LOSSES)}")
     if data.kind == "pairs" and loss_type in SCORED_LOSSES:
         raise ConfigError(f"loss.type {loss_type!r} needs scored sentence pairs, but the {what} ({data.source}) "
-                          "has (query, positive) pairs; use loss.type triplet or contrastive")
+                          "has (query, positive) pairs; use loss.type (--loss) triplet or contrastive")
 
 
 def _negative_kind(negatives: str, data: PairData, needed: bool) -> str:

@@ -262,7 +262,7 @@ def load_training_data(path: str | Path) -> PairData | ScoredData:
                                       source=str(path))
     raise DataError(
         f"{path}: cannot tell what this data is (columns: {', '.join(sorted(cols)) or 'none'}); "
-        "pairs need 'query' and 'positive' (optionally 'negative'), scored pairs 'sentence1', 'sentence2' and 'score'"
+        "pairs need 'query' (or 'anchor') and 'positive' (optionally 'negative'), scored pairs 'sentence1', 'sentence2' and 'score'"
     )
 
 

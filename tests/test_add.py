@@ -5,6 +5,7 @@ import json
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -45,6 +46,19 @@ def test_add_then_query_finds_new_documents(tmp_path, tiny_vectors, string_ids):
     assert m["additions"][0]["documents"] == 3
     assert len(verify(out)) == 3 * 3 + 1 + 6 + (0 if string_ids else 2)  # shards + their texts, index, tower, id lookup
     assert len(old) == 2 and old.hits("stock market fell", k=1)[0]["id"] == ids_a[1]  # the old reader is unaffected
+
+
+def test_add_files_with_other_column_names(tmp_path, tiny_vectors):
+    a = write_corpus(tmp_path / "a.parquet", [1, 2], ["the cat sat on the mat", "stock market fell"], pa.int64())
+    out = tmp_path / "idx"
+    build([a], out, config_for(tiny_vectors[0]), progress=False)
+    b = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"doc_id": pa.array([3], pa.int64()), "body": ["river boat bank"]}), b)
+    r = CliRunner().invoke(cli, ["add", str(out), str(b)])
+    assert r.exit_code == 1 and "has no column 'id'" in r.stderr and "--id-column" in r.stderr
+    r = CliRunner().invoke(cli, ["add", str(out), str(b), "--id-column", "doc_id", "--text-column", "body"])
+    assert r.exit_code == 0, r.output
+    assert Index.load(out).hits("river boat bank", k=1)[0]["id"] == 3
 
 
 def test_add_refuses_ids_already_present(tmp_path, tiny_vectors, tiny_corpus):

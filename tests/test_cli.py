@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from glovefaiss.cli import cli
+from glovefaiss.cli import cli, human_bytes
 
 from .conftest import write_corpus, write_glove_text
 
@@ -45,6 +45,17 @@ def test_build_summary(tmp_path, onehot):
     assert result.stdout == ""
     assert f"built {tmp_path / 'x'}: 4 documents in " in result.stderr
     assert "OOV rate 0.0%, 0 empty documents, index " in result.stderr
+    tower = sum(f.stat().st_size for f in (tmp_path / "x" / "query_tower").iterdir())
+    assert f"(+ query tower {human_bytes(tower)})" in result.stderr
+    quiet = run("-q", "build", corpus, "--out", tmp_path / "y", "--glove", vectors)
+    assert quiet.exit_code == 0 and quiet.stderr == "" and (tmp_path / "y" / "manifest.json").exists()
+
+
+def test_query_with_no_known_word_says_so(index_dir):
+    result = run("query", index_dir, "cat", "xqzzy qwrtp", "-k", 1, "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["query_id"] for line in result.stdout.splitlines()] == [1]
+    assert "1 of 2 queries have no word in the vocabulary and get no hits (queries 2)" in result.stderr
 
 
 def test_query_table(index_dir):
@@ -105,6 +116,8 @@ def test_query_files(tmp_path, index_dir):
         (["query", "{idx}", "cat", "-k", "0"], "Error: k must be at least 1, got 0\n"),
         (["query", "{idx}", "   "], "Error: query 1 is empty; give some text to search for\n"),
         (["query", "{tmp}/nowhere", "cat"], "Error: index directory not found: {tmp}/nowhere\n"),
+        (["query", "{idx}/manifest.json", "cat"], "Error: {idx}/manifest.json is a file, not an index directory; "
+                                                  "give the directory that 'glovefaiss build --out' wrote\n"),
         (["build", "{tmp}/missing.parquet", "--out", "{tmp}/o"], "Error: corpus not found: {tmp}/missing.parquet\n"),
     ],
 )

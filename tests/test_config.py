@@ -55,6 +55,19 @@ def test_extends_loop_and_missing_file(tmp_path):
         load_config(a)
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yml")
+    c = tmp_path / "c.yml"
+    c.write_text("extends: default_config.yml\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(c)
+    assert str(e.value) == (f"config file not found: {tmp_path / 'default_config.yml'} (named by 'extends' in {c}; "
+                            "copy it beside that file or correct the name)")
+
+
+def test_yaml_errors_name_the_line(tmp_path):
+    p = tmp_path / "bad.yml"
+    p.write_text("loss:\n  type: cosine\n  spread: 3: 4\n")
+    with pytest.raises(ConfigError, match=f"^{p}:3: not valid YAML \\(mapping values are not allowed here\\)$"):
+        load_config(p)
 
 
 def test_overrides_ignore_none_and_validate():

@@ -88,7 +88,7 @@ def test_spread_penalty_matches_brute_force_and_adds_to_scored_losses():
 
 def test_spread_only_for_scored_losses():
     with pytest.raises(ConfigError, match=r"^loss\.spread applies to scored pairs \(loss\.type cosine or cosent\), "
-                                          r"not triplet; set loss\.spread to 0$"):
+                                          r"not triplet; set loss\.spread to 0 \(or leave out --spread\)$"):
         losses.from_config(LossConfig(type="triplet", spread=1.0))
     with pytest.raises(ConfigError, match=r"^loss\.spread must be 0 or more, got -1\.0$"):
         losses.from_config(LossConfig(type="cosine", spread=-1.0))
@@ -141,6 +141,16 @@ def test_spread_pushes_sentences_of_different_pairs_apart(tiny_vectors):
     assert penalty[5.0] < 0.7 * penalty[0.0], penalty
 
 
+def test_best_epoch_ties_broken_by_the_second_metric(tiny_vectors):
+    data, val = pair_data(), pair_data(n=6, seed=5)  # at most 6 documents: recall@10 is always 100
+    model, tok, config, vectors = make(tiny_vectors, data, **{"loss.type": "contrastive", "loss.temperature": 0.1})
+    res = fit(model, tok, data, config, epochs=4, seed=0, validation=val, negatives="none",
+              export=lambda m: export_towers(m, tok, config, vectors), progress=False)
+    assert {e.metrics["recall@10"] for e in res.history} == {100.0}
+    ndcg = [e.metrics["ndcg@10"] for e in res.history]
+    assert res.best_epoch == int(np.argmax(ndcg)) > 0, ndcg  # epoch 0 would win without the tie-break
+
+
 def test_frozen_rows_bit_identical_projection_learns(tiny_vectors):
     data = pair_data()
     model, tok, config, vectors = make(tiny_vectors, data, trainable=False, hidden_dim=8)
@@ -169,7 +179,8 @@ def test_trainable_rows_change(tiny_vectors):
 def test_nothing_to_train_is_an_error(tiny_vectors):
     data = pair_data()
     model, tok, config, _ = make(tiny_vectors, data, trainable=False, hidden_dim=None)
-    with pytest.raises(ModelError, match="nothing to train: embedding.trainable is false and encoder.hidden_dim is null"):
+    with pytest.raises(ModelError, match="nothing to train: embedding.trainable is false and encoder.hidden_dim is null; "
+                                         "pass --trainable or --hidden-dim D"):
         fit(model, tok, data, config, epochs=1, progress=False)
 
 
@@ -194,12 +205,12 @@ def test_best_epoch_kept(tiny_vectors):
     model, tok, config, vectors = make(tiny_vectors, data, **{"optimizer.lr": 0.3})
     export = lambda m: export_towers(m, tok, config, vectors)  # noqa: E731
     res = fit(model, tok, data, config, epochs=5, seed=0, validation=val, export=export, progress=False)
-    values = [e.metrics["recall@10"] for e in res.history]
+    values = [(e.metrics["recall@10"], e.metrics["ndcg@10"]) for e in res.history]
     assert len(values) == 6 and res.metric == "recall@10"
-    assert res.best_epoch == int(np.argmax(values))  # first of the best
-    # The model holds the best epoch's weights, not the last epoch's.
+    assert res.best_epoch == max(range(6), key=lambda i: (values[i], -i))  # nDCG breaks ties; then the first
+    # The model holds the best epoch's weights.
     now = evaluate(export(model), val)
-    assert now["recall@10"] == pytest.approx(values[res.best_epoch], abs=1e-3)
+    assert (now["recall@10"], now["ndcg@10"]) == pytest.approx(values[res.best_epoch], abs=1e-3)
 
 
 def test_loss_and_data_kind_must_match(tiny_vectors):
@@ -207,7 +218,7 @@ def test_loss_and_data_kind_must_match(tiny_vectors):
     model, tok, config, _ = make(tiny_vectors, data)
     with pytest.raises(ConfigError, match="loss.type 'triplet' needs \\(query, positive\\) pairs, but the training "
                                           "data \\(synthetic-scored\\) has scored sentence pairs; use loss.type "
-                                          "cosine or cosent"):
+                                          "\\(--loss\\) cosine or cosent"):
         fit(model, tok, data, config, epochs=1, progress=False)
 
 

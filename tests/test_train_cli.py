@@ -112,11 +112,11 @@ def test_train_errors(tmp_path, setup):
     r = run("train", sts, "--config", cfg, "--out", tmp_path / "m")
     assert r.exit_code == 1
     assert r.stderr == (f"Error: loss.type 'triplet' needs (query, positive) pairs, but the training data ({sts}) "
-                        "has scored sentence pairs; use loss.type cosine or cosent\n")
+                        "has scored sentence pairs; use loss.type (--loss) cosine or cosent\n")
     r = run("train", data, "--config", cfg, "--out", tmp_path / "m", "--spread", 1)
     assert r.exit_code == 1
     assert r.stderr == ("Error: loss.spread applies to scored pairs (loss.type cosine or cosent), not triplet; "
-                        "set loss.spread to 0\n")
+                        "set loss.spread to 0 (or leave out --spread)\n")
     r = run("train", sts, "--config", cfg, "--out", tmp_path / "m", "--loss", "cosine", "--spread", 0.5, "--epochs", 1)
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "m" / "model.json").read_text())["config"]["loss"]["spread"] == 0.5
