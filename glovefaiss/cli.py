@@ -346,21 +346,32 @@ def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, 
 @eval_group.command("sts")
 @click.argument("pairs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--index", "index_dir", type=click.Path(path_type=Path), help="Use this index's query tower.")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+              help="Use a trained model (glovefaiss train): sentence1 through its query tower, sentence2 its document tower.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Config of the tower (default: built-in).")
 @click.option("--glove", help="Word vectors (default: the config's).")
 @click.option("--fit-on", "fit_on", multiple=True, type=click.Path(path_type=Path),
               help="Pairs files whose sentences fit SIF corpus counts and components (default: each evaluated file).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def eval_sts(pairs, index_dir, config_path, glove, fit_on, fmt):
+def eval_sts(pairs, index_dir, model_dir, config_path, glove, fit_on, fmt):
     """Pearson and Spearman x100 between gold scores and cosines, for each PAIRS file
     (CSV/TSV sentence1, sentence2, score, header optional; or Parquet)."""
     from .evaluate import evaluate_sts, read_pairs, sts_encoder
 
-    if index_dir is not None and (config_path or glove or fit_on):
-        raise click.UsageError("--index uses the index's tower; --config, --glove and --fit-on are for building one")
+    if index_dir is not None and model_dir is not None:
+        raise click.UsageError("give --index or --model, not both")
+    if (index_dir is not None or model_dir is not None) and (config_path or glove or fit_on):
+        raise click.UsageError("--index and --model bring their towers; --config, --glove and --fit-on are for "
+                               "building one")
     loaded = [(p, *read_pairs(p)) for p in pairs]
     reports = []
-    if index_dir is not None:
+    if model_dir is not None:
+        from .model import load_towers
+
+        query_encoder, document_encoder, _ = load_towers(model_dir)
+        reports = [evaluate_sts(query_encoder, a, b, s, name=p.name, document_encoder=document_encoder)
+                   for p, a, b, s in loaded]
+    elif index_dir is not None:
         from .manifest import TOWER_DIR, read_manifest
         from .pooling import load_encoder
 

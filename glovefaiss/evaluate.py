@@ -343,18 +343,20 @@ def evaluate_retrieval(index, data: RetrievalData, metrics: Sequence[str] = RETR
                   result["per_query"])
 
 
-def cosines(encoder: TextEncoder, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-    """Cosine of each pair's vectors (0 when either has no known word)."""
+def cosines(encoder: TextEncoder, a: Sequence[str], b: Sequence[str],
+            document_encoder: TextEncoder | None = None) -> np.ndarray:
+    """Cosine of each pair's vectors (0 when either has no known word); ``b`` through
+    ``document_encoder`` when given (a trained model's document tower)."""
     va = encoder.encode_arrow(pa.array(list(a), pa.string()))[0]
-    vb = encoder.encode_arrow(pa.array(list(b), pa.string()))[0]
+    vb = (document_encoder or encoder).encode_arrow(pa.array(list(b), pa.string()))[0]
     return (va.astype(np.float64) * vb.astype(np.float64)).sum(axis=1)
 
 
 def evaluate_sts(encoder: TextEncoder, a: Sequence[str], b: Sequence[str], gold: Sequence[float],
-                 name: str = "") -> Report:
-    """Pearson and Spearman (x100) of gold scores against pair cosines."""
+                 name: str = "", document_encoder: TextEncoder | None = None) -> Report:
+    """Pearson and Spearman (x100) of gold scores against pair cosines (see :func:`cosines`)."""
     t = time.perf_counter()
-    cos = cosines(encoder, a, b)
+    cos = cosines(encoder, a, b, document_encoder)
     seconds = time.perf_counter() - t
     va_empty = int(np.sum(cos == 0))
     return Report("sts", name, {"pearson": 100 * pearson(gold, cos), "spearman": 100 * spearman(gold, cos)},

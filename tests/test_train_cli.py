@@ -9,7 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from glovefaiss.cli import cli
+from glovefaiss.model import load_towers
 from glovefaiss.pooling import load_encoder
+from glovefaiss.train import evaluate_scored
+from glovefaiss.training_data import load_training_data
 from glovefaiss.query import Index
 
 from .test_train_helpers import scored_data, triplets
@@ -120,6 +123,15 @@ def test_train_errors(tmp_path, setup):
     r = run("train", sts, "--config", cfg, "--out", tmp_path / "m", "--loss", "cosine", "--spread", 0.5, "--epochs", 1)
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "m" / "model.json").read_text())["config"]["loss"]["spread"] == 0.5
+    # eval sts scores the trained towers directly, as training validation does.
+    r = run("eval", "sts", sts, "--model", tmp_path / "m", "--format", "json")
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)[0]["metrics"]
+    q, d, _ = load_towers(tmp_path / "m")
+    want = evaluate_scored(q, d, load_training_data(sts))
+    assert got == pytest.approx(want, abs=1e-6)
+    r = run("eval", "sts", sts, "--model", tmp_path / "m", "--index", tmp_path)
+    assert r.exit_code == 2 and "give --index or --model, not both" in r.stderr
     r = run("train", sts, "--config", cfg, "--out", tmp_path / "m", "--loss", "cosine")
     assert r.exit_code == 1 and r.stderr == f"Error: {tmp_path / 'm'} already exists; pass --overwrite to replace it\n"
     r = run("train", tmp_path / "missing.jsonl", "--config", cfg, "--out", tmp_path / "m2")
