@@ -39,11 +39,20 @@ def cli(ctx, verbose, quiet):
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s: %(message)s", force=True)
 
 
+def _quiet() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and bool((ctx.find_root().obj or {}).get("quiet"))
+
+
 def _note(msg: str) -> None:
     """A summary line on stderr, unless ``--quiet``."""
-    ctx = click.get_current_context(silent=True)
-    if ctx is None or not (ctx.find_root().obj or {}).get("quiet"):
+    if not _quiet():
         click.echo(msg, err=True)
+
+
+def _progress() -> bool | None:
+    """Progress bars: off with ``--quiet``, else on when stderr is a terminal."""
+    return False if _quiet() else None
 
 
 def human_bytes(n: float) -> str:
@@ -99,7 +108,7 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
         "build.max_index_memory": max_index_memory, "build.target_recall": target_recall,
         "build.tuning_queries": str(tuning_queries) if tuning_queries is not None else None,
     })
-    result = run_build(list(corpus), out, config=config, overwrite=overwrite, resume=resume)
+    result = run_build(list(corpus), out, config=config, overwrite=overwrite, resume=resume, progress=_progress())
     if as_json:
         click.echo(json.dumps(result.manifest, indent=2))
     m = result.manifest
@@ -203,7 +212,8 @@ def add(index_dir, corpus, id_column, text_column, threads):
     """Append Parquet CORPUS files to the index at INDEX_DIR."""
     from .append import add_documents
 
-    r = add_documents(index_dir, list(corpus), threads=threads, id_column=id_column, text_column=text_column)
+    r = add_documents(index_dir, list(corpus), threads=threads, id_column=id_column, text_column=text_column,
+                      progress=_progress())
     _note(f"added {r.added:,} documents to {r.out_dir} in {r.seconds:.1f} s; it now holds {r.documents:,}")
     if r.retuned:
         t, k = r.retuned, r.manifest["index"]["tuning"]["k"]
@@ -271,7 +281,7 @@ def train(data, out, config_path, epochs, seed, validation, holdout, corpus, los
     })
     s = run_train(data, out, config, epochs=epochs, seed=seed, validation=validation, holdout=holdout,
                   corpus=list(corpus), negatives=negatives, hard_negatives_k=hard_negatives_k, overwrite=overwrite,
-                  threads=threads)
+                  threads=threads, progress=_progress())
     if as_json:
         click.echo(json.dumps(s.info, indent=2))
     best = s.fit.best
@@ -336,7 +346,8 @@ def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, 
                 raise click.UsageError("give --index, or a corpus (a BEIR directory or --corpus) to build one")
             corpus_file = corpus_to_parquet(rd.corpus, Path(tmp) / "corpus.parquet")
             index_dir = out or Path(tmp) / "index"
-            result = run_build([corpus_file], index_dir, _eval_config(config_path, glove), overwrite=out is not None)
+            result = run_build([corpus_file], index_dir, _eval_config(config_path, glove), overwrite=out is not None,
+                               progress=_progress())
             _note(f"built {index_dir}: {result.documents:,} documents in {result.seconds:.1f} s")
         report = evaluate_retrieval(Index.load(index_dir), rd, list(metrics) or RETRIEVAL_METRICS,
                                     name=f"{rd.name}/{split}" if data is not None else rd.name)
