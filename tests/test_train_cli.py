@@ -133,7 +133,7 @@ def test_train_errors(tmp_path, setup):
     r = run("eval", "sts", sts, "--model", tmp_path / "m", "--index", tmp_path)
     assert r.exit_code == 2 and "give --index or --model, not both" in r.stderr
     r = run("train", sts, "--config", cfg, "--out", tmp_path / "m", "--loss", "cosine")
-    assert r.exit_code == 1 and r.stderr == f"Error: {tmp_path / 'm'} already exists; pass --overwrite to replace it\n"
+    assert r.exit_code == 1 and r.stderr == f"Error: {tmp_path / 'm'} already exists; pass --overwrite (overwrite=True) to replace it\n"
     r = run("train", tmp_path / "missing.jsonl", "--config", cfg, "--out", tmp_path / "m2")
     assert r.exit_code == 1 and r.stderr == f"Error: training data not found: {tmp_path / 'missing.jsonl'}\n"
     r = run("train", data, "--config", cfg, "--out", tmp_path / "m3", "--frozen")
