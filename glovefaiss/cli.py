@@ -116,7 +116,7 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
         f"built {result.out_dir}: {result.documents:,} documents in {result.seconds:.1f} s "
         f"({m['timings']['docs_per_s'] or 0:,.0f} docs/s encoding), OOV rate {result.oov_rate:.1%}, "
         f"{result.empty_documents:,} empty documents, index {human_bytes(result.index_bytes)} "
-        f"(+ query tower {human_bytes(result.tower_bytes)}), "
+        f"(+ {'towers' if 'document_tower' in m else 'query tower'} {human_bytes(result.tower_bytes)}), "
         f"anisotropy {m.get('anisotropy') or 0:.3f} (mean cosine to the centroid)")
     tuning = m["index"].get("tuning")
     if tuning:
@@ -195,6 +195,11 @@ def query(index_dir, text, k, queries, fmt, output, mmap, model_dir):
 
         check_index_model(index.manifest, index_dir, model_dir)
     hits = index.hits(qtexts, k=k, query_ids=qids)
+    answered = {h["query_id"] for h in hits}
+    unanswered = [q for q in qids if q not in answered]  # with k >= 1, only queries without a known word
+    if unanswered:
+        shown = ", ".join(map(str, unanswered[:10])) + (", ..." if len(unanswered) > 10 else "")
+        _note(f"{len(unanswered)} of {len(qids)} queries have no word in the vocabulary and get no hits: {shown}")
     rendered = _render(hits, fmt)
     if output is not None:
         output.write_text(rendered, encoding="utf-8")
@@ -356,7 +361,7 @@ def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, 
 
 @eval_group.command("sts")
 @click.argument("pairs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--index", "index_dir", type=click.Path(path_type=Path), help="Use this index's query tower.")
+@click.option("--index", "index_dir", type=click.Path(path_type=Path), help="Use this index's towers (query; document too if it has one).")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="Use a trained model (glovefaiss train): sentence1 through its query tower, sentence2 its document tower.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Config of the tower (default: built-in).")
@@ -386,9 +391,11 @@ def eval_sts(pairs, index_dir, model_dir, config_path, glove, fit_on, fmt):
         from .manifest import TOWER_DIR, read_manifest
         from .pooling import load_encoder
 
-        tower = Path(index_dir) / read_manifest(index_dir).get("query_tower", {}).get("dir", TOWER_DIR)
-        encoder = load_encoder(tower)
-        reports = [evaluate_sts(encoder, a, b, s, name=p.name) for p, a, b, s in loaded]
+        m = read_manifest(index_dir)
+        encoder = load_encoder(Path(index_dir) / m.get("query_tower", {}).get("dir", TOWER_DIR))
+        # An index built with an untied model also carries its document tower: sentence2 goes through it.
+        document = load_encoder(Path(index_dir) / m["document_tower"]["dir"]) if "document_tower" in m else None
+        reports = [evaluate_sts(encoder, a, b, s, name=p.name, document_encoder=document) for p, a, b, s in loaded]
     else:
         from .vectors import load_vectors
 

@@ -12,7 +12,7 @@ import numpy as np
 from . import index as faiss_index
 from .config import BuildConfig
 from .shards import ShardReader, iter_shard_vectors
-from .tune import exact_topk, tune
+from .tune import exact_topk, tune, warn_if_few
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
     if queries is None:
         queries = _sample_rows(reader, np.sort(rng.choice(n, min(n, bc.tune_queries), replace=False)))
     queries = np.ascontiguousarray(queries[np.any(queries != 0, axis=1)], dtype=np.float32)
+    warn_if_few(queries)
     truth = exact_topk(_chunks(reader, with_ids), queries, bc.tune_k)
     _tune_into(index, info, queries, truth, bc)
     if bc.index != "auto" or bc.index_key:
@@ -94,6 +95,7 @@ def retune(index, directory: Path, shards: list[dict], bc: BuildConfig, with_ids
     Returns ``{"params", "tuning", "tune_s"}``; the index is left set to the new parameters.
     """
     queries = np.ascontiguousarray(queries[np.any(queries != 0, axis=1)], dtype=np.float32)
+    warn_if_few(queries)
     truth = exact_topk(_chunks(ShardReader(directory, shards), with_ids), queries, bc.tune_k)
     info: dict = {}
     _tune_into(index, info, queries, truth, bc)

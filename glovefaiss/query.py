@@ -123,10 +123,6 @@ class Index:
         empty = ~np.any(vectors != 0, axis=1)
         labels[empty] = -1
         scores[empty] = -np.inf
-        if empty.any():
-            shown = ", ".join(str(i + 1) for i in np.flatnonzero(empty)[:10])
-            logger.warning("%d of %d queries have no word in the vocabulary and get no hits (queries %s%s)",
-                           int(empty.sum()), len(empty), shown, ", ..." if empty.sum() > 10 else "")
         if self._row_ids is None:
             ids = labels
             rows = self._rows_of_ids(labels)

@@ -80,6 +80,12 @@ def lower_bound(per_query: np.ndarray) -> float:
     return float(np.mean(per_query) - Z * np.std(per_query, ddof=1) / np.sqrt(len(per_query)))
 
 
+def warn_if_few(queries: np.ndarray) -> None:
+    """Log that a recall measured on fewer than ``FEW_QUERIES`` queries is rough (once per tuning)."""
+    if len(queries) < FEW_QUERIES:
+        logger.warning("tuning on only %d queries: the recall reached is a rough estimate", len(queries))
+
+
 def _latency(index: faiss.Index, queries: np.ndarray, k: int, n: int = 200) -> tuple[float, float]:
     """Single-query p50/p99 in ms on one thread."""
     threads = faiss.omp_get_max_threads()
@@ -124,8 +130,6 @@ def tune(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, k: int = 10
     setting within ``PLATEAU`` of the best recall is kept and ``reached`` is False; a line stops
     early once two more steps gain less than ``PLATEAU``.
     """
-    if len(queries) < FEW_QUERIES:
-        logger.warning("tuning on only %d queries: the recall reached is a rough estimate", len(queries))
     fam = faiss_index.family(index)
     tried, winners = [], []
     best: tuple[float, dict, float] = (-1.0, {}, -1.0)

@@ -55,7 +55,7 @@ def test_query_with_no_known_word_says_so(index_dir):
     result = run("query", index_dir, "cat", "xqzzy qwrtp", "-k", 1, "--format", "jsonl")
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["query_id"] for line in result.stdout.splitlines()] == [1]
-    assert "1 of 2 queries have no word in the vocabulary and get no hits (queries 2)" in result.stderr
+    assert "1 of 2 queries have no word in the vocabulary and get no hits: 2" in result.stderr
 
 
 def test_query_table(index_dir):

@@ -127,19 +127,21 @@ def test_tuner_reports_an_unreachable_target():
     assert ivf.params == {}
 
 
-def test_tuner_warns_when_it_has_few_queries(caplog):
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((2000, 16)).astype(np.float32)
-    faiss.normalize_L2(x)
-    idx = faiss_index.make_index(16, "IVF16,Flat", with_ids=False)
-    faiss_index.train(idx, x)
-    idx.add(x)
-    with caplog.at_level("WARNING", logger="glovefaiss.tune"):
-        tune(idx, x[:99], exact_topk([(x, None)], x[:99], 10), 10, 0.9)
-    assert "tuning on only 99 queries: the recall reached is a rough estimate" in caplog.text
+def test_tuning_warns_once_when_it_has_few_queries(tmp_path, topic_corpus, caplog):
+    from glovefaiss.config import Config
+    from glovefaiss.pipeline import build
+
+    d, vec, corpus, texts = topic_corpus
+    q = tmp_path / "q.txt"
+    q.write_text("\n".join(texts[:99]) + "\n")
+    config = Config().replace({"embedding.model_name": str(vec), "build.index": "ivf", "build.tuning_queries": str(q)})
+    with caplog.at_level("WARNING", logger="glovefaiss"):
+        build([corpus], tmp_path / "few", config, progress=False)
+    assert caplog.text.count("tuning on only 99 queries: the recall reached is a rough estimate") == 1
     caplog.clear()
-    with caplog.at_level("WARNING", logger="glovefaiss.tune"):
-        tune(idx, x[:100], exact_topk([(x, None)], x[:100], 10), 10, 0.9)
+    q.write_text("\n".join(texts[:100]) + "\n")
+    with caplog.at_level("WARNING", logger="glovefaiss"):
+        build([corpus], tmp_path / "enough", config, progress=False)
     assert "rough estimate" not in caplog.text
 
 

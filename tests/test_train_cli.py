@@ -108,7 +108,7 @@ def test_query_model_on_an_index_built_without_one(tmp_path, setup, tiny_vectors
 
 
 def test_train_errors(tmp_path, setup):
-    cfg, data, _, _ = setup
+    cfg, data, _, corpus = setup
     sts = tmp_path / "sts.csv"
     s = scored_data(8)
     sts.write_text("".join(f'"{a}",{b},{c}\n' for a, b, c in zip(s.first, s.second, s.scores)), encoding="utf-8")
@@ -132,6 +132,16 @@ def test_train_errors(tmp_path, setup):
     assert got == pytest.approx(want, abs=1e-6)
     r = run("eval", "sts", sts, "--model", tmp_path / "m", "--index", tmp_path)
     assert r.exit_code == 2 and "give --index or --model, not both" in r.stderr
+    # Untied towers: an index built with the model scores pairs as the model does (document tower for sentence2).
+    untied = tmp_path / "untied.yml"
+    untied.write_text(cfg.read_text(encoding="utf-8") + "encoder:\n  hidden_dim: 8\n  tied_weights: false\n",
+                      encoding="utf-8")
+    r = run("train", sts, "--config", untied, "--out", tmp_path / "mu", "--loss", "cosine", "--epochs", 2)
+    assert r.exit_code == 0, r.output
+    assert run("build", corpus, "--out", tmp_path / "iu", "--model", tmp_path / "mu").exit_code == 0
+    by_model = json.loads(run("eval", "sts", sts, "--model", tmp_path / "mu", "--format", "json").stdout)
+    by_index = json.loads(run("eval", "sts", sts, "--index", tmp_path / "iu", "--format", "json").stdout)
+    assert by_index[0]["metrics"] == by_model[0]["metrics"]
     r = run("train", sts, "--config", cfg, "--out", tmp_path / "m", "--loss", "cosine")
     assert r.exit_code == 1 and r.stderr == f"Error: {tmp_path / 'm'} already exists; pass --overwrite (overwrite=True) to replace it\n"
     r = run("train", tmp_path / "missing.jsonl", "--config", cfg, "--out", tmp_path / "m2")
