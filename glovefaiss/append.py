@@ -152,6 +152,7 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
             m["id_lookup"] = {"files": id_lookup}
         m["additions"] = manifest.get("additions", []) + [
             {"documents": stats.texts, "files": [str(f) for f in corpus.files],
+             "id_column": corpus.id_column, "text_column": corpus.text_column,
              "seconds": round(time.perf_counter() - t0, 3)}]
         retuned = None
         if manifest["index"].get("tuning"):

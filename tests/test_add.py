@@ -59,6 +59,8 @@ def test_add_files_with_other_column_names(tmp_path, tiny_vectors):
     r = CliRunner().invoke(cli, ["add", str(out), str(b), "--id-column", "doc_id", "--text-column", "body"])
     assert r.exit_code == 0, r.output
     assert Index.load(out).hits("river boat bank", k=1)[0]["id"] == 3
+    added = json.loads((out / "manifest.json").read_text())["additions"][-1]
+    assert (added["id_column"], added["text_column"]) == ("doc_id", "body")
 
 
 def test_add_refuses_ids_already_present(tmp_path, tiny_vectors, tiny_corpus):
