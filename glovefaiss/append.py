@@ -33,19 +33,20 @@ from .manifest import (
 )
 from .pipeline import (
     TOP_OOV,
+    WINDOW_QUERIES,
     _duplicates,
     encode_corpus,
     file_tuning_queries,
     pooling_backend,
     tuning_queries,
     window_queries,
+    window_sample,
 )
 from .pooling import EncodeStats, load_encoder
 from .shards import ShardReader, ShardWriter, TextStore, iter_shard_vectors, shard_schema, write_id_lookup
 from .tune import FEW_QUERIES
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -157,8 +158,7 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
         retuned = None
         if manifest["index"].get("tuning"):
             shards = m["shards"]
-            queries, source = _tuning_queries(tmp, shards, manifest, config, corpus)
-            queries = queries[np.any(queries != 0, axis=1)]
+            queries, source = _tuning_queries(tmp, shards, manifest, config, corpus)  # all with a known word
             enough = min(bc.tune_queries, FEW_QUERIES)
             if len(queries) < enough:
                 # A recall measured on a handful of queries could pick a much cheaper setting by luck.
@@ -199,10 +199,7 @@ def _tuning_queries(root: Path, shards: list[dict], manifest: dict, config, corp
             return file_tuning_queries(bc.tuning_queries, encoder, bc.tune_queries, config.seed)
         logger.warning("the build's tuning queries %s are gone; retuning with windows of documents instead",
                        bc.tuning_queries)
-    source = "windows of 2-8 words from sampled documents"
     if not manifest["store_text"]:
-        return tuning_queries(corpus, encoder, bc.tune_queries, config.seed), source + " (the added ones)"
-    n = sum(s["rows"] for s in shards)
-    rng = np.random.default_rng([config.seed, 11])
-    rows = np.sort(rng.choice(n, min(2 * bc.tune_queries, n), replace=False))
-    return window_queries(TextStore(root, shards).take(rows), encoder, bc.tune_queries, rng), source
+        return tuning_queries(corpus, encoder, bc.tune_queries, config.seed), WINDOW_QUERIES + " (the added ones)"
+    rows, rng = window_sample(sum(s["rows"] for s in shards), bc.tune_queries, config.seed)
+    return window_queries(TextStore(root, shards).take(rows), encoder, bc.tune_queries, rng), WINDOW_QUERIES

@@ -223,7 +223,7 @@ def add(index_dir, corpus, id_column, text_column, threads):
     if r.retuned:
         t, k = r.retuned, r.manifest["index"]["tuning"]["k"]
         _note(f"search retuned: {_params(t['params_before'])} -> {_params(t['params'])}, recall@{k} "
-                   f"{t['recall']:.3f}{'' if t['reached'] else ' (target not reached)'}, p50 {t['p50_ms']:.3f} ms")
+              f"{t['recall']:.3f}{'' if t['reached'] else ' (target not reached)'}, p50 {t['p50_ms']:.3f} ms")
 
 
 def _params(params: dict) -> str:
@@ -361,7 +361,8 @@ def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, 
 
 @eval_group.command("sts")
 @click.argument("pairs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--index", "index_dir", type=click.Path(path_type=Path), help="Use this index's towers (query; document too if it has one).")
+@click.option("--index", "index_dir", type=click.Path(path_type=Path),
+              help="Use this index's towers (query; document too if it has one).")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="Use a trained model (glovefaiss train): sentence1 through its query tower, sentence2 its document tower.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Config of the tower (default: built-in).")

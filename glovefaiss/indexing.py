@@ -64,9 +64,7 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
         return index, info
     if queries is None:
         queries = _sample_rows(reader, np.sort(rng.choice(n, min(n, bc.tune_queries), replace=False)))
-    queries = np.ascontiguousarray(queries[np.any(queries != 0, axis=1)], dtype=np.float32)
-    warn_if_few(queries)
-    truth = exact_topk(_chunks(reader, with_ids), queries, bc.tune_k)
+    queries, truth = _tuning_set(reader, with_ids, queries, bc)
     _tune_into(index, info, queries, truth, bc)
     if bc.index != "auto" or bc.index_key:
         return index, info
@@ -94,12 +92,17 @@ def retune(index, directory: Path, shards: list[dict], bc: BuildConfig, with_ids
 
     Returns ``{"params", "tuning", "tune_s"}``; the index is left set to the new parameters.
     """
-    queries = np.ascontiguousarray(queries[np.any(queries != 0, axis=1)], dtype=np.float32)
-    warn_if_few(queries)
-    truth = exact_topk(_chunks(ShardReader(directory, shards), with_ids), queries, bc.tune_k)
+    queries, truth = _tuning_set(ShardReader(directory, shards), with_ids, queries, bc)
     info: dict = {}
     _tune_into(index, info, queries, truth, bc)
     return info
+
+
+def _tuning_set(reader: ShardReader, with_ids: bool, queries: np.ndarray, bc: BuildConfig):
+    """(queries with a known word, their exact top-``tune_k`` labels over every shard vector)."""
+    queries = np.ascontiguousarray(queries[np.any(queries != 0, axis=1)], dtype=np.float32)
+    warn_if_few(queries)
+    return queries, exact_topk(_chunks(reader, with_ids), queries, bc.tune_k)
 
 
 def _build_one(reader: ShardReader, kind: str, key: str, dim: int, with_ids: bool, seed: int,

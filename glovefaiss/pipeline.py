@@ -173,10 +173,18 @@ def file_tuning_queries(path: str | Path, encoder: TextEncoder, n: int, seed: in
     return vectors, f"{len(vectors)} queries from {path}"
 
 
+WINDOW_QUERIES = "windows of 2-8 words from sampled documents"  # the tuning queries' source, as recorded
+
+
+def window_sample(num_rows: int, n: int, seed: int) -> tuple[np.ndarray, np.random.Generator]:
+    """(sorted rows of the documents to cut ``n`` window queries from, the generator that cuts them)."""
+    rng = np.random.default_rng([seed, 11])
+    return np.sort(rng.choice(num_rows, min(2 * n, num_rows), replace=False)), rng
+
+
 def tuning_queries(corpus: Corpus, encoder: TextEncoder, n: int, seed: int) -> np.ndarray:
     """Query vectors like a user's: windows of 2-8 tokens from documents sampled (seeded) from the corpus."""
-    rng = np.random.default_rng([seed, 11])
-    rows = np.sort(rng.choice(corpus.num_rows, min(2 * n, corpus.num_rows), replace=False))
+    rows, rng = window_sample(corpus.num_rows, n, seed)
     texts: list[str] = []
     pos = 0
     for _, batch in corpus.batches(65536):
@@ -466,7 +474,7 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
             queries, source = file_tuning_queries(bc.tuning_queries, query_encoder, bc.tune_queries, config.seed)
         else:
             queries = tuning_queries(corpus, query_encoder, bc.tune_queries, config.seed)
-            source = "windows of 2-8 words from sampled documents"
+            source = WINDOW_QUERIES
     index, index_info = build_index(tmp, state.shards, encoder.dim, bc, with_ids, config.seed,
                                     queries=queries)
     if "tuning" in index_info and queries is not None:

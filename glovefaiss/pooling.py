@@ -438,9 +438,8 @@ class TextEncoder:
     def pooled_ids(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(known rows, offsets over them, all rows incl. -1 for unknown) of an Arrow string array."""
         rows, lengths, _ = self.token_rows(texts)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        known = rows >= 0
-        return rows[known], np.concatenate([[0], np.cumsum(known)])[offsets], rows
+        known, known_offsets = _known_offsets(rows, lengths)
+        return rows[known], known_offsets, rows
 
     def encode_unnormalized(self, texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Vectors before L2 normalisation (what common components are estimated from)."""
@@ -452,10 +451,7 @@ class TextEncoder:
         import pyarrow.compute as pc
 
         rows, lengths, strings = self.token_rows(texts)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        known = rows >= 0
-        # Offsets over known tokens only: drop OOV tokens before pooling.
-        known_offsets = np.concatenate([[0], np.cumsum(known)])[offsets]
+        known, known_offsets = _known_offsets(rows, lengths)
         vectors = self._pool(rows[known], known_offsets)
         stats = EncodeStats(
             texts=len(lengths),
@@ -484,6 +480,13 @@ class TextEncoder:
         offsets = np.concatenate([[0], np.cumsum([len(ids) for ids in id_lists])]).astype(np.int64)
         ids = np.concatenate(id_lists) if id_lists else np.zeros(0, np.int64)
         return self._pool(ids, offsets)
+
+
+def _known_offsets(rows: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of known tokens, per-text offsets over the known tokens only): OOV tokens are dropped before pooling."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    known = rows >= 0
+    return known, np.concatenate([[0], np.cumsum(known)])[offsets]
 
 
 def save_encoder(encoder: TextEncoder, directory: Path, info: dict | None = None) -> dict:
