@@ -488,11 +488,11 @@ def encode_all(encoder, batches: list[pa.Array], threads: int) -> tuple[float, f
 
 def measure_encode_inprocess(corpus: Path, vectors, docs: int) -> dict:
     from glovefaiss import Config
-    from glovefaiss.pipeline import encoder_from_config
+    from glovefaiss.index.build import encoder_from_config
 
     config = Config()
     encoder, _ = encoder_from_config(config, vectors)
-    from glovefaiss.pipeline import pooling_backend
+    from glovefaiss.index.build import pooling_backend
 
     # As the build of this many documents pools (pipeline.encode_corpus).
     encoder.batch_sums = pooling = pooling_backend(docs)
@@ -853,7 +853,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     mon = LoadMonitor()
     try:
-        from glovefaiss.vectors import load_vectors
+        from glovefaiss.vectors.sources import load_vectors
 
         info = machine_info()
         log(f"loading {GLOVE}")

@@ -35,7 +35,7 @@ def topic_corpus(out: Path, docs: int, seed: int, topics: int = 2000, per_topic:
     ~40% Zipf-drawn background words (with the bench generator's capitals and punctuation)."""
     import faiss
 
-    from glovefaiss.vectors import load_vectors
+    from glovefaiss.vectors.sources import load_vectors
 
     path = out / f"topics-{docs}-{seed}.parquet"
     if path.exists() and pq.read_metadata(path).num_rows == docs:
@@ -86,8 +86,8 @@ def run_build(corpus: Path, out: Path, extra: list[str]) -> dict:
 
 def exact_reference(index_dir: Path, queries: np.ndarray, k: int) -> np.ndarray:
     """Exact top-k labels of the query vectors over every shard vector."""
-    from glovefaiss.shards import ShardReader, iter_shard_vectors
-    from glovefaiss.tune import exact_topk
+    from glovefaiss.index.shards import ShardReader, iter_shard_vectors
+    from glovefaiss.index.tuning import exact_topk
 
     m = json.loads((index_dir / "manifest.json").read_text())
     reader = ShardReader(index_dir, m["shards"])
@@ -98,7 +98,7 @@ def measure_queries(index_dir: Path, texts: list[str], k: int = 10) -> dict:
     import faiss
 
     import glovefaiss
-    from glovefaiss.tune import recall_at_k
+    from glovefaiss.index.tuning import recall_at_k
 
     idx = glovefaiss.Index.load(index_dir)
     vecs = idx.encode(texts)
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    from glovefaiss.vectors import load_vectors
+    from glovefaiss.vectors.sources import load_vectors
 
     words = load_vectors(bench.GLOVE).words
     rows = []

@@ -86,10 +86,10 @@ def _config(option: str):
 def _random_encoder(config):
     import pyarrow as pa
 
-    from glovefaiss.embeddings import LookupEmbedding
-    from glovefaiss.pooling import TextEncoder, Vocabulary
-    from glovefaiss.tokenisers import Tokeniser
-    from glovefaiss.vectors import load_vectors
+    from glovefaiss.text.tokeniser import Tokeniser
+    from glovefaiss.tower.encoder import TextEncoder, Vocabulary
+    from glovefaiss.train.embeddings import LookupEmbedding
+    from glovefaiss.vectors.sources import load_vectors
 
     words = load_vectors(config.embedding.model_name).words
     matrix = LookupEmbedding(len(words) + 1, 50, trainable=False, seed=0).export()[0][1:]  # row 0 is padding
@@ -97,9 +97,15 @@ def _random_encoder(config):
 
 
 def run_option(option: str, args) -> dict:
-    from glovefaiss.evaluate import evaluate_retrieval, evaluate_sts, load_retrieval, read_pairs, sts_encoder
-    from glovefaiss.pipeline import build
-    from glovefaiss.query import Index
+    from glovefaiss.evaluation.retrieval import (
+        evaluate_retrieval,
+        evaluate_sts,
+        load_retrieval,
+        read_pairs,
+        sts_encoder,
+    )
+    from glovefaiss.index.build import build
+    from glovefaiss.index.search import Index
 
     config = _config(option)
     out: dict = {"option": option}
@@ -110,7 +116,7 @@ def run_option(option: str, args) -> dict:
     index_dir = work / f"index-{option}"
     build_kwargs: dict = {}
     if option == "finetuned":
-        from glovefaiss.model import build_index, load_towers
+        from glovefaiss.tower.model_dir import build_index, load_towers
 
         if args.model_stsb:
             sts_enc = load_towers(args.model_stsb)[0]
@@ -180,8 +186,8 @@ def train_word2vec(data: Path, work: Path) -> dict:
     from gensim.models import Word2Vec
 
     from glovefaiss.config import Config
-    from glovefaiss.evaluate import read_pairs, read_texts
-    from glovefaiss.tokenisers import Tokeniser
+    from glovefaiss.evaluation.retrieval import read_pairs, read_texts
+    from glovefaiss.text.tokeniser import Tokeniser
 
     path = work / "word2vec-50d.txt"
     if path.exists():
@@ -275,7 +281,7 @@ def main() -> int:
             print(f"compare: {need} not found; pass --data DIR (with stsb/ and scifact/)", file=sys.stderr)
             return 2
     work.mkdir(parents=True, exist_ok=True)
-    from glovefaiss.evaluate import corpus_to_parquet
+    from glovefaiss.evaluation.retrieval import corpus_to_parquet
 
     corpus_to_parquet(data / "scifact" / "corpus.jsonl", work / "scifact-corpus.parquet")
     log("training word2vec (SciFact corpus + STS-B train)")

@@ -41,10 +41,10 @@ def ndcg_recall(ranked: list[list], relevant: list[set]) -> dict[str, float]:
 
 def retrieval(qrels: Path, model: Path | None, config_path: Path | None) -> dict:
     from glovefaiss.config import load_config
-    from glovefaiss.model import build_index
-    from glovefaiss.pipeline import build
-    from glovefaiss.query import Index
-    from glovefaiss.training_data import read_beir
+    from glovefaiss.index.build import build
+    from glovefaiss.index.search import Index
+    from glovefaiss.tower.model_dir import build_index
+    from glovefaiss.train.data import read_beir
 
     root = qrels.parent.parent
     data = read_beir(root, qrels.stem)
@@ -77,10 +77,10 @@ def retrieval(qrels: Path, model: Path | None, config_path: Path | None) -> dict
 
 def sts(path: Path, model: Path | None, config_path: Path | None) -> dict:
     from glovefaiss.config import load_config
-    from glovefaiss.model import load_towers
-    from glovefaiss.pipeline import encoder_from_config
-    from glovefaiss.train import evaluate_scored
-    from glovefaiss.training_data import load_training_data
+    from glovefaiss.index.build import encoder_from_config
+    from glovefaiss.tower.model_dir import load_towers
+    from glovefaiss.train.data import load_training_data
+    from glovefaiss.train.fit import evaluate_scored
 
     data = load_training_data(path)
     if model is not None:

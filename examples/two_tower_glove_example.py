@@ -5,12 +5,12 @@ Runs on CPU in a few seconds with the bundled glove-wiki-gigaword-50 vectors.
 """
 
 from glovefaiss.config import load_config
-from glovefaiss.embeddings import GloVeEmbedding
-from glovefaiss.encoders import build_two_tower
-from glovefaiss.search import SemanticSearch
-from glovefaiss.train import fit
-from glovefaiss.training_data import PairData, Tokenizer
-from glovefaiss.vectors import load_vectors
+from glovefaiss.index.memory import SemanticSearch
+from glovefaiss.train.data import PairData, Tokenizer
+from glovefaiss.train.embeddings import GloVeEmbedding
+from glovefaiss.train.fit import fit
+from glovefaiss.train.towers import build_two_tower
+from glovefaiss.vectors.sources import load_vectors
 
 triplets = [
     ("I like cats.", "Kittens love to play with yarn.", "The stock market fell sharply today."),

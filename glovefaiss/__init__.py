@@ -15,31 +15,31 @@ from .errors import (
     VectorsError,
     VectorsFormatError,
 )
-from .pooling import TextEncoder, mean_pool
-from .query import Index, SearchResult
-from .tokenisers import Tokeniser
+from .index.search import Index, SearchResult
+from .text.tokeniser import Tokeniser
+from .tower.encoder import TextEncoder, mean_pool
 
 
 def __getattr__(name):
     # Heavy or optional pieces load on first use, so `import glovefaiss` stays light and torch-free.
     if name == "build":
-        from .pipeline import build
+        from .index.build import build
 
         return build
     if name in ("load_vectors", "WordVectors"):
-        from . import vectors
+        from .vectors import sources as vectors
 
         return getattr(vectors, name)
     if name == "GloVeSearch":
-        from .glove_search import GloVeSearch
+        from .index.glove_search import GloVeSearch
 
         return GloVeSearch
     if name == "SemanticSearch":
-        from .search import SemanticSearch
+        from .index.memory import SemanticSearch
 
         return SemanticSearch
     if name in ("TwoTower", "build_two_tower"):  # torch: only when asked for
-        from . import encoders
+        from .train import towers as encoders
 
         return getattr(encoders, name)
     raise AttributeError(f"module 'glovefaiss' has no attribute {name!r}")

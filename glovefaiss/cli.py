@@ -92,12 +92,12 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
           as_json, model_dir):
     """Encode Parquet CORPUS files (or directories of them) into an index at --out."""
     from .config import load_config
-    from .pipeline import build as run_build
+    from .index.build import build as run_build
 
     if model_dir is not None:
         if glove is not None:
             raise click.UsageError("--glove cannot be combined with --model: the model fixes the word vectors")
-        from .model import build_index
+        from .tower.model_dir import build_index
 
         run_build = functools.partial(build_index, model_dir=model_dir)  # noqa: F811
 
@@ -181,8 +181,8 @@ def _snippet(text: str | None, width: int = 80) -> str:
               help="Check that the index was built with this trained model (refuse a mismatch).")
 def query(index_dir, text, k, queries, fmt, output, mmap, model_dir):
     """Search INDEX_DIR for each TEXT (or each query of --queries)."""
-    from .query import Index
-    from .queryfile import read_queries
+    from .index.search import Index
+    from .io.rows import read_queries
 
     if queries is not None and text:
         raise click.UsageError("give query TEXT arguments or --queries FILE, not both")
@@ -191,7 +191,7 @@ def query(index_dir, text, k, queries, fmt, output, mmap, model_dir):
     qids, qtexts = read_queries(queries) if queries is not None else (list(range(1, len(text) + 1)), list(text))
     index = Index.load(index_dir, mmap=mmap)
     if model_dir is not None:
-        from .model import check_index_model
+        from .tower.model_dir import check_index_model
 
         check_index_model(index.manifest, index_dir, model_dir)
     hits = index.hits(qtexts, k=k, query_ids=qids)
@@ -215,7 +215,7 @@ def query(index_dir, text, k, queries, fmt, output, mmap, model_dir):
 @click.option("--threads", type=click.IntRange(min=1), help="Encoding threads (default: all cores).")
 def add(index_dir, corpus, id_column, text_column, threads):
     """Append Parquet CORPUS files to the index at INDEX_DIR."""
-    from .append import add_documents
+    from .index.add import add_documents
 
     r = add_documents(index_dir, list(corpus), threads=threads, id_column=id_column, text_column=text_column,
                       progress=_progress())
@@ -234,7 +234,7 @@ def _params(params: dict) -> str:
 @click.argument("index_dir", type=click.Path(path_type=Path))
 def verify(index_dir):
     """Check every file of INDEX_DIR against the sha256 sums in its manifest."""
-    from .manifest import verify as run_verify
+    from .index.layout import verify as run_verify
 
     checked = run_verify(index_dir)
     click.echo(f"{index_dir}: OK ({len(checked)} files match the manifest)")
@@ -277,7 +277,7 @@ def train(data, out, config_path, epochs, seed, validation, holdout, corpus, los
     or one of its qrels/SPLIT.tsv files, or scored sentence pairs (CSV/TSV/Parquet).
     """
     from .config import load_config
-    from .train import train as run_train
+    from .train.fit import train as run_train
 
     config = load_config(config_path).replace({
         "loss.type": loss, "optimizer.lr": lr, "optimizer.ema": ema, "loss.spread": spread,
@@ -309,7 +309,7 @@ def _eval_config(config_path, glove):
 
 
 def _emit_reports(reports, fmt: str, per_query: bool = False) -> None:
-    from .evaluate import render_table
+    from .evaluation.retrieval import render_table
 
     if fmt == "json":
         click.echo(json.dumps([r.to_dict(per_query) for r in reports], indent=2))
@@ -335,8 +335,8 @@ def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, 
     --queries/--qrels; without --index, an index of the corpus is built first (--config, --glove)."""
     import tempfile
 
-    from .evaluate import RETRIEVAL_METRICS, corpus_to_parquet, evaluate_retrieval, load_retrieval
-    from .query import Index
+    from .evaluation.retrieval import RETRIEVAL_METRICS, corpus_to_parquet, evaluate_retrieval, load_retrieval
+    from .index.search import Index
 
     if data is None and (queries is None or qrels is None):
         raise click.UsageError("give a BEIR directory DATA, or --queries and --qrels")
@@ -345,7 +345,7 @@ def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, 
     rd = load_retrieval(data, split, corpus=corpus, queries=queries, qrels=qrels)
     with tempfile.TemporaryDirectory(prefix="glovefaiss-eval-") as tmp:
         if index_dir is None:
-            from .pipeline import build as run_build
+            from .index.build import build as run_build
 
             if rd.corpus is None:
                 raise click.UsageError("give --index, or a corpus (a BEIR directory or --corpus) to build one")
@@ -373,7 +373,7 @@ def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, 
 def eval_sts(pairs, index_dir, model_dir, config_path, glove, fit_on, fmt):
     """Pearson and Spearman x100 between gold scores and cosines, for each PAIRS file
     (CSV/TSV sentence1, sentence2, score, header optional; or Parquet)."""
-    from .evaluate import evaluate_sts, read_pairs, sts_encoder
+    from .evaluation.retrieval import evaluate_sts, read_pairs, sts_encoder
 
     if index_dir is not None and model_dir is not None:
         raise click.UsageError("give --index or --model, not both")
@@ -383,14 +383,14 @@ def eval_sts(pairs, index_dir, model_dir, config_path, glove, fit_on, fmt):
     loaded = [(p, *read_pairs(p)) for p in pairs]
     reports = []
     if model_dir is not None:
-        from .model import load_towers
+        from .tower.model_dir import load_towers
 
         query_encoder, document_encoder, _ = load_towers(model_dir)
         reports = [evaluate_sts(query_encoder, a, b, s, name=p.name, document_encoder=document_encoder)
                    for p, a, b, s in loaded]
     elif index_dir is not None:
-        from .manifest import TOWER_DIR, read_manifest
-        from .pooling import load_encoder
+        from .index.layout import TOWER_DIR, read_manifest
+        from .tower.encoder import load_encoder
 
         m = read_manifest(index_dir)
         encoder = load_encoder(Path(index_dir) / m.get("query_tower", {}).get("dir", TOWER_DIR))
@@ -398,7 +398,7 @@ def eval_sts(pairs, index_dir, model_dir, config_path, glove, fit_on, fmt):
         document = load_encoder(Path(index_dir) / m["document_tower"]["dir"]) if "document_tower" in m else None
         reports = [evaluate_sts(encoder, a, b, s, name=p.name, document_encoder=document) for p, a, b, s in loaded]
     else:
-        from .vectors import load_vectors
+        from .vectors.sources import load_vectors
 
         config = _eval_config(config_path, glove)
         vectors = load_vectors(config.embedding.model_name)

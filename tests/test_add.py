@@ -9,15 +9,15 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from glovefaiss import index as faiss_index
-from glovefaiss.append import add_documents
 from glovefaiss.cli import cli
 from glovefaiss.errors import CorpusError
-from glovefaiss.indexing import retune
-from glovefaiss.manifest import verify
-from glovefaiss.pipeline import build
-from glovefaiss.query import Index
-from glovefaiss.shards import ShardReader, iter_shard_vectors
+from glovefaiss.index import faiss_ops as faiss_index
+from glovefaiss.index.add import add_documents
+from glovefaiss.index.build import build
+from glovefaiss.index.families import retune
+from glovefaiss.index.layout import verify
+from glovefaiss.index.search import Index
+from glovefaiss.index.shards import ShardReader, iter_shard_vectors
 
 from .conftest import write_corpus
 from .test_build_query import config_for
@@ -140,7 +140,7 @@ def test_add_without_texts_keeps_the_parameters_when_too_few_tuning_queries(tmp_
     build([a], out, config_for(vec_path, index="ivf", tune_queries=100, store_text=False), progress=False)
     before = json.loads((out / "manifest.json").read_text())["index"]
     b = write_corpus(tmp_path / "b.parquet", [5000, 5001], ["w1 w2 w3 w4 w5", "zzz"], pa.int64())
-    with caplog.at_level("WARNING", logger="glovefaiss.append"):
+    with caplog.at_level("WARNING", logger="glovefaiss.index.add"):
         r = add_documents(out, [b], progress=False)
     assert r.retuned is None
     m = json.loads((out / "manifest.json").read_text())

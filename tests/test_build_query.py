@@ -11,8 +11,8 @@ import pytest
 
 from glovefaiss.config import Config
 from glovefaiss.errors import CorpusError, IndexDirError, QueryError
-from glovefaiss.pipeline import build
-from glovefaiss.query import Index
+from glovefaiss.index.build import build
+from glovefaiss.index.search import Index
 
 from .conftest import random_texts, write_corpus
 

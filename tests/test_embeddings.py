@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from glovefaiss.config import EmbeddingConfig
-from glovefaiss.embeddings import (
+from glovefaiss.errors import ConfigError
+from glovefaiss.train.embeddings import (
     PAD,
     REGISTRY,
     FrozenWord2Vec,
@@ -18,8 +19,7 @@ from glovefaiss.embeddings import (
     build,
     from_config,
 )
-from glovefaiss.encoders import AveragePoolingTower, pad_batch
-from glovefaiss.errors import ConfigError
+from glovefaiss.train.towers import AveragePoolingTower, pad_batch
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def make_vectors(dim=4, seed=0):
 
 def test_glove_rows_from_injected_vectors(caplog):
     vec = make_vectors()
-    with caplog.at_level(logging.INFO, logger="glovefaiss.embeddings"):
+    with caplog.at_level(logging.INFO, logger="glovefaiss.train.embeddings"):
         emb = GloVeEmbedding(len(VOCAB), vocab=VOCAB, vectors=vec)
     w = emb.weight.detach().numpy()
     assert emb.embedding_dim == 4 and emb.vocab_size == len(VOCAB)
@@ -59,7 +59,7 @@ def test_glove_rows_from_injected_vectors(caplog):
 
 
 def test_no_missing_words_logs_nothing(caplog):
-    with caplog.at_level(logging.INFO, logger="glovefaiss.embeddings"):
+    with caplog.at_level(logging.INFO, logger="glovefaiss.train.embeddings"):
         emb = GloVeEmbedding(3, vocab=[PAD, "the", "mat"], vectors=make_vectors())
     assert emb.missing_words == 0
     assert not caplog.records

@@ -7,10 +7,10 @@ import pyarrow as pa
 import pytest
 import torch
 
-from glovefaiss.embeddings import PAD, GloVeEmbedding
-from glovefaiss.encoders import AveragePoolingTower, pad_batch
 from glovefaiss.errors import ConfigError
-from glovefaiss.pooling import l2_normalize, mean_pool
+from glovefaiss.tower.encoder import l2_normalize, mean_pool
+from glovefaiss.train.embeddings import PAD, GloVeEmbedding
+from glovefaiss.train.towers import AveragePoolingTower, pad_batch
 
 
 class Vec:
@@ -129,7 +129,7 @@ def test_pad_batch():
 def test_modules_do_not_import_gensim():
     root = Path(__file__).resolve().parents[1]
     code = (
-        "import sys; import glovefaiss.encoders, glovefaiss.embeddings; "
+        "import sys; import glovefaiss.train.towers, glovefaiss.train.embeddings; "
         "assert 'torch' in sys.modules; assert 'gensim' not in sys.modules, 'gensim imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env={"PYTHONPATH": str(root)})

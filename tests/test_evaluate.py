@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from glovefaiss.cli import cli
-from glovefaiss.evaluate import (
+from glovefaiss.evaluation.retrieval import (
     EvalError,
     average_precision_at_k,
     evaluate_run,
@@ -27,8 +27,8 @@ from glovefaiss.evaluate import (
     render_table,
     spearman,
 )
-from glovefaiss.pooling import TextEncoder, Vocabulary
-from glovefaiss.tokenisers import Tokeniser
+from glovefaiss.text.tokeniser import Tokeniser
+from glovefaiss.tower.encoder import TextEncoder, Vocabulary
 
 from .conftest import write_glove_text
 

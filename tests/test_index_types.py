@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from glovefaiss import index as faiss_index
 from glovefaiss.errors import ConfigError
-from glovefaiss.pipeline import build
-from glovefaiss.query import Index
-from glovefaiss.tune import exact_topk, recall_at_k, tune
+from glovefaiss.index import faiss_ops as faiss_index
+from glovefaiss.index.build import build
+from glovefaiss.index.search import Index
+from glovefaiss.index.tuning import exact_topk, recall_at_k, tune
 
 from .conftest import write_corpus, write_glove_text
 from .test_build_query import config_for
@@ -117,7 +117,7 @@ def test_tuner_reports_an_unreachable_target():
     t = tune(idx, q, truth, 10, target_recall=0.99)
     assert not t.reached and t.recall_lower_bound < t.recall < 0.99
     # On the plateau the cheapest setting close to the best recall is kept, and the walk stops early.
-    from glovefaiss.tune import PLATEAU
+    from glovefaiss.index.tuning import PLATEAU
 
     best = max(p["recall"] for p in t.tried)
     assert t.recall >= best - PLATEAU - 1e-4
@@ -129,7 +129,7 @@ def test_tuner_reports_an_unreachable_target():
 
 def test_tuning_warns_once_when_it_has_few_queries(tmp_path, topic_corpus, caplog):
     from glovefaiss.config import Config
-    from glovefaiss.pipeline import build
+    from glovefaiss.index.build import build
 
     d, vec, corpus, texts = topic_corpus
     q = tmp_path / "q.txt"
@@ -167,7 +167,7 @@ def test_mmap_load_maps_instead_of_reading(tmp_path):
     code = (
         "import sys, resource\n"
         "from pathlib import Path\n"
-        "from glovefaiss import index\n"
+        "from glovefaiss.index import faiss_ops as index\n"
         "def rss():\n"
         "    return int(open('/proc/self/statm').read().split()[1]) * 4096\n"
         "before = rss()\n"
@@ -185,7 +185,7 @@ def test_mmap_load_maps_instead_of_reading(tmp_path):
 
 
 def test_recall_lower_bound():
-    from glovefaiss.tune import lower_bound
+    from glovefaiss.index.tuning import lower_bound
 
     assert lower_bound(np.ones(50)) == 1.0
     per_query = np.array([1.0, 0.9, 0.8, 1.0] * 25)

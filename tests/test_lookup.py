@@ -6,9 +6,9 @@ import pyarrow.compute as pc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from glovefaiss.lookup import KeyTable, padded
-from glovefaiss.pooling import Vocabulary
-from glovefaiss.strings import PackedStrings, arrow_string_buffers
+from glovefaiss.text.keys import KeyTable, padded
+from glovefaiss.text.packed import PackedStrings, arrow_string_buffers
+from glovefaiss.tower.encoder import Vocabulary
 
 # Short and long words, shared prefixes, NUL bytes, non-ASCII: what could confuse 16-byte keys.
 word = st.one_of(

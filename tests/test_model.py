@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from glovefaiss.errors import ConfigError, ModelError
-from glovefaiss.model import check_out_dir, export_towers, load_towers, load_two_tower, read_model, save_model
-from glovefaiss.pooling import load_encoder
-from glovefaiss.train import fit
-from glovefaiss.training_data import PairData
+from glovefaiss.tower.encoder import load_encoder
+from glovefaiss.tower.model_dir import check_out_dir, export_towers, load_towers, load_two_tower, read_model, save_model
+from glovefaiss.train.data import PairData
+from glovefaiss.train.fit import fit
 
 from .test_train import make
 from .test_train_helpers import pair_data
@@ -61,7 +61,7 @@ def test_dropout_only_in_training(tiny_vectors):
 
 
 def test_unknown_arch(tiny_vectors):
-    from glovefaiss.encoders import build_two_tower
+    from glovefaiss.train.towers import build_two_tower
 
     model, *_ = make(tiny_vectors, pair_data())
     with pytest.raises(ConfigError, match="unknown encoder arch 'lstm'; valid archs: avg_pool"):
@@ -152,9 +152,9 @@ def test_tampered_or_missing_model(tmp_path, tiny_vectors):
 
 
 def test_lookup_embedding_model_exports_its_own_vocabulary(tiny_vectors):
-    from glovefaiss.embeddings import LookupEmbedding
-    from glovefaiss.encoders import build_two_tower
-    from glovefaiss.training_data import Tokenizer
+    from glovefaiss.train.data import Tokenizer
+    from glovefaiss.train.embeddings import LookupEmbedding
+    from glovefaiss.train.towers import build_two_tower
 
     from .test_train_helpers import tiny_config
 

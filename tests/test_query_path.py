@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from glovefaiss.pipeline import build
+from glovefaiss.index.build import build
 
 from .test_build_query import config_for
 

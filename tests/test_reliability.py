@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from glovefaiss.cli import cli
-from glovefaiss.pipeline import build
-from glovefaiss.pooling import TextEncoder, Vocabulary
-from glovefaiss.query import Index
-from glovefaiss.tokenisers import Tokeniser
+from glovefaiss.index.build import build
+from glovefaiss.index.search import Index
+from glovefaiss.text.tokeniser import Tokeniser
+from glovefaiss.tower.encoder import TextEncoder, Vocabulary
 
 from .conftest import WORDS, random_texts, write_corpus
 from .test_build_query import config_for
@@ -250,7 +250,7 @@ def test_interrupted_build_keeps_previous_index(tmp_path, tiny_vectors, tiny_cor
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("glovefaiss.pipeline._duplicates", boom)
+    monkeypatch.setattr("glovefaiss.index.build._duplicates", boom)
     with pytest.raises(KeyboardInterrupt):
         build([tiny_corpus[0]], out, cfg, overwrite=True, progress=False)
     assert _sums(out) == before
@@ -310,7 +310,7 @@ def test_search_results_sorted_and_bounded(property_index, query, k):
 
 
 def test_serial_writer_keeps_order_and_raises_failures():
-    from glovefaiss.pipeline import _Serial
+    from glovefaiss.index.build import _Serial
 
     done = []
     with _Serial() as s:

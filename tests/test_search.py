@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from glovefaiss.model import save_model
-from glovefaiss.search import SemanticSearch
-from glovefaiss.train import fit
+from glovefaiss.index.memory import SemanticSearch
+from glovefaiss.tower.model_dir import save_model
+from glovefaiss.train.fit import fit
 
 from .test_train import make
 from .test_train_helpers import pair_data
@@ -60,8 +60,8 @@ def test_serving_a_model_imports_no_torch(tmp_path, tiny_vectors, tiny_corpus):
     save_model(tmp_path / "m", model, tok, config, vectors=vectors)
     code = (
         "import sys\n"
-        "from glovefaiss.search import SemanticSearch\n"
-        "from glovefaiss.model import build_index\n"
+        "from glovefaiss.index.memory import SemanticSearch\n"
+        "from glovefaiss.tower.model_dir import build_index\n"
         "from glovefaiss.cli import cli\n"
         f"s = SemanticSearch({str(tmp_path / 'm')!r})\n"
         "s.index_documents(['the cat sat', 'stock market fell'])\n"

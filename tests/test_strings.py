@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from glovefaiss.strings import PackedStrings, PackedStringsWriter
+from glovefaiss.text.packed import PackedStrings, PackedStringsWriter
 
 TEXTS = ["the cat", "", "猫が好き 🐈‍⬛", None, "e\u0301te\u0301", "x" * 1000, "last"]
 

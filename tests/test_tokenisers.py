@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from glovefaiss.config import TokeniserConfig
 from glovefaiss.errors import ConfigError
-from glovefaiss.tokenisers import Tokeniser
+from glovefaiss.text.tokeniser import Tokeniser
 
 DEFAULT = Tokeniser()
 KEEP_PUNCT = Tokeniser(TokeniserConfig(strip_punctuation=False))

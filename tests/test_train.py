@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from glovefaiss import losses
 from glovefaiss.config import LossConfig
-from glovefaiss.embeddings import GloVeEmbedding
-from glovefaiss.encoders import build_two_tower
 from glovefaiss.errors import ConfigError, ModelError
-from glovefaiss.model import export_towers
-from glovefaiss.train import evaluate, fit, mine_hard_negatives
-from glovefaiss.training_data import PairData, Tokenizer
-from glovefaiss.vectors import load_vectors
+from glovefaiss.tower.model_dir import export_towers
+from glovefaiss.train import losses
+from glovefaiss.train.data import PairData, Tokenizer
+from glovefaiss.train.embeddings import GloVeEmbedding
+from glovefaiss.train.fit import evaluate, fit, mine_hard_negatives
+from glovefaiss.train.towers import build_two_tower
+from glovefaiss.vectors.sources import load_vectors
 
 from .test_train_helpers import pair_data, scored_data, tiny_config
 
@@ -245,10 +245,10 @@ def test_sif_initialisation_equals_the_served_sif_tower(tmp_path, tiny_vectors, 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from glovefaiss import weighting
-    from glovefaiss.model import load_towers
-    from glovefaiss.pipeline import encoder_from_config
-    from glovefaiss.train import train
+    from glovefaiss.index.build import encoder_from_config
+    from glovefaiss.tower import sif as weighting
+    from glovefaiss.tower.model_dir import load_towers
+    from glovefaiss.train.fit import train
 
     full = pair_data(negatives=False)
     rows = [(full.queries[q], full.documents[d]) for q, d in full.pairs.tolist()]

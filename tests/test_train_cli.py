@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from glovefaiss.cli import cli
-from glovefaiss.model import load_towers
-from glovefaiss.pooling import load_encoder
-from glovefaiss.query import Index
-from glovefaiss.train import evaluate_scored
-from glovefaiss.training_data import load_training_data
+from glovefaiss.index.search import Index
+from glovefaiss.tower.encoder import load_encoder
+from glovefaiss.tower.model_dir import load_towers
+from glovefaiss.train.data import load_training_data
+from glovefaiss.train.fit import evaluate_scored
 
 from .test_train_helpers import scored_data, triplets
 

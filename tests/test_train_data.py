@@ -11,7 +11,7 @@ import pytest
 
 from glovefaiss.config import TokeniserConfig
 from glovefaiss.errors import ConfigError
-from glovefaiss.training_data import PairData, Tokenizer, load_training_data
+from glovefaiss.train.data import PairData, Tokenizer, load_training_data
 
 
 def write_jsonl(path, rows):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from glovefaiss.errors import ConfigError
-from glovefaiss.model import export_towers
-from glovefaiss.train import ema_decay, evaluate, fit
+from glovefaiss.tower.model_dir import export_towers
+from glovefaiss.train.fit import ema_decay, evaluate, fit
 
 from .test_train import make
 from .test_train_helpers import scored_data
@@ -88,8 +88,8 @@ def test_validation_scores_and_keeps_the_average(tiny_vectors, lr):
 
 
 def test_train_records_the_decay_and_cpu_time(tmp_path, tiny_vectors):
-    from glovefaiss.model import load_towers
-    from glovefaiss.train import train
+    from glovefaiss.tower.model_dir import load_towers
+    from glovefaiss.train.fit import train
 
     data = scored_data(seed=0)
     path = tmp_path / "pairs.csv"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from glovefaiss.config import Config
-from glovefaiss.training_data import PairData, ScoredData
+from glovefaiss.train.data import PairData, ScoredData
 
 TOPICS = [
     ["cat", "kitten", "mat", "yarn", "played", "sat"],

@@ -1,4 +1,4 @@
-"""glovefaiss.vectors: every file format, the gensim-data cache offline, the parse cache, the bundled GloVe."""
+"""glovefaiss.vectors.sources: every file format, the gensim-data cache offline, the parse cache, the bundled GloVe."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from glovefaiss import vectors as V
 from glovefaiss.errors import UnknownVectorsSource, VectorsDownloadError, VectorsFormatError
+from glovefaiss.vectors import sources as V
 
-LOGGER = "glovefaiss.vectors"
+LOGGER = "glovefaiss.vectors.sources"
 WORDS = ["the", "cat", "sat", "on", "mat", "café", "naïve", "日本", "a-b", "x_y", "o'neil", "42"]
 
 
@@ -513,7 +513,7 @@ def test_bundled_default(tmp_path):
 
 
 def test_import_does_not_pull_in_gensim_or_torch():
-    code = "import sys, glovefaiss.vectors; print(sorted({'gensim', 'torch'} & set(sys.modules)))"
+    code = "import sys, glovefaiss.vectors.sources; print(sorted({'gensim', 'torch'} & set(sys.modules)))"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "[]"

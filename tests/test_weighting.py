@@ -13,12 +13,12 @@ import pytest
 
 from glovefaiss.config import Config, PoolingConfig, TokeniserConfig
 from glovefaiss.errors import ConfigError
-from glovefaiss.pipeline import build
-from glovefaiss.pooling import TextEncoder, Vocabulary, load_encoder, mean_pool, remove_components, save_encoder
-from glovefaiss.query import Index
-from glovefaiss.shards import vectors_from_arrow
-from glovefaiss.tokenisers import Tokeniser
-from glovefaiss.weighting import (
+from glovefaiss.index.build import build
+from glovefaiss.index.search import Index
+from glovefaiss.index.shards import vectors_from_arrow
+from glovefaiss.text.tokeniser import Tokeniser
+from glovefaiss.tower.encoder import TextEncoder, Vocabulary, load_encoder, mean_pool, remove_components, save_encoder
+from glovefaiss.tower.sif import (
     anisotropy,
     count_words,
     prepare_for_texts,
@@ -265,7 +265,7 @@ def test_sif_build_is_deterministic_and_resumes(tmp_path, sif_setup, monkeypatch
     build([corpus], tmp_path / "b", cfg, progress=False)
     assert sums(tmp_path / "a") == sums(tmp_path / "b")
 
-    import glovefaiss.pipeline as pipeline
+    import glovefaiss.index.build as pipeline
 
     real_add = pipeline._BuildState.add
     calls = []

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from . import index as faiss_index
-from .config import BuildConfig
+from ..config import BuildConfig
+from . import faiss_ops as faiss_index
 from .shards import ShardReader, iter_shard_vectors
-from .tune import exact_topk, tune, warn_if_few
+from .tuning import exact_topk, tune, warn_if_few
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import TokeniserConfig
-from .errors import ConfigError
-from .lookup import padded_buffer
+from ..config import TokeniserConfig
+from ..errors import ConfigError
+from .keys import padded_buffer
 
 if TYPE_CHECKING:  # annotations only: the Arrow methods import it, single queries need no pyarrow
     import pyarrow as pa

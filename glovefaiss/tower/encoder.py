@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .config import TokeniserConfig
-from .lookup import KeyTable, padded
-from .strings import PackedStrings, PackedStringsWriter, arrow_string_buffers
-from .tokenisers import Tokeniser
+from ..config import TokeniserConfig
+from ..text.keys import KeyTable, padded
+from ..text.packed import PackedStrings, PackedStringsWriter, arrow_string_buffers
+from ..text.tokeniser import Tokeniser
 
 if TYPE_CHECKING:  # annotations only: imported where used, see the module docstring
     import pyarrow as pa

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +271,6 @@ def _vocab_array(vocab: Sequence[str] | pa.Array) -> pa.Array:
 
 def _load(source: str) -> Any:
     # Imported here: vectors.py pulls in file readers that model code should not need at import.
-    from .vectors import load_vectors
+    from ..vectors.sources import load_vectors
 
     return load_vectors(source)

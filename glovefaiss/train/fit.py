@@ -25,12 +25,12 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 
-from . import index as faiss_index
-from .config import Config
-from .errors import ConfigError, ModelError
+from ..config import Config
+from ..errors import ConfigError, ModelError
+from ..index import faiss_ops as faiss_index
+from .data import PairData, ScoredData, Tokenizer, load_training_data
 from .losses import SCORED_LOSSES
 from .losses import from_config as loss_from_config
-from .training_data import PairData, ScoredData, Tokenizer, load_training_data
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ def _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, ha
         raise ConfigError(f"the validation data ({validation.source}) holds {validation.kind} but the training "
                           f"data {data.kind}; give validation data of the same kind")
     if export is None:
-        from .model import export_towers
+        from ..tower.model_dir import export_towers
 
         export = lambda m: export_towers(m, tokenizer, config)  # noqa: E731
 
@@ -408,9 +408,9 @@ def _pooling_init(config: Config, tokenizer: Tokenizer, vectors: Any, emb, texts
     """
     import pyarrow as pa
 
-    from . import weighting
-    from .pooling import TextEncoder, Vocabulary
-    from .tokenisers import Tokeniser
+    from ..text.tokeniser import Tokeniser
+    from ..tower import sif as weighting
+    from ..tower.encoder import TextEncoder, Vocabulary
 
     pc_cfg = config.pooling
     weighting.check(pc_cfg)
@@ -452,7 +452,7 @@ def _pooling_init(config: Config, tokenizer: Tokenizer, vectors: Any, emb, texts
 
 
 def _corpus_texts(paths: Sequence[str | Path], config: Config) -> list:
-    from .corpus import open_corpus
+    from ..io.corpus import open_corpus
 
     corpus = open_corpus(list(paths), config.build.id_column, config.build.text_column)
     return [texts for _ids, texts in corpus.batches(config.build.batch_size)]
@@ -467,9 +467,9 @@ def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int
 
     ``ema``: weight averaging decay, overriding the config's ``optimizer.ema`` (see :func:`fit`).
     """
+    from ..tower.model_dir import check_out_dir, export_towers, save_model
     from . import embeddings
-    from .encoders import build_two_tower
-    from .model import check_out_dir, export_towers, save_model
+    from .towers import build_two_tower
 
     t0 = time.perf_counter()
     out = Path(out).absolute()
@@ -492,7 +492,7 @@ def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int
 
     vectors = None
     if config.embedding.type in ("glove", "word2vec"):
-        from .vectors import load_vectors
+        from ..vectors.sources import load_vectors
 
         vectors = load_vectors(config.embedding.model_name)
     texts = data.texts() + (_corpus_texts(corpus, config) if corpus else [])

@@ -32,11 +32,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .config import Config, from_dict
-from .errors import ModelError
-from .manifest import publish_dir, sha256_file
-from .pooling import TextEncoder, Vocabulary, load_encoder, save_encoder
-from .tokenisers import Tokeniser
+from ..config import Config, from_dict
+from ..errors import ModelError
+from ..index.layout import publish_dir, sha256_file
+from ..text.tokeniser import Tokeniser
+from .encoder import TextEncoder, Vocabulary, load_encoder, save_encoder
 
 MODEL_FILE = "model.json"
 MODEL_FORMAT = 1
@@ -67,7 +67,7 @@ def export_towers(model, tokenizer, config: Config, vectors: Any = None,
     base_words = None
     if config.embedding.type in ("glove", "word2vec"):
         if vectors is None:
-            from .vectors import load_vectors
+            from ..vectors.sources import load_vectors
 
             vectors = load_vectors(config.embedding.model_name)
         base_words = vectors.words.combine_chunks() if isinstance(vectors.words, pa.ChunkedArray) else vectors.words
@@ -131,7 +131,7 @@ def save_model(out: str | Path, model, tokenizer, config: Config, *, vectors: An
     import torch
     import yaml
 
-    from . import __version__
+    from .. import __version__
 
     out = Path(out).absolute()
     check_out_dir(out, overwrite)
@@ -249,7 +249,7 @@ def build_index(corpus, out: str | Path, model_dir: str | Path, config: Config |
 
     ``config`` contributes its ``build`` section; tokeniser and embedding come from the model.
     """
-    from .pipeline import build
+    from ..index.build import build
 
     q, d, info = load_towers(model_dir)
     cfg = model_config(info).to_dict()
@@ -276,9 +276,9 @@ def load_two_tower(model_dir: str | Path):
     """(TwoTower, Tokenizer, Config, model.json) from a model directory's checkpoint."""
     import torch
 
-    from . import embeddings
-    from .encoders import build_two_tower
-    from .training_data import Tokenizer
+    from ..train import embeddings
+    from ..train.data import Tokenizer
+    from ..train.towers import build_two_tower
 
     model_dir = Path(model_dir)
     info = read_model(model_dir)

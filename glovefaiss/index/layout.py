@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import IndexDirError
+from ..errors import IndexDirError
 
 # 2: texts packed beside each shard (format 1 had one texts.arrow).
 FORMAT_VERSION = 2

@@ -33,9 +33,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import DataError, GloveFaissError
-from .pooling import TextEncoder
-from .scored_csv import read_scored_csv
+from ..errors import DataError, GloveFaissError
+from ..io.scored import read_scored_csv
+from ..tower.encoder import TextEncoder
 
 RETRIEVAL_METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100")
 STS_METRICS = ("pearson", "spearman")
@@ -365,8 +365,8 @@ def evaluate_sts(encoder: TextEncoder, a: Sequence[str], b: Sequence[str], gold:
 
 def sts_encoder(config, sentences: Iterable[str], vectors=None) -> tuple[TextEncoder, dict[str, Any]]:
     """The config's tower, with its SIF weights and components fitted on ``sentences``."""
-    from . import weighting
-    from .pipeline import encoder_from_config
+    from ..index.build import encoder_from_config
+    from ..tower import sif as weighting
 
     encoder, _ = encoder_from_config(config, vectors)
     return weighting.prepare_for_texts(encoder, config.pooling, list(sentences), seed=config.seed)

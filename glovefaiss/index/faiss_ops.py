@@ -26,7 +26,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .errors import ConfigError, IndexDirError
+from ..errors import ConfigError, IndexDirError
 
 KINDS = ("flat", "hnsw", "ivf", "ivf-fastscan", "ivf-pq", "ivf-sq8")
 # Flat search scans n*d floats; below this many (50,000 x 50) a query stays under a millisecond here

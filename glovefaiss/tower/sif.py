@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .config import PoolingConfig
-from .errors import ConfigError
-from .pooling import TextEncoder, l2_normalize
+from ..config import PoolingConfig
+from ..errors import ConfigError
+from .encoder import TextEncoder, l2_normalize
 
 logger = logging.getLogger(__name__)
 

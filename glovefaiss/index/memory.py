@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .query import Index
+from .search import Index
 
 
 class _TorchSide:
@@ -62,7 +62,7 @@ class SemanticSearch:
 
     def __init__(self, model, tokenizer=None, *, batch_size: int = 1024):
         if isinstance(model, (str, Path)):
-            from .model import load_towers
+            from ..tower.model_dir import load_towers
 
             q, d, _ = load_towers(model)
             self.query_side, self.document_side = _NumpySide(q), _NumpySide(d)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import CorpusError
+from ..errors import CorpusError
 
 
 @dataclass(frozen=True)

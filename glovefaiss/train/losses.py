@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 LOSSES = ("triplet", "contrastive", "cosine", "cosent")
 SCORED_LOSSES = ("cosine", "cosent")

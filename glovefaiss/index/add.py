@@ -15,23 +15,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import index as faiss_index
-from .config import from_dict
-from .corpus import open_corpus
-from .errors import CorpusError
-from .indexing import retune
-from .manifest import (
-    DOCUMENT_TOWER_DIR,
-    INDEX_FILE,
-    SHARDS_DIR,
-    TOWER_DIR,
-    check_sizes,
-    publish_dir,
-    read_manifest,
-    sha256_file,
-    write_json_atomic,
-)
-from .pipeline import (
+from ..config import from_dict
+from ..errors import CorpusError
+from ..io.corpus import open_corpus
+from ..tower.encoder import EncodeStats, load_encoder
+from . import faiss_ops as faiss_index
+from .build import (
     TOP_OOV,
     WINDOW_QUERIES,
     _duplicates,
@@ -42,9 +31,20 @@ from .pipeline import (
     window_queries,
     window_sample,
 )
-from .pooling import EncodeStats, load_encoder
+from .families import retune
+from .layout import (
+    DOCUMENT_TOWER_DIR,
+    INDEX_FILE,
+    SHARDS_DIR,
+    TOWER_DIR,
+    check_sizes,
+    publish_dir,
+    read_manifest,
+    sha256_file,
+    write_json_atomic,
+)
 from .shards import ShardReader, ShardWriter, TextStore, iter_shard_vectors, shard_schema, write_id_lookup
-from .tune import FEW_QUERIES
+from .tuning import FEW_QUERIES
 
 logger = logging.getLogger(__name__)
 

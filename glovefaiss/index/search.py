@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from . import index as faiss_index
-from .errors import IndexDirError, QueryError
-from .manifest import INDEX_FILE, TOWER_DIR, check_sizes, read_manifest
-from .pooling import TextEncoder, load_encoder
+from ..errors import IndexDirError, QueryError
+from ..tower.encoder import TextEncoder, load_encoder
+from . import faiss_ops as faiss_index
+from .layout import INDEX_FILE, TOWER_DIR, check_sizes, read_manifest
 from .shards import ShardReader, TextStore, load_id_lookup
 
 logger = logging.getLogger(__name__)

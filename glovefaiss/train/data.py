@@ -28,10 +28,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .config import TokeniserConfig
-from .errors import ConfigError, DataError
-from .scored_csv import read_scored_csv
-from .tokenisers import Tokeniser
+from ..config import TokeniserConfig
+from ..errors import ConfigError, DataError
+from ..io.scored import read_scored_csv
+from ..text.tokeniser import Tokeniser
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from .config import Config, EmbeddingConfig, TokeniserConfig
-from .pipeline import encoder_from_config
-from .query import Index
+from ..config import Config, EmbeddingConfig, TokeniserConfig
+from .build import encoder_from_config
+from .search import Index
 
 
 class GloVeSearch:

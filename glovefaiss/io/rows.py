@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import QueryError
+from ..errors import QueryError
 
 
 def read_queries(path: str | Path) -> tuple[list[Any], list[str]]:

@@ -19,13 +19,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import index as faiss_index
-from . import weighting
-from .config import Config
-from .corpus import Corpus, open_corpus
-from .errors import ConfigError, CorpusError, IndexDirError, ModelError, QueryError
-from .indexing import build_index, resolve_index
-from .manifest import (
+from ..config import Config
+from ..errors import ConfigError, CorpusError, IndexDirError, ModelError, QueryError
+from ..io.corpus import Corpus, open_corpus
+from ..text.tokeniser import Tokeniser
+from ..tower import sif as weighting
+from ..tower.encoder import EncodeStats, TextEncoder, Vocabulary, save_encoder
+from . import faiss_ops as faiss_index
+from .families import build_index, resolve_index
+from .layout import (
     DOCUMENT_TOWER_DIR,
     FORMAT_VERSION,
     INDEX_FILE,
@@ -36,9 +38,7 @@ from .manifest import (
     sha256_file,
     write_json_atomic,
 )
-from .pooling import EncodeStats, TextEncoder, Vocabulary, save_encoder
 from .shards import TEXTS_DIR, ShardWriter, shard_schema, write_id_lookup
-from .tokenisers import Tokeniser
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class BuildResult:
 
 def encoder_from_config(config: Config, vectors=None) -> tuple[TextEncoder, Any]:
     """The frozen mean-pool tower of a config: its tokeniser over its word vectors."""
-    from .vectors import load_vectors
+    from ..vectors.sources import load_vectors
 
     if vectors is None:
         vectors = load_vectors(config.embedding.model_name)
@@ -158,7 +158,7 @@ def encode_corpus(corpus: Corpus, encoder: TextEncoder, bc, skip: int = 0, backe
 
 def file_tuning_queries(path: str | Path, encoder: TextEncoder, n: int, seed: int) -> tuple[np.ndarray, str]:
     """(vectors, description) of up to ``n`` queries of a query file (a seeded sample when it holds more)."""
-    from .queryfile import read_queries
+    from ..io.rows import read_queries
 
     try:
         _, texts = read_queries(path)
@@ -394,7 +394,7 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
                 vectors_info: dict, progress: bool | None, resume: bool) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
-    from . import __version__
+    from .. import __version__
 
     bc = config.build
     if query_encoder.dim != encoder.dim:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 import faiss
 import numpy as np
 
-from . import index as faiss_index
+from . import faiss_ops as faiss_index
 
 logger = logging.getLogger(__name__)
 

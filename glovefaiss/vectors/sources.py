@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import UnknownVectorsSource, VectorsDownloadError, VectorsFormatError
+from ..errors import UnknownVectorsSource, VectorsDownloadError, VectorsFormatError
 
 logger = logging.getLogger(__name__)
 

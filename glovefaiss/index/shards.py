@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .manifest import sha256_file
-from .strings import HashingFile, PackedStrings, PackedStringsWriter
+from ..text.packed import HashingFile, PackedStrings, PackedStringsWriter
+from .layout import sha256_file
 
 TEXTS_DIR = "texts"
 
