@@ -4,7 +4,7 @@ import pytest
 
 from glovefaiss.config import TokeniserConfig
 from glovefaiss.text.tokeniser import Tokeniser
-from glovefaiss.tower.encoder import TextEncoder, Vocabulary, load_encoder, mean_pool, save_encoder
+from glovefaiss.tower.encoder import EncodeStats, TextEncoder, Vocabulary, load_encoder, mean_pool, save_encoder
 
 from .conftest import WORDS, random_texts
 
@@ -37,7 +37,8 @@ def test_document_vector_is_normalised_mean_of_known_words(encoder):
     rows = [WORDS.index(w) for w in ["the", "cat", "the", "mat"]]  # "and", "an", "unknownword" are OOV
     expected = encoder.matrix[rows].mean(axis=0)
     expected /= np.linalg.norm(expected)
-    vectors, stats = encoder.encode_arrow(pa.array([text]), top_oov=5)
+    stats = EncodeStats()
+    vectors = encoder.encode(pa.array([text]), stats=stats, top_oov=5)
     np.testing.assert_allclose(vectors[0], expected, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(encoder.encode(text)[0], expected, rtol=1e-6, atol=1e-6)
     assert (stats.tokens, stats.oov_tokens, stats.empty_texts) == (7, 3, 0)
@@ -55,7 +56,8 @@ def test_matches_gensim_keyedvectors_mean(encoder):
 
 
 def test_text_without_known_word_is_zero_and_counted(encoder):
-    vectors, stats = encoder.encode_arrow(pa.array(["qqq zzz", None, "", "cat"]))
+    stats = EncodeStats()
+    vectors = encoder.encode(pa.array(["qqq zzz", None, "", "cat"]), stats=stats)
     assert not vectors[:3].any()
     assert np.isclose(np.linalg.norm(vectors[3]), 1.0)
     assert stats.empty_texts == 3 and stats.texts == 4
@@ -63,7 +65,7 @@ def test_text_without_known_word_is_zero_and_counted(encoder):
 
 def test_batch_and_single_paths_agree(encoder):
     texts = random_texts(np.random.default_rng(0), 300, WORDS)
-    batch = encoder.encode_arrow(pa.array(texts))[0]
+    batch = encoder.encode(pa.array(texts))
     single = np.vstack([encoder.encode(t) for t in texts])
     np.testing.assert_allclose(batch, single, atol=1e-6)
     np.testing.assert_allclose(encoder.encode(texts[:5]), batch[:5], atol=1e-6)

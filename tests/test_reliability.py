@@ -272,15 +272,15 @@ any_text = st.one_of(st.text(alphabet=st.characters(blacklist_categories=("Cs",)
 @given(st.lists(any_text, min_size=1, max_size=300), st.randoms(use_true_random=False), st.booleans())
 def test_encoding_invariant_to_batching_and_order(texts, random, projected):
     encoder = PROJECTED if projected else ENCODER
-    whole = encoder.encode_arrow(pa.array(texts, pa.string()))[0]
+    whole = encoder.encode(pa.array(texts, pa.string()))
     norms = np.linalg.norm(whole, axis=1)
     assert np.all(np.isclose(norms, 1.0, atol=1e-5) | (norms == 0))
     cut = random.randint(0, len(texts))
-    parts = [encoder.encode_arrow(pa.array(p, pa.string()))[0] for p in (texts[:cut], texts[cut:]) if p]
+    parts = [encoder.encode(pa.array(p, pa.string())) for p in (texts[:cut], texts[cut:]) if p]
     np.testing.assert_array_equal(np.vstack(parts), whole)
     order = list(range(len(texts)))
     random.shuffle(order)
-    shuffled = encoder.encode_arrow(pa.array([texts[i] for i in order], pa.string()))[0]
+    shuffled = encoder.encode(pa.array([texts[i] for i in order], pa.string()))
     np.testing.assert_array_equal(shuffled, whole[order])
     one = random.randrange(len(texts))
     np.testing.assert_array_equal(encoder.encode([texts[one]])[0], whole[one])  # the query path

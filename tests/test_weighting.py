@@ -96,7 +96,7 @@ def test_encoder_with_weights_and_components_matches_numpy_reference():
     v = v - (v @ comps.T) @ comps
     v /= np.linalg.norm(v)
     np.testing.assert_allclose(enc.encode(text)[0], v, atol=1e-6)
-    np.testing.assert_allclose(enc.encode_arrow(pa.array([text]))[0][0], v, atol=1e-6)
+    np.testing.assert_allclose(enc.encode(pa.array([text]))[0], v, atol=1e-6)
     assert np.abs(enc.encode_unnormalized(pa.array([text])) @ comps.T).max() < 1e-5
 
 
@@ -167,9 +167,9 @@ def test_batch_invariance_with_weights_and_components():
     enc = _encoder(weights=np.random.default_rng(6).uniform(0.1, 1, len(WORDS)).astype(np.float32),
                    components=_orthonormal(3, 6, seed=2))
     texts = random_texts(np.random.default_rng(8), 400, WORDS)
-    whole = enc.encode_arrow(pa.array(texts))[0]
+    whole = enc.encode(pa.array(texts))
     for cut in (1, 37, 399):
-        parts = np.vstack([enc.encode_arrow(pa.array(texts[:cut]))[0], enc.encode_arrow(pa.array(texts[cut:]))[0]])
+        parts = np.vstack([enc.encode(pa.array(texts[:cut])), enc.encode(pa.array(texts[cut:]))])
         np.testing.assert_array_equal(parts, whole)
     single = np.vstack([enc.encode(t) for t in texts[:50]])
     np.testing.assert_array_equal(single, whole[:50])

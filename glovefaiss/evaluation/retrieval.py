@@ -347,8 +347,8 @@ def cosines(encoder: TextEncoder, a: Sequence[str], b: Sequence[str],
             document_encoder: TextEncoder | None = None) -> np.ndarray:
     """Cosine of each pair's vectors (0 when either has no known word); ``b`` through
     ``document_encoder`` when given (a trained model's document tower)."""
-    va = encoder.encode_arrow(pa.array(list(a), pa.string()))[0]
-    vb = (document_encoder or encoder).encode_arrow(pa.array(list(b), pa.string()))[0]
+    va = encoder.encode(a)
+    vb = (document_encoder or encoder).encode(b)
     return (va.astype(np.float64) * vb.astype(np.float64)).sum(axis=1)
 
 

@@ -145,11 +145,12 @@ def encode_corpus(corpus: Corpus, encoder: TextEncoder, bc, skip: int = 0, backe
     Batches never cross a multiple of ``bc.shard_rows`` (counted from the corpus start), and
     the first ``skip`` rows are passed over. ``backend``: see :func:`pooling_backend`.
     """
-    encoder.prepare_batches(backend)
+    encoder = encoder.for_batches(backend)
 
     def encode(batch):
         ids, texts = batch
-        vectors, s = encoder.encode_arrow(texts, top_oov=TOP_OOV)
+        s = EncodeStats()
+        vectors = encoder.encode(texts, stats=s, top_oov=TOP_OOV)
         return ids, texts, vectors, s
 
     batches = _aligned(corpus.batches(bc.batch_size), bc.shard_rows, skip)
@@ -164,7 +165,7 @@ def file_tuning_queries(path: str | Path, encoder: TextEncoder, n: int, seed: in
         _, texts = read_queries(path)
     except QueryError as e:
         raise ConfigError(f"--tuning-queries: {e}") from None
-    vectors = encoder.encode_arrow(pa.array(texts, pa.string()))[0]
+    vectors = encoder.encode(pa.array(texts, pa.string()))
     vectors = vectors[np.any(vectors != 0, axis=1)]
     if not len(vectors):
         raise ConfigError(f"--tuning-queries: none of the {len(texts)} queries in {path} has a word in the vocabulary")
@@ -203,7 +204,7 @@ def window_queries(texts: list[str], encoder: TextEncoder, n: int, rng: np.rando
             length = int(rng.integers(2, 9))
             start = int(rng.integers(0, max(1, len(tokens) - length + 1)))
             queries.append(" ".join(tokens[start:start + length]))
-    vectors = encoder.encode_arrow(pa.array(queries, pa.string()))[0]
+    vectors = encoder.encode(pa.array(queries, pa.string()))
     return vectors[np.any(vectors != 0, axis=1)][:n]
 
 
@@ -442,7 +443,7 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
     # (weighted) rows as a tensor and the vocabulary's key table.
     t_setup = time.perf_counter()
     backend = pooling_backend(corpus.num_rows - done_rows)
-    encoder.prepare_batches(backend)
+    encoder = encoder.for_batches(backend)
     t_setup = time.perf_counter() - t_setup
 
     def write(ids, texts, vectors, s) -> None:  # on the writer thread, in batch order

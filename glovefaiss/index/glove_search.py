@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pyarrow as pa
 
 from ..config import Config, EmbeddingConfig, TokeniserConfig
 from .build import encoder_from_config
@@ -27,7 +26,7 @@ class GloVeSearch:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised float32 vectors, one row per text."""
-        return self.encoder.encode_arrow(pa.array(list(texts), pa.string()))[0]
+        return self.encoder.encode(texts)
 
     def index_documents(self, documents: Sequence[str]) -> None:
         """Replace the indexed documents with ``documents``."""

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from .search import Index
 
@@ -54,7 +53,7 @@ class _NumpySide:
     def encode(self, texts: Sequence[str] | str) -> np.ndarray:
         if isinstance(texts, str):
             texts = [texts]
-        return self.encoder.encode_arrow(pa.array(list(texts), pa.string()))[0]
+        return self.encoder.encode(texts)
 
 
 class SemanticSearch:

@@ -9,11 +9,13 @@ imported by the batch (corpus) methods only: single queries need numpy alone.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import sys
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -392,13 +394,16 @@ class TextEncoder:
         return TextEncoder(self.tokeniser, self.vocabulary, self.matrix, self.projection, self.bias,
                            weights=weights, components=components)
 
-    def prepare_batches(self, backend: str) -> None:
-        """Pool batches with ``backend`` and build what batches need now, once, rather than in
-        the first batches encoded (on several threads at once)."""
-        self.batch_sums = backend
+    def for_batches(self, backend: str) -> TextEncoder:
+        """This tower pooling batches with ``backend`` (see :func:`segment_sums`; every backend gives
+        the same bits), with what batches need built now rather than in the first batches encoded
+        on several threads at once. The tower itself is left as it is."""
+        enc = copy.copy(self)
+        enc.batch_sums = backend
         if backend == "torch":
-            self.batch_rows()
-        self.vocabulary.key_table()
+            enc.batch_rows()
+        enc.vocabulary.key_table()  # a cache shared with this tower: the same table either way
+        return enc
 
     def batch_rows(self):
         """For the torch backend: the (weighted) rows as a torch tensor, made once."""
@@ -446,40 +451,54 @@ class TextEncoder:
         known_rows, known_offsets, _ = self.pooled_ids(texts)
         return self._pool(known_rows, known_offsets, normalize=False)
 
-    def encode_arrow(self, texts: pa.Array | pa.ChunkedArray, top_oov: int = 0) -> tuple[np.ndarray, EncodeStats]:
-        """Vectors for an Arrow string array (the corpus path), with counts; nulls count as empty."""
+    def encode(self, texts: Sequence[str] | str | pa.Array | pa.ChunkedArray, *,
+               stats: EncodeStats | None = None, top_oov: int = 0) -> np.ndarray:
+        """L2-normalised float32 vectors (n, dim) for texts: a string, a list, or an Arrow string array.
+
+        A text with no known word (or a null) gets a zero vector. ``stats``: an :class:`EncodeStats`
+        that this call's counts are added to, with the ``top_oov`` most frequent unknown words.
+        A few Python strings take the single-text path (microseconds a query); everything else
+        the Arrow batch path. Both give the same vectors (tested).
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        arrow = _is_arrow(texts)
+        if stats is None and not arrow and len(texts) <= 256:
+            return self._encode_few(texts)
+        import pyarrow as pa
         import pyarrow.compute as pc
 
+        if not arrow:
+            texts = pa.array(list(texts), pa.string())
         rows, lengths, strings = self.token_rows(texts)
         known, known_offsets = _known_offsets(rows, lengths)
         vectors = self._pool(rows[known], known_offsets)
-        stats = EncodeStats(
-            texts=len(lengths),
-            tokens=int(len(rows)),
-            oov_tokens=int((~known).sum()),
-            empty_texts=int((np.diff(known_offsets) == 0).sum()),
-            vector_sum=vectors.sum(axis=0, dtype=np.float64),
-        )
-        if top_oov and stats.oov_tokens:
-            counts = pc.value_counts(strings(np.flatnonzero(~known)))
-            stats.oov_words = Counter(
-                dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
+        if stats is not None:
+            s = EncodeStats(
+                texts=len(lengths),
+                tokens=int(len(rows)),
+                oov_tokens=int((~known).sum()),
+                empty_texts=int((np.diff(known_offsets) == 0).sum()),
+                vector_sum=vectors.sum(axis=0, dtype=np.float64),
             )
-        return vectors, stats
+            if top_oov and s.oov_tokens:
+                counts = pc.value_counts(strings(np.flatnonzero(~known)))
+                s.oov_words = Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
+            stats.add(s)
+        return vectors
 
-    def encode(self, texts: list[str] | str) -> np.ndarray:
-        """Vectors for a few texts (the query path): float32, shape (n, dim)."""
-        if isinstance(texts, str):
-            texts = [texts]
-        if len(texts) > 256:
-            import pyarrow as pa
-
-            return self.encode_arrow(pa.array(texts, pa.string()))[0]
+    def _encode_few(self, texts: Sequence[str]) -> np.ndarray:
         id_lists = [self.vocabulary.lookup(self.tokeniser.tokenise(t)) for t in texts]
         id_lists = [ids[ids >= 0] for ids in id_lists]
         offsets = np.concatenate([[0], np.cumsum([len(ids) for ids in id_lists])]).astype(np.int64)
         ids = np.concatenate(id_lists) if id_lists else np.zeros(0, np.int64)
         return self._pool(ids, offsets)
+
+
+def _is_arrow(texts) -> bool:
+    # Without importing pyarrow: a query path given Python strings never needs it.
+    pa = sys.modules.get("pyarrow")
+    return pa is not None and isinstance(texts, (pa.Array, pa.ChunkedArray))
 
 
 def _known_offsets(rows: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -88,7 +88,7 @@ def evaluate_pairs(query_encoder, document_encoder, data: PairData, k: int = 10)
     """recall@k and nDCG@k (binary relevance) of the judged queries against the whole document pool."""
     rel = data.relevant()
     qs = sorted(rel)
-    docs = document_encoder.encode_arrow(_arrow(data.documents))[0]
+    docs = document_encoder.encode(_arrow(data.documents))
     queries = query_encoder.encode([data.queries[q] for q in qs]) if qs else np.zeros((0, docs.shape[1]), np.float32)
     idx = faiss_index.make_index(docs.shape[1], with_ids=False)
     faiss_index.add(idx, docs)
@@ -108,8 +108,8 @@ def evaluate_pairs(query_encoder, document_encoder, data: PairData, k: int = 10)
 
 def evaluate_scored(query_encoder, document_encoder, data: ScoredData) -> dict[str, float]:
     """Spearman and Pearson x100 between cos(sentence1, sentence2) and the gold scores."""
-    a = query_encoder.encode_arrow(_arrow(data.first))[0]
-    b = document_encoder.encode_arrow(_arrow(data.second))[0]
+    a = query_encoder.encode(_arrow(data.first))
+    b = document_encoder.encode(_arrow(data.second))
     cos = (a * b).sum(axis=1)
     pearson = float(np.corrcoef(cos, data.scores)[0, 1]) if len(cos) > 1 else float("nan")
     return {"spearman": spearman(cos, data.scores) * 100, "pearson": pearson * 100}
@@ -146,7 +146,7 @@ def mine_hard_negatives(encoders, data: PairData, k: int) -> np.ndarray:
     q_enc, d_enc = encoders
     rel = data.relevant()
     qs = sorted(rel)
-    docs = d_enc.encode_arrow(_arrow(data.documents))[0]
+    docs = d_enc.encode(_arrow(data.documents))
     idx = faiss_index.make_index(docs.shape[1], with_ids=False)
     faiss_index.add(idx, docs)
     most = max(len(r) for r in rel.values())
