@@ -6,25 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-WORDS = ["the", "cat", "sat", "on", "mat", "dog", "barked", "loudly", "stock", "market",
-         "fell", "sharply", "kitten", "played", "yarn", "rates", "rise", "bank", "river", "boat"]
+from .helpers import WORDS, random_texts, write_corpus, write_glove_text
 
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     # Parsed-vectors caches go to a per-session temp dir, never to the user's ~/.cache.
     monkeypatch.setenv("GLOVEFAISS_CACHE", str(tmp_path_factory.getbasetemp() / "glovefaiss-cache"))
-
-
-def write_glove_text(path: Path, words: list[str], matrix: np.ndarray) -> Path:
-    """A Stanford GloVe text file (no header), with values written exactly."""
-    with open(path, "w", encoding="utf-8") as f:
-        for w, row in zip(words, matrix):
-            f.write(w + " " + " ".join(repr(float(x)) for x in row) + "\n")
-    return path
 
 
 @pytest.fixture
@@ -34,20 +24,6 @@ def tiny_vectors(tmp_path) -> tuple[Path, list[str], np.ndarray]:
     matrix = rng.standard_normal((len(WORDS), 8)).astype(np.float32)
     path = write_glove_text(tmp_path / "tiny.glove.txt", WORDS, matrix)
     return path, list(WORDS), matrix
-
-
-def random_texts(rng: np.random.Generator, n: int, words: list[str], oov_rate: float = 0.1) -> list[str]:
-    texts = []
-    for _ in range(n):
-        k = int(rng.integers(0, 12))
-        toks = [words[i] if rng.random() > oov_rate else f"zz{i}q" for i in rng.integers(0, len(words), k)]
-        texts.append(" ".join(t.capitalize() if rng.random() < 0.2 else t for t in toks) + rng.choice(["", ".", "!"]))
-    return texts
-
-
-def write_corpus(path: Path, ids, texts, id_type=None) -> Path:
-    pq.write_table(pa.table({"id": pa.array(ids, id_type), "text": pa.array(texts, pa.string())}), path)
-    return path
 
 
 @pytest.fixture

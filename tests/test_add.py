@@ -19,8 +19,7 @@ from glovefaiss.index.layout import verify
 from glovefaiss.index.search import Index
 from glovefaiss.index.shards import ShardReader, iter_shard_vectors
 
-from .conftest import write_corpus
-from .test_build_query import config_for
+from .helpers import config_for, write_corpus
 
 
 @pytest.mark.parametrize("string_ids", [False, True])
@@ -175,7 +174,7 @@ def test_add_retunes_with_the_builds_tuning_query_file_from_any_directory(tmp_pa
 
 
 def test_add_to_ivf_index_finds_the_new_document(tmp_path, tiny_vectors):
-    from .conftest import WORDS, random_texts
+    from .helpers import WORDS, random_texts
 
     rng = np.random.default_rng(3)
     texts = random_texts(rng, 3000, WORDS, 0.0)

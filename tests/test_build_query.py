@@ -9,28 +9,11 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from glovefaiss.config import Config
 from glovefaiss.errors import CorpusError, IndexDirError, QueryError
 from glovefaiss.index.build import build
 from glovefaiss.index.search import Index
 
-from .conftest import random_texts, write_corpus
-
-
-def config_for(vectors_path, **build_opts) -> Config:
-    return Config().replace({"embedding.model_name": str(vectors_path), **{f"build.{k}": v for k, v in build_opts.items()}})
-
-
-def reference_vector(text, words, matrix):
-    """Independent reference: lowercase, split on non-alphanumerics, mean of known words, normalise."""
-    import re
-
-    index = {w: i for i, w in enumerate(words)}
-    rows = [index[t] for t in re.split(r"[^0-9a-z]+", text.lower()) if t in index]
-    if not rows:
-        return np.zeros(matrix.shape[1], np.float32)
-    v = matrix[rows].mean(axis=0)
-    return v / np.linalg.norm(v)
+from .helpers import config_for, random_texts, reference_vector, write_corpus
 
 
 def brute_force(doc_vectors, queries, k):

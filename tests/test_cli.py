@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from glovefaiss.cli import cli, human_bytes
 
-from .conftest import write_corpus, write_glove_text
+from .helpers import write_corpus, write_glove_text
 
 TEXTS = ["cat", "cat dog", "fish", "dog, dog & bird"]
 
@@ -164,6 +164,7 @@ def test_verbose_shows_the_exception(tmp_path):
     assert type(result.exception).__name__ == "IndexDirError"
 
 
+@pytest.mark.slow
 def test_python_dash_m_and_config_flag_override(tmp_path, onehot):
     vectors, corpus = onehot
     cfg = tmp_path / "c.yml"

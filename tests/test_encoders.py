@@ -126,6 +126,7 @@ def test_pad_batch():
         pad_batch([[1, -2]])
 
 
+@pytest.mark.slow
 def test_modules_do_not_import_gensim():
     root = Path(__file__).resolve().parents[1]
     code = (

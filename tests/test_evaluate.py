@@ -30,7 +30,7 @@ from glovefaiss.evaluation.retrieval import (
 from glovefaiss.text.tokeniser import Tokeniser
 from glovefaiss.tower.encoder import TextEncoder, Vocabulary
 
-from .conftest import write_glove_text
+from .helpers import write_glove_text
 
 JUDGED = {"a": 1, "c": 2, "e": 1, "x": 0}
 RANKED = ["c", "b", "a", "d"]

@@ -15,8 +15,7 @@ from glovefaiss.index.build import build
 from glovefaiss.index.search import Index
 from glovefaiss.index.tuning import exact_topk, recall_at_k, tune
 
-from .conftest import write_corpus, write_glove_text
-from .test_build_query import config_for
+from .helpers import config_for, write_corpus, write_glove_text
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +154,7 @@ def test_exact_topk_merges_chunks_like_one_search():
     assert recall_at_k(merged, ref) == 1.0
 
 
+@pytest.mark.slow
 def test_mmap_load_maps_instead_of_reading(tmp_path):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((300_000, 64)).astype(np.float32)  # ~77 MB flat index

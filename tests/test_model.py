@@ -14,8 +14,8 @@ from glovefaiss.tower.model_dir import check_out_dir, export_towers, load_towers
 from glovefaiss.train.data import PairData
 from glovefaiss.train.fit import fit
 
-from .test_train import make
-from .test_train_helpers import pair_data
+from .helpers import make_two_tower as make
+from .helpers import pair_data
 
 TEXTS = ["the cat sat on the mat", "stock market fell sharply", "Boat on the river bank!", "kitten", "",
          "unknownword only", "dog barked loudly at the market rates rise"]
@@ -156,7 +156,7 @@ def test_lookup_embedding_model_exports_its_own_vocabulary(tiny_vectors):
     from glovefaiss.train.embeddings import LookupEmbedding
     from glovefaiss.train.towers import build_two_tower
 
-    from .test_train_helpers import tiny_config
+    from .helpers import tiny_config
 
     data = pair_data()
     config = tiny_config(tiny_vectors[0], **{"embedding.type": "lookup", "embedding.dim": 6})

@@ -6,7 +6,7 @@ from glovefaiss.config import TokeniserConfig
 from glovefaiss.text.tokeniser import Tokeniser
 from glovefaiss.tower.encoder import EncodeStats, TextEncoder, Vocabulary, load_encoder, mean_pool, save_encoder
 
-from .conftest import WORDS, random_texts
+from .helpers import WORDS, random_texts
 
 
 @pytest.fixture

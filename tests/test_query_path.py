@@ -5,13 +5,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from glovefaiss.index.build import build
 
-from .test_build_query import config_for
+from .helpers import config_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_query_path_imports_neither_torch_nor_gensim(tmp_path, tiny_vectors, tiny_corpus):
     build([tiny_corpus[0]], tmp_path / "idx", config_for(tiny_vectors[0]), progress=False)
     code = (
@@ -28,6 +31,7 @@ def test_query_path_imports_neither_torch_nor_gensim(tmp_path, tiny_vectors, tin
     assert proc.stdout.strip() == ""
 
 
+@pytest.mark.slow
 def test_cli_query_on_integer_ids_starts_without_pyarrow(tmp_path, tiny_vectors, tiny_corpus):
     # pyarrow is a third of a cold query's start-up; the int-id query path reads numpy files only.
     build([tiny_corpus[0]], tmp_path / "idx", config_for(tiny_vectors[0]), progress=False)
@@ -46,6 +50,7 @@ def test_cli_query_on_integer_ids_starts_without_pyarrow(tmp_path, tiny_vectors,
     assert proc.stderr.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.slow
 def test_glove_search_example_runs_offline():
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "glove_search_example.py")],
                           capture_output=True, text=True, timeout=120)

@@ -23,8 +23,7 @@ from glovefaiss.index.search import Index
 from glovefaiss.text.tokeniser import Tokeniser
 from glovefaiss.tower.encoder import TextEncoder, Vocabulary
 
-from .conftest import WORDS, random_texts, write_corpus
-from .test_build_query import config_for
+from .helpers import WORDS, config_for, random_texts, write_corpus
 
 
 def run(*args):
@@ -187,7 +186,7 @@ def _query_in_process(args):
 def test_concurrent_readers_agree(tmp_path):
     rng = np.random.default_rng(5)
     words = [f"w{i}" for i in range(200)]
-    from .conftest import write_glove_text
+    from .helpers import write_glove_text
 
     vec = write_glove_text(tmp_path / "v.txt", words, rng.standard_normal((200, 12)).astype(np.float32))
     texts = random_texts(rng, 3000, words, 0.0)
@@ -209,10 +208,11 @@ def _sums(directory):
     return [s["sha256"] for s in m["shards"]], m["index"]["sha256"]
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_equals_clean_build(tmp_path):
     rng = np.random.default_rng(9)
     words = [f"w{i}" for i in range(500)]
-    from .conftest import write_glove_text
+    from .helpers import write_glove_text
 
     vec = write_glove_text(tmp_path / "v.txt", words, rng.standard_normal((500, 32)).astype(np.float32))
     n = 400_000
@@ -288,7 +288,7 @@ def test_encoding_invariant_to_batching_and_order(texts, random, projected):
 
 @pytest.fixture(scope="module")
 def property_index(tmp_path_factory):
-    from .conftest import write_glove_text
+    from .helpers import write_glove_text
 
     d = tmp_path_factory.mktemp("prop")
     rng = np.random.default_rng(2)

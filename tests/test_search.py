@@ -7,14 +7,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from glovefaiss.index.memory import SemanticSearch
 from glovefaiss.tower.model_dir import save_model
 from glovefaiss.train.fit import fit
 
-from .test_train import make
-from .test_train_helpers import pair_data
+from .helpers import make_two_tower as make
+from .helpers import pair_data
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ["the cat sat on the mat", "stock market fell sharply", "boat on the river", "dog barked loudly",
@@ -45,6 +46,7 @@ def test_semantic_search_matches_brute_force(tmp_path, tiny_vectors):
     np.testing.assert_allclose([h["score"] for h in hits2], [h["score"] for h in hits], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_tower_example_runs_offline():
     proc = subprocess.run([sys.executable, str(ROOT / "examples" / "two_tower_glove_example.py")],
                           capture_output=True, text=True, timeout=120)
@@ -54,6 +56,7 @@ def test_two_tower_example_runs_offline():
     assert lines[1].endswith("Kittens love to play with yarn.") or lines[1].endswith("The cat sat on the mat.")
 
 
+@pytest.mark.slow
 def test_serving_a_model_imports_no_torch(tmp_path, tiny_vectors, tiny_corpus):
     data = pair_data()
     model, tok, config, vectors = make(tiny_vectors, data, hidden_dim=6)

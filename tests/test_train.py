@@ -12,24 +12,11 @@ from glovefaiss.config import LossConfig
 from glovefaiss.errors import ConfigError, ModelError
 from glovefaiss.tower.model_dir import export_towers
 from glovefaiss.train import losses
-from glovefaiss.train.data import PairData, Tokenizer
-from glovefaiss.train.embeddings import GloVeEmbedding
+from glovefaiss.train.data import PairData
 from glovefaiss.train.fit import evaluate, fit, mine_hard_negatives
-from glovefaiss.train.towers import build_two_tower
-from glovefaiss.vectors.sources import load_vectors
 
-from .test_train_helpers import pair_data, scored_data, tiny_config
-
-
-def make(tiny_vectors, data, trainable=True, hidden_dim=None, tied=True, dropout=0.0, **over):
-    config = tiny_config(tiny_vectors[0], **{"embedding.trainable": trainable, "encoder.hidden_dim": hidden_dim,
-                                            "encoder.tied_weights": tied, "encoder.dropout": dropout, **over})
-    vectors = load_vectors(str(tiny_vectors[0]))
-    tok = Tokenizer.build(data.texts(), config.tokeniser, vectors)
-    emb = GloVeEmbedding(len(tok), vocab=tok.words, vectors=vectors, trainable=trainable)
-    model = build_two_tower(emb, hidden_dim=hidden_dim, tied_weights=tied, dropout=dropout)
-    return model, tok, config, vectors
-
+from .helpers import make_two_tower as make
+from .helpers import pair_data, scored_data, tiny_config
 
 # ---------------------------------------------------------------------------------- losses
 

