@@ -19,9 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from glovefaiss.errors import UnknownVectorsSource, VectorsDownloadError, VectorsFormatError
+from glovefaiss.vectors import formats as F
 from glovefaiss.vectors import sources as V
 
-LOGGER = "glovefaiss.vectors.sources"
+LOGGER = "glovefaiss.vectors"  # the package logger: sources, formats and cache log under it
 WORDS = ["the", "cat", "sat", "on", "mat", "café", "naïve", "日本", "a-b", "x_y", "o'neil", "42"]
 
 
@@ -54,7 +55,7 @@ def assert_same(wv: V.WordVectors, words, matrix):
 
 
 def warnings_logged(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == LOGGER and r.levelno >= logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name.startswith(LOGGER + ".") and r.levelno >= logging.WARNING]
 
 
 def sha256_of(path: Path) -> str:
@@ -149,7 +150,7 @@ def test_gensim_keyedvectors_save(tmp_path, data, separately):
     assert (tmp_path / "model.kv.vectors.npy").exists() == separately
     wv = V.load_vectors(str(path), cache_dir=tmp_path / "cache")
     assert_same(wv, words, matrix)
-    expected = hashlib.sha256(b"".join(p.read_bytes() for p in [path, *V._sidecars(path)])).hexdigest()
+    expected = hashlib.sha256(b"".join(p.read_bytes() for p in [path, *F.sidecars(path)])).hexdigest()
     assert wv.sha256 == expected
 
 
@@ -199,7 +200,7 @@ def test_malformed_lines_are_skipped_counted_and_logged_once(tmp_path, caplog, m
     path = tmp_path / "bad.txt"
     path.write_bytes("\n".join(lines).encode() + b"\n\xff\xfe 1 2 3\n")  # line 10: not UTF-8
     # Tiny blocks make the lines span many blocks, so line numbers must carry across them.
-    monkeypatch.setattr(V, "_BLOCK_BYTES", 16)
+    monkeypatch.setattr(F, "_BLOCK_BYTES", 16)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         wv = V.load_vectors(str(path), cache_dir=tmp_path / "cache")
     assert wv.words.to_pylist() == ["good1", "good2", "long 1 2", "good3"]
@@ -372,14 +373,14 @@ def test_second_load_is_a_memory_map_of_the_cache_and_edits_invalidate_it(tmp_pa
         "meta.json", "vectors.npy", "vocab.parquet"]
     assert pq.read_table(entries[0] / "vocab.parquet").column("word").to_pylist() == words
 
-    real_parse = V._parse_file
+    real_parse = F.parse_file
     calls = []
 
     def counting_parse(*args, **kwargs):
         calls.append(args)
         return real_parse(*args, **kwargs)
 
-    monkeypatch.setattr(V, "_parse_file", counting_parse)
+    monkeypatch.setattr(F, "parse_file", counting_parse)
     second = V.load_vectors(str(path), cache_dir=cache)
     assert calls == []
     assert isinstance(second.matrix, np.memmap) and not second.matrix.flags.writeable
@@ -402,18 +403,18 @@ def test_entry_published_by_another_process_while_parsing_is_kept(tmp_path, data
     path = tmp_path / "glove.txt"
     path.write_text(glove_text(words, matrix))
     cache = tmp_path / "cache"
-    real_parse = V._parse_file
+    real_parse = F.parse_file
     published = {}
 
     def racing_parse(*args, **kwargs):
         # The other process finishes first and publishes the same entry.
-        monkeypatch.setattr(V, "_parse_file", real_parse)
+        monkeypatch.setattr(F, "parse_file", real_parse)
         V.load_vectors(str(path), cache_dir=cache)
         (entry,) = cache.iterdir()
         published["inode"] = (entry / "vectors.npy").stat().st_ino
         return real_parse(*args, **kwargs)
 
-    monkeypatch.setattr(V, "_parse_file", racing_parse)
+    monkeypatch.setattr(F, "parse_file", racing_parse)
     wv = V.load_vectors(str(path), cache_dir=cache)
     assert_same(wv, words, matrix)
     (entry,) = cache.iterdir()  # one entry, no temp dirs left
@@ -524,7 +525,7 @@ def test_import_does_not_pull_in_gensim_or_torch():
 @pytest.mark.parametrize("progress, disabled", [(True, False), (False, True), (None, True)])
 def test_progress_bar_switch(progress, disabled, capsys):
     # None means "only on a terminal"; under pytest stderr is captured, so not a terminal.
-    bar = V._progress_bar(100, "x", progress)
+    bar = F.progress_bar(100, "x", progress)
     assert bar.disable is disabled
     bar.close()
     assert capsys.readouterr().out == ""
