@@ -87,7 +87,8 @@ def _random_encoder(config):
     import pyarrow as pa
 
     from glovefaiss.text.tokeniser import Tokeniser
-    from glovefaiss.tower.encoder import TextEncoder, Vocabulary
+    from glovefaiss.text.vocabulary import Vocabulary
+    from glovefaiss.tower.encoder import TextEncoder
     from glovefaiss.train.embeddings import LookupEmbedding
     from glovefaiss.vectors.sources import load_vectors
 

@@ -17,7 +17,8 @@ from .errors import (
 )
 from .index.search import Index, SearchResult
 from .text.tokeniser import Tokeniser
-from .tower.encoder import TextEncoder, mean_pool
+from .tower.encoder import TextEncoder
+from .tower.pooling import mean_pool
 
 
 def __getattr__(name):

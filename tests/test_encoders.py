@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from glovefaiss.errors import ConfigError
-from glovefaiss.tower.encoder import l2_normalize, mean_pool
+from glovefaiss.tower.pooling import l2_normalize, mean_pool
 from glovefaiss.train.embeddings import PAD, GloVeEmbedding
 from glovefaiss.train.towers import AveragePoolingTower, pad_batch
 

@@ -28,7 +28,8 @@ from glovefaiss.evaluation.retrieval import (
     spearman,
 )
 from glovefaiss.text.tokeniser import Tokeniser
-from glovefaiss.tower.encoder import TextEncoder, Vocabulary
+from glovefaiss.text.vocabulary import Vocabulary
+from glovefaiss.tower.encoder import TextEncoder
 
 from .helpers import write_glove_text
 

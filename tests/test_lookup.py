@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from glovefaiss.text.keys import KeyTable, padded
 from glovefaiss.text.packed import PackedStrings, arrow_string_buffers
-from glovefaiss.tower.encoder import Vocabulary
+from glovefaiss.text.vocabulary import Vocabulary
 
 # Short and long words, shared prefixes, NUL bytes, non-ASCII: what could confuse 16-byte keys.
 word = st.one_of(

@@ -4,7 +4,9 @@ import pytest
 
 from glovefaiss.config import TokeniserConfig
 from glovefaiss.text.tokeniser import Tokeniser
-from glovefaiss.tower.encoder import EncodeStats, TextEncoder, Vocabulary, load_encoder, mean_pool, save_encoder
+from glovefaiss.text.vocabulary import Vocabulary
+from glovefaiss.tower.encoder import EncodeStats, TextEncoder, load_encoder, save_encoder
+from glovefaiss.tower.pooling import mean_pool
 
 from .helpers import WORDS, random_texts
 
@@ -86,7 +88,7 @@ def test_save_and_load_round_trip(encoder, tmp_path):
 @pytest.mark.parametrize("backend", ["scipy", "torch"])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_batch_backends_and_numpy_sums_are_the_same_bits(weighted, backend):
-    from glovefaiss.tower.encoder import segment_sums
+    from glovefaiss.tower.pooling import segment_sums
 
     rng = np.random.default_rng(8)
     matrix = rng.standard_normal((500, 24)).astype(np.float32)

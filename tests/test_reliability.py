@@ -21,7 +21,8 @@ from glovefaiss.cli import cli
 from glovefaiss.index.build import build
 from glovefaiss.index.search import Index
 from glovefaiss.text.tokeniser import Tokeniser
-from glovefaiss.tower.encoder import TextEncoder, Vocabulary
+from glovefaiss.text.vocabulary import Vocabulary
+from glovefaiss.tower.encoder import TextEncoder
 
 from .helpers import WORDS, config_for, random_texts, write_corpus
 

@@ -17,7 +17,9 @@ from glovefaiss.index.build import build
 from glovefaiss.index.search import Index
 from glovefaiss.index.shards import vectors_from_arrow
 from glovefaiss.text.tokeniser import Tokeniser
-from glovefaiss.tower.encoder import TextEncoder, Vocabulary, load_encoder, mean_pool, remove_components, save_encoder
+from glovefaiss.text.vocabulary import Vocabulary
+from glovefaiss.tower.encoder import TextEncoder, load_encoder, save_encoder
+from glovefaiss.tower.pooling import mean_pool, remove_components
 from glovefaiss.tower.sif import (
     anisotropy,
     count_words,

@@ -23,8 +23,9 @@ from ..config import Config
 from ..errors import ConfigError, CorpusError, IndexDirError, ModelError, QueryError
 from ..io.corpus import Corpus, open_corpus
 from ..text.tokeniser import Tokeniser
+from ..text.vocabulary import Vocabulary
 from ..tower import sif as weighting
-from ..tower.encoder import EncodeStats, TextEncoder, Vocabulary, save_encoder
+from ..tower.encoder import EncodeStats, TextEncoder, save_encoder
 from . import faiss_ops as faiss_index
 from .families import build_index, resolve_index
 from .layout import (

@@ -3,17 +3,15 @@ common-component removal → L2 normalisation.
 
 Build and query both encode through :class:`TextEncoder`, so documents and queries get
 exactly the same treatment. No torch here: training exports its weights into this form, and
-:mod:`glovefaiss.weighting` computes the optional word weights and components. pyarrow is
+:mod:`glovefaiss.tower.sif` computes the optional word weights and components. pyarrow is
 imported by the batch (corpus) methods only: single queries need numpy alone.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import sys
-import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,296 +21,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config import TokeniserConfig
-from ..text.keys import KeyTable, padded
-from ..text.packed import PackedStrings, PackedStringsWriter, arrow_string_buffers
+from ..text.packed import PackedStrings, PackedStringsWriter
 from ..text.tokeniser import Tokeniser
+from ..text.vocabulary import Vocabulary
+from .pooling import mean_pool, scaled_rows
 
 if TYPE_CHECKING:  # annotations only: imported where used, see the module docstring
     import pyarrow as pa
 
 VOCAB_FILES = ("vocab.words", "vocab.words-offsets.npy")
 
-
-def mean_pool(
-    matrix: np.ndarray,
-    ids: np.ndarray,
-    offsets: np.ndarray,
-    projection: np.ndarray | None = None,
-    bias: np.ndarray | None = None,
-    normalize: bool = True,
-    weights: np.ndarray | None = None,
-    components: np.ndarray | None = None,
-    backend: str = "numpy",
-) -> np.ndarray:
-    """Mean of ``matrix[ids[offsets[i]:offsets[i+1]]]`` per text, then ``x @ projection.T + bias``.
-
-    ``ids`` hold only known tokens (out-of-vocabulary ones are left out by the caller, so they
-    do not dilute the mean). A text with no ids gives a zero vector, also after projection
-    and normalisation.
-
-    ``weights`` (float32, one per matrix row) turn the mean into ``sum(weight * vector) / count``:
-    the weighted sum divided by the number of known words, as SIF (Arora et al. 2017) and fse
-    compute it, not by the sum of the weights. ``components`` (k, dim), orthonormal rows: the
-    projection of each vector on them is subtracted (after the projection, before normalising).
-    ``backend``: how the sums are computed (see :func:`segment_sums`); every backend gives the same bits.
-    """
-    offsets = np.asarray(offsets, dtype=np.int64)
-    n = len(offsets) - 1
-    if n == 1 and ids.size and projection is None and components is None:
-        # One text (a query): the same arithmetic as segment_sums and below, without the bookkeeping.
-        out = np.add.reduce(_rows(matrix, ids, weights), axis=0, dtype=np.float32, keepdims=True)
-        out /= np.float32(ids.size)
-        return l2_normalize(out) if normalize else out
-    counts = np.diff(offsets)
-    nonempty = counts > 0
-    out = segment_sums(matrix, ids, offsets, weights, backend=backend)
-    out[nonempty] /= counts[nonempty, None].astype(np.float32)
-    if projection is not None:
-        out = project(out, projection, bias)
-        out[~nonempty] = 0.0
-    if components is not None:
-        out = remove_components(out, components)
-    if normalize:
-        l2_normalize(out)
-    return out
-
-
-# Tokens gathered at once when summing texts of one length: bounds the temporary (x 4 x dim bytes).
-_GATHER_TOKENS = 1 << 18
-
-
-BACKENDS = ("numpy", "scipy", "torch")
-
-
-def segment_sums(matrix, ids: np.ndarray, offsets: np.ndarray,
-                 weights: np.ndarray | None = None, backend: str = "numpy") -> np.ndarray:
-    """Per text, the sum of its (weighted) rows, added left to right in float32.
-
-    ``numpy`` (the query path): texts are grouped by length and each group summed as one
-    (texts, length, dim) array: numpy adds along that middle axis in order, as it does for a
-    single text's (length, dim) rows, so a text's sum is the same bits in any batch
-    (``np.add.reduceat`` is not: it sums pairwise).
-
-    ``scipy``: a (texts x vocabulary) CSR matrix of the weights times ``matrix``, which
-    accumulates each row left to right too (same bits, tested); about 2x faster, but it holds
-    the GIL, so two encoding threads cannot pool at once.
-
-    ``torch`` (the build, for large corpora): ``embedding_bag(mode="sum")``, left to right per
-    bag as well (same bits, tested), 3x faster than scipy and free of the GIL; costs the torch
-    import (about 1.4 s). ``matrix`` may then be a torch tensor whose rows are already weighted
-    (see :meth:`TextEncoder.batch_rows`), with ``weights`` None: scaling the rows first is what
-    the numpy path does too, whereas embedding_bag's own per-sample weights use fused
-    multiply-adds and differ in the last bit.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    n = len(offsets) - 1
-    counts = np.diff(offsets)
-    dim = matrix.shape[1]
-    if not ids.size:
-        return np.zeros((n, dim), dtype=np.float32)
-    if backend == "torch" and n > 1:
-        import torch
-
-        if isinstance(matrix, torch.Tensor) and weights is not None:
-            raise ValueError("with a tensor of rows, weight the rows themselves; weights must be None")
-        rows = matrix if isinstance(matrix, torch.Tensor) else torch.from_numpy(_scaled_rows(matrix, weights))
-        bags = torch.nn.functional.embedding_bag(torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)), rows,
-                                                 torch.from_numpy(np.ascontiguousarray(offsets[:-1], dtype=np.int64)),
-                                                 mode="sum")
-        return bags.numpy()
-    matrix = np.asarray(matrix)
-    if backend == "scipy" and n > 1:
-        from scipy.sparse import csr_matrix
-
-        data = weights[ids] if weights is not None else np.ones(len(ids), dtype=np.float32)
-        rows = csr_matrix((data.astype(np.float32, copy=False), ids, offsets), shape=(n, matrix.shape[0]))
-        return np.asarray(rows @ matrix, dtype=np.float32)
-    out = np.zeros((n, dim), dtype=np.float32)
-    if n == 1:
-        out[0] = np.add.reduce(_rows(matrix, ids, weights), axis=0, dtype=np.float32)
-        return out
-    order = np.argsort(counts, kind="stable")
-    sorted_counts = counts[order]
-    # Where each run of equal lengths starts (np.unique would import numpy.ma: 7 ms on a cold query).
-    starts = np.flatnonzero(np.concatenate([[True], sorted_counts[1:] != sorted_counts[:-1]]))
-    lengths = sorted_counts[starts]
-    ends = np.append(starts[1:], n)
-    for length, a, b in zip(lengths.tolist(), starts.tolist(), ends.tolist()):
-        if length == 0:
-            continue
-        docs = order[a:b]
-        step = max(1, _GATHER_TOKENS // length)
-        for c in range(0, len(docs), step):
-            chunk = docs[c:c + step]
-            token_pos = offsets[chunk][:, None] + np.arange(length)
-            out[chunk] = _rows(matrix, ids[token_pos], weights).sum(axis=1, dtype=np.float32)
-    return out
-
-
-def project(x: np.ndarray, projection: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    """``x @ projection.T + bias``, row by row in fixed-size blocks.
-
-    A plain matmul lets BLAS choose kernels by the number of rows, so one text's output could
-    differ in the last bit between batches; fixed blocks (the last one zero-padded) keep it equal.
-    """
-    out = np.empty((len(x), projection.shape[0]), dtype=np.float32)
-    block = 256
-    pt = np.ascontiguousarray(projection.T, dtype=np.float32)
-    for a in range(0, len(x), block):
-        chunk = x[a:a + block]
-        padded = np.zeros((block, x.shape[1]), dtype=np.float32)
-        padded[: len(chunk)] = chunk
-        out[a:a + len(chunk)] = (padded @ pt)[: len(chunk)]
-    if bias is not None:
-        out += bias
-    return out
-
-
-def _scaled_rows(matrix: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-    """float32 rows times their weights (a writable copy either way)."""
-    matrix = np.asarray(matrix, dtype=np.float32)
-    return matrix * weights[:, None] if weights is not None else matrix.copy()
-
-
-def _rows(matrix: np.ndarray, ids: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-    rows = matrix[ids]
-    if weights is not None:
-        rows = rows * weights[ids, None]  # float32 (V,) weights keep float32 rows
-    return rows
-
-
-def remove_components(x: np.ndarray, components: np.ndarray) -> np.ndarray:
-    """``x - (x @ C.T) @ C`` for orthonormal rows ``C``, computed row by row.
-
-    Element-wise products and row sums instead of a matrix product: BLAS picks different
-    kernels (and summation orders) for one row and for many, and a text's vector must not
-    depend on the batch it was encoded in. A zero row stays zero.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    out = x.copy()
-    for c in np.asarray(components, dtype=np.float32):
-        out -= (x * c).sum(axis=1, dtype=np.float32)[:, None] * c
-    return out
-
-
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Scale rows of ``x`` to unit length in place; zero rows stay zero."""
-    # What np.linalg.norm(x, axis=1) computes, without its per-call overhead (a query is one row).
-    norms = np.sqrt(np.add.reduce(x * x, axis=1, keepdims=True))
-    np.divide(x, norms, out=x, where=norms > 0)
-    return x
-
-
-class Vocabulary:
-    """Words ↔ rows of an embedding matrix, with a batch (Arrow) and a single-text lookup.
-
-    ``words``: an Arrow string array, or :class:`PackedStrings` (a saved tower), turned into
-    an Arrow array only when a batch lookup needs one.
-    """
-
-    def __init__(self, words: pa.Array | pa.ChunkedArray | PackedStrings):
-        self._packed = words if isinstance(words, PackedStrings) else None
-        self._words = None
-        if self._packed is None:
-            import pyarrow as pa
-
-            if isinstance(words, pa.ChunkedArray):
-                words = words.combine_chunks()
-            self._words = words.cast(pa.string()) if pa.types.is_large_string(words.type) else words
-        self._dict: dict[str, int] | None = None
-        self._hashes: tuple[np.ndarray, np.ndarray] | None = None  # (sorted word hashes, their rows)
-        self._keys: KeyTable | None = None
-        self._keys_lock = threading.Lock()
-
-    @property
-    def words(self) -> pa.Array:
-        """The words as an Arrow string array, row order."""
-        if self._words is None:
-            self._words = self._packed.to_arrow()
-        return self._words
-
-    def _word_list(self) -> list[str]:
-        return self._packed.take(range(len(self))) if self._packed is not None else self.words.to_pylist()
-
-    def word(self, row: int) -> str:
-        return self._packed[row] if self._packed is not None else self._words[row].as_py()
-
-    def __len__(self) -> int:
-        return len(self._packed) if self._packed is not None else len(self._words)
-
-    def key_table(self) -> KeyTable:
-        """The vocabulary's numpy key table (see :mod:`.lookup`), built on first use."""
-        with self._keys_lock:
-            if self._keys is None:
-                if self._packed is not None:
-                    offsets, data = np.asarray(self._packed.offsets, dtype=np.int64), np.asarray(self._packed.data)
-                else:
-                    offsets, data = arrow_string_buffers(self.words)
-                    offsets = offsets - offsets[0]
-                self._keys = KeyTable(padded(data), offsets[:-1], np.diff(offsets))
-            return self._keys
-
-    def lookup_arrow(self, tokens: pa.Array) -> np.ndarray:
-        """Row of each token of an Arrow string array, -1 where unknown.
-
-        Through the numpy key table, not ``pc.index_in``: that rehashes all the words on every
-        call (75 ms for 400,000), which made small batches slow and cost a fifth of the lookup.
-        """
-        offsets, data = arrow_string_buffers(tokens)
-        return self.key_table().lookup(padded(data), offsets[:-1] - offsets[0], np.diff(offsets))
-
-    def lookup(self, tokens: list[str]) -> np.ndarray:
-        """Row of each token, -1 where unknown.
-
-        With a saved hash table (see :meth:`hash_table`), a binary search of the token's hash,
-        confirmed against the word itself: nothing to build, so a cold query starts at once.
-        Otherwise a dict, built on first use (about 0.3 s for 400,000 words).
-        """
-        if self._hashes is not None:
-            return self._lookup_hashed(tokens)
-        if self._dict is None:
-            self._dict = {w: i for i, w in enumerate(self._word_list())}
-        get = self._dict.get
-        return np.fromiter((get(t, -1) for t in tokens), dtype=np.int64, count=len(tokens))
-
-    def _lookup_hashed(self, tokens: list[str]) -> np.ndarray:
-        hashes, rows = self._hashes
-        wanted = np.fromiter((word_hash(t) for t in tokens), dtype=np.uint64, count=len(tokens))
-        pos = np.minimum(np.searchsorted(hashes, wanted), len(hashes) - 1)
-        out = np.where(hashes[pos] == wanted, rows[pos], -1).astype(np.int64)
-        found = out >= 0
-        if found.any():
-            # Confirm by the word: a 64-bit collision is unlikely, not impossible.
-            words = (self._packed.take(out[found].tolist()) if self._packed is not None
-                     else self._words.take(out[found]).to_pylist())
-            for i, word in zip(np.flatnonzero(found).tolist(), words):
-                if word != tokens[i]:
-                    out[i] = self._scan_collisions(tokens[i], int(pos[i]))
-        return out
-
-    def _scan_collisions(self, token: str, i: int) -> int:
-        hashes, rows = self._hashes
-        h = hashes[i]
-        while i < len(hashes) and hashes[i] == h:
-            if self.word(int(rows[i])) == token:
-                return int(rows[i])
-            i += 1
-        return -1
-
-    def hash_table(self) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted 64-bit word hashes, row of each): what :meth:`lookup` searches when attached."""
-        hashes = np.fromiter((word_hash(w) for w in self._word_list()), dtype=np.uint64, count=len(self))
-        order = np.argsort(hashes, kind="stable")
-        return hashes[order], order.astype(np.int32)
-
-    def attach_hash_table(self, hashes: np.ndarray, rows: np.ndarray) -> None:
-        self._hashes = (hashes, rows)
-
-
-def word_hash(word: str) -> int:
-    """A stable 64-bit hash of a word (blake2b), the same on every machine and Python."""
-    return int.from_bytes(hashlib.blake2b(word.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
 
 
 @dataclass
@@ -410,7 +128,7 @@ class TextEncoder:
         if self._batch_rows is None:
             import torch
 
-            self._batch_rows = torch.from_numpy(_scaled_rows(self.matrix, self.weights))
+            self._batch_rows = torch.from_numpy(scaled_rows(self.matrix, self.weights))
         return self._batch_rows
 
     def _pool(self, ids: np.ndarray, offsets: np.ndarray, normalize: bool = True) -> np.ndarray:
@@ -566,3 +284,13 @@ def load_encoder(directory: Path, mmap: bool = True) -> TextEncoder:
     weights = np.load(directory / "weights.npy") if meta.get("weights") else None
     components = np.load(directory / "components.npy") if meta.get("components") else None
     return TextEncoder(tokeniser, vocabulary, matrix, projection, bias, weights=weights, components=components)
+
+
+def encoder_from_config(config, vectors=None):
+    """(the frozen mean-pool tower of a config: its tokeniser over its word vectors, the vectors)."""
+    from ..vectors.sources import load_vectors
+
+    if vectors is None:
+        vectors = load_vectors(config.embedding.model_name)
+    encoder = TextEncoder(Tokeniser(config.tokeniser), Vocabulary(vectors.words), vectors.matrix)
+    return encoder, vectors

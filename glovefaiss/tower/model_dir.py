@@ -36,7 +36,8 @@ from ..config import Config, from_dict
 from ..errors import ModelError
 from ..index.layout import publish_dir, sha256_file
 from ..text.tokeniser import Tokeniser
-from .encoder import TextEncoder, Vocabulary, load_encoder, save_encoder
+from ..text.vocabulary import Vocabulary
+from .encoder import TextEncoder, load_encoder, save_encoder
 
 MODEL_FILE = "model.json"
 MODEL_FORMAT = 1

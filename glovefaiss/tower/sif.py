@@ -35,7 +35,8 @@ import pyarrow as pa
 
 from ..config import PoolingConfig
 from ..errors import ConfigError
-from .encoder import TextEncoder, l2_normalize
+from .encoder import TextEncoder
+from .pooling import l2_normalize
 
 logger = logging.getLogger(__name__)
 

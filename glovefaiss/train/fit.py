@@ -409,8 +409,9 @@ def _pooling_init(config: Config, tokenizer: Tokenizer, vectors: Any, emb, texts
     import pyarrow as pa
 
     from ..text.tokeniser import Tokeniser
+    from ..text.vocabulary import Vocabulary
     from ..tower import sif as weighting
-    from ..tower.encoder import TextEncoder, Vocabulary
+    from ..tower.encoder import TextEncoder
 
     pc_cfg = config.pooling
     weighting.check(pc_cfg)
