@@ -10,9 +10,10 @@ import torch
 
 from glovefaiss.errors import ConfigError, ModelError
 from glovefaiss.tower.encoder import load_encoder
-from glovefaiss.tower.model_dir import check_out_dir, export_towers, load_towers, load_two_tower, read_model, save_model
+from glovefaiss.tower.model_dir import load_towers, read_model
 from glovefaiss.train.data import PairData
 from glovefaiss.train.fit import fit
+from glovefaiss.train.model_dir import check_out_dir, export_towers, load_two_tower, save_model
 
 from .helpers import make_two_tower as make
 from .helpers import pair_data

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from glovefaiss.index.memory import SemanticSearch
-from glovefaiss.tower.model_dir import save_model
 from glovefaiss.train.fit import fit
+from glovefaiss.train.model_dir import save_model
 
 from .helpers import make_two_tower as make
 from .helpers import pair_data

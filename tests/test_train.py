@@ -10,10 +10,10 @@ import torch
 
 from glovefaiss.config import LossConfig
 from glovefaiss.errors import ConfigError, ModelError
-from glovefaiss.tower.model_dir import export_towers
 from glovefaiss.train import losses
 from glovefaiss.train.data import PairData
 from glovefaiss.train.fit import evaluate, fit, mine_hard_negatives
+from glovefaiss.train.model_dir import export_towers
 
 from .helpers import make_two_tower as make
 from .helpers import pair_data, scored_data, tiny_config

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from glovefaiss.errors import ConfigError
-from glovefaiss.tower.model_dir import export_towers
 from glovefaiss.train.fit import ema_decay, evaluate, fit
+from glovefaiss.train.model_dir import export_towers
 
 from .helpers import make_two_tower as make
 from .helpers import scored_data

@@ -18,6 +18,7 @@ import pyarrow as pa
 from ..config import from_dict
 from ..errors import CorpusError
 from ..io.corpus import open_corpus
+from ..io.files import publish_dir, sha256_file, write_json_atomic
 from ..tower.encoder import EncodeStats, load_encoder
 from . import faiss_ops as faiss_index
 from .build import (
@@ -38,10 +39,7 @@ from .layout import (
     SHARDS_DIR,
     TOWER_DIR,
     check_sizes,
-    publish_dir,
     read_manifest,
-    sha256_file,
-    write_json_atomic,
 )
 from .shards import ShardReader, ShardWriter, TextStore, iter_shard_vectors, shard_schema, write_id_lookup
 from .tuning import FEW_QUERIES

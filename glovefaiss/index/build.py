@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from ..config import Config
 from ..errors import ConfigError, CorpusError, IndexDirError, ModelError, QueryError
 from ..io.corpus import Corpus, open_corpus
+from ..io.files import publish_dir, sha256_file, write_json_atomic
 from ..text.tokeniser import Tokeniser
 from ..text.vocabulary import Vocabulary
 from ..tower import sif as weighting
@@ -35,9 +36,6 @@ from .layout import (
     MANIFEST,
     SHARDS_DIR,
     TOWER_DIR,
-    publish_dir,
-    sha256_file,
-    write_json_atomic,
 )
 from .shards import TEXTS_DIR, ShardWriter, shard_schema, write_id_lookup
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import IndexDirError
+from ..io.files import sha256_file
 
 # 2: texts packed beside each shard (format 1 had one texts.arrow).
 FORMAT_VERSION = 2
@@ -17,24 +16,6 @@ INDEX_FILE = "index.faiss"
 SHARDS_DIR = "shards"
 TOWER_DIR = "query_tower"
 DOCUMENT_TOWER_DIR = "document_tower"  # only when documents were encoded by another tower
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
@@ -115,41 +96,3 @@ def verify(directory: str | Path) -> list[str]:
     if problems:
         raise IndexDirError(f"{directory} is damaged: {'; '.join(problems)}; rebuild the index")
     return checked
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
-def publish_dir(tmp: Path, out: Path) -> None:
-    """Put the finished directory ``tmp`` at ``out``, replacing what is there.
-
-    An existing ``out`` is exchanged with ``tmp`` atomically where the kernel allows it, so a
-    reader opening ``out`` sees the old or the new directory, never none; the old one is then
-    deleted (readers that opened its files keep them). Elsewhere: two renames.
-    """
-    import shutil
-    import uuid
-
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    if _exchange(tmp, out):
-        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old directory
-        return
-    old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(out, old)
-    os.rename(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)

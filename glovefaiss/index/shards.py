@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..text.packed import HashingFile, PackedStrings, PackedStringsWriter
-from .layout import sha256_file
+from ..io.files import HashingFile, sha256_file
+from ..text.packed import PackedStrings, PackedStringsWriter
 
 TEXTS_DIR = "texts"
 

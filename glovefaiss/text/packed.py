@@ -7,12 +7,13 @@ Writing takes Arrow string arrays and copies their buffers as they are.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from ..io.files import HashingFile
 
 
 class PackedStrings:
@@ -82,37 +83,6 @@ def arrow_string_buffers(array) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.frombuffer(offsets_buf, dtype=width)[array.offset:array.offset + len(array) + 1]
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
     return offsets.astype(np.int64), data[int(offsets[0]):int(offsets[-1])]
-
-
-class HashingFile:
-    """A file opened for writing that keeps the sha256 and size of what went into it, so that a
-    large output need not be read back to checksum it."""
-
-    def __init__(self, path: str | Path):
-        self._file = open(path, "wb")
-        self._sha = hashlib.sha256()
-        self.size = 0
-        self.closed = False
-
-    def write(self, data) -> int:
-        view = memoryview(data)
-        self._sha.update(view)
-        self.size += view.nbytes
-        return self._file.write(view)
-
-    def flush(self) -> None:
-        self._file.flush()
-
-    def tell(self) -> int:
-        return self.size
-
-    def close(self) -> None:
-        if not self.closed:
-            self._file.close()
-            self.closed = True
-
-    def hexdigest(self) -> str:
-        return self._sha.hexdigest()
 
 
 class PackedStringsWriter:

@@ -30,6 +30,9 @@ if TYPE_CHECKING:  # annotations only: imported where used, see the module docst
     import pyarrow as pa
 
 VOCAB_FILES = ("vocab.words", "vocab.words-offsets.npy")
+# Where index and model directories keep their towers.
+QUERY_TOWER = "query_tower"
+DOCUMENT_TOWER = "document_tower"
 
 
 

@@ -262,7 +262,7 @@ def _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, ha
         raise ConfigError(f"the validation data ({validation.source}) holds {validation.kind} but the training "
                           f"data {data.kind}; give validation data of the same kind")
     if export is None:
-        from ..tower.model_dir import export_towers
+        from .model_dir import export_towers
 
         export = lambda m: export_towers(m, tokenizer, config)  # noqa: E731
 
@@ -468,8 +468,8 @@ def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int
 
     ``ema``: weight averaging decay, overriding the config's ``optimizer.ema`` (see :func:`fit`).
     """
-    from ..tower.model_dir import check_out_dir, export_towers, save_model
     from . import embeddings
+    from .model_dir import check_out_dir, export_towers, save_model
     from .towers import build_two_tower
 
     t0 = time.perf_counter()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import hashlib
 import logging
 import os
 import sys
@@ -450,15 +449,6 @@ def sidecars(path: Path) -> list[Path]:
     # KeyedVectors.save() stores large arrays beside the pickle as "<file>.<attr>.npy".
     return sorted(Path(p) for p in glob.glob(glob.escape(str(path)) + ".*.npy"))
 
-
-
-def sha256_files(files: list[Path]) -> str:
-    h = hashlib.sha256()
-    for f in files:
-        with open(f, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def one_line(e: BaseException) -> str:

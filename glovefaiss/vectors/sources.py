@@ -20,9 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import UnknownVectorsSource, VectorsDownloadError, VectorsFormatError
+from ..io.files import sha256_files
 from . import formats
 from .cache import WordVectors, cache_key, read_cache, store
-from .formats import Parsed, one_line, sha256_files, sidecars
+from .formats import Parsed, one_line, sidecars
 
 logger = logging.getLogger(__name__)
 
