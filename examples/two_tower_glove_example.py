@@ -4,8 +4,8 @@
 Runs on CPU in a few seconds with the bundled glove-wiki-gigaword-50 vectors.
 """
 
+from glovefaiss import SemanticSearch
 from glovefaiss.config import load_config
-from glovefaiss.index.memory import SemanticSearch
 from glovefaiss.train.data import PairData, Tokenizer
 from glovefaiss.train.embeddings import GloVeEmbedding
 from glovefaiss.train.fit import fit

@@ -32,11 +32,11 @@ def __getattr__(name):
 
         return getattr(vectors, name)
     if name == "GloVeSearch":
-        from .index.glove_search import GloVeSearch
+        from .index.memory import GloVeSearch
 
         return GloVeSearch
     if name == "SemanticSearch":
-        from .index.memory import SemanticSearch
+        from .train.search import SemanticSearch
 
         return SemanticSearch
     if name in ("TwoTower", "build_two_tower"):  # torch: only when asked for

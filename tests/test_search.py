@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from glovefaiss.index.memory import SemanticSearch
 from glovefaiss.train.fit import fit
 from glovefaiss.train.model_dir import save_model
+from glovefaiss.train.search import SemanticSearch
 
 from .helpers import make_two_tower as make
 from .helpers import pair_data
@@ -63,7 +63,7 @@ def test_serving_a_model_imports_no_torch(tmp_path, tiny_vectors, tiny_corpus):
     save_model(tmp_path / "m", model, tok, config, vectors=vectors)
     code = (
         "import sys\n"
-        "from glovefaiss.index.memory import SemanticSearch\n"
+        "from glovefaiss.train.search import SemanticSearch\n"
         "from glovefaiss.tower.model_dir import build_index\n"
         "from glovefaiss.cli import cli\n"
         f"s = SemanticSearch({str(tmp_path / 'm')!r})\n"
