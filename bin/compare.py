@@ -117,14 +117,15 @@ def run_option(option: str, args) -> dict:
     index_dir = work / f"index-{option}"
     build_kwargs: dict = {}
     if option == "finetuned":
-        from glovefaiss.tower.model_dir import build_index, load_towers
+        from glovefaiss.index.with_model import build_with_model
+        from glovefaiss.tower.model_dir import load_towers
 
         if args.model_stsb:
             sts_enc = load_towers(args.model_stsb)[0]
             out["sts"] = evaluate_sts(sts_enc, a, b, gold).metrics
         if not args.model_scifact:
             return out
-        result = build_index([corpus], index_dir, args.model_scifact, config=config.replace({}), overwrite=True,
+        result = build_with_model([corpus], index_dir, args.model_scifact, config=config.replace({}), overwrite=True,
                              progress=False)
     else:
         if option == "lookup-random":

@@ -43,7 +43,7 @@ def retrieval(qrels: Path, model: Path | None, config_path: Path | None) -> dict
     from glovefaiss.config import load_config
     from glovefaiss.index.build import build
     from glovefaiss.index.search import Index
-    from glovefaiss.tower.model_dir import build_index
+    from glovefaiss.index.with_model import build_with_model
     from glovefaiss.train.data import read_beir
 
     root = qrels.parent.parent
@@ -57,7 +57,7 @@ def retrieval(qrels: Path, model: Path | None, config_path: Path | None) -> dict
         pq.write_table(pa.table({"id": pa.array(data.document_ids, pa.string()),
                                  "text": pa.array(data.documents, pa.string())}), corpus)
         if model is not None:
-            build_index([corpus], Path(tmp) / "idx", model, progress=False)
+            build_with_model([corpus], Path(tmp) / "idx", model, progress=False)
         else:
             build([corpus], Path(tmp) / "idx", load_config(config_path), progress=False)
         index = Index.load(Path(tmp) / "idx")

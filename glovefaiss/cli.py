@@ -97,9 +97,9 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
     if model_dir is not None:
         if glove is not None:
             raise click.UsageError("--glove cannot be combined with --model: the model fixes the word vectors")
-        from .tower.model_dir import build_index
+        from .index.with_model import build_with_model
 
-        run_build = functools.partial(build_index, model_dir=model_dir)  # noqa: F811
+        run_build = functools.partial(build_with_model, model_dir=model_dir)  # noqa: F811
 
     config = load_config(config_path).replace({
         "build.id_column": id_column, "build.text_column": text_column, "embedding.model_name": glove,

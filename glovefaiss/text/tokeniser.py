@@ -89,7 +89,6 @@ SPACE_CLASS = _char_class(_SPACE_RANGES)
 PUNCT_CLASS = _char_class(_PUNCT_RANGES)
 SEPARATOR_CLASS = SPACE_CLASS[:-1] + PUNCT_CLASS[1:]
 
-_SEP_RUN = re.compile(SEPARATOR_CLASS + "+")
 TYPES = ("word", "alnum")
 
 # Rewrites shared by both paths: (pattern, replacement), RE2 and ``re`` read them the same way.
@@ -101,8 +100,6 @@ _CONTRACTION_CASED = ("[nN]['\u2019][tT]", " not")
 _MARKERS = ("[" + _DOT + _COMMA + "]", " ")
 _PROTECT = (("([0-9])\\.([0-9])", "\\1" + _DOT + "\\2"), ("([0-9]),([0-9])", "\\1" + _COMMA + "\\2"))
 _RESTORE = ((_DOT, "."), (_COMMA, ","))
-_SPACE_RUN = re.compile(SPACE_CLASS + "+")
-_PUNCT_ONE = re.compile("(" + PUNCT_CLASS + ")")
 
 
 @dataclass(frozen=True)

@@ -134,7 +134,8 @@ class TextEncoder:
             self._batch_rows = torch.from_numpy(scaled_rows(self.matrix, self.weights))
         return self._batch_rows
 
-    def _pool(self, ids: np.ndarray, offsets: np.ndarray, normalize: bool = True) -> np.ndarray:
+    def pool(self, ids: np.ndarray, offsets: np.ndarray, normalize: bool = True) -> np.ndarray:
+        """Vectors of texts given as known vocabulary rows ``ids`` with per-text ``offsets`` into them."""
         if self.batch_sums == "torch" and len(offsets) > 2:
             return mean_pool(self.batch_rows(), ids, offsets, self.projection, self.bias, normalize=normalize,
                              components=self.components, backend="torch")
@@ -164,13 +165,13 @@ class TextEncoder:
     def pooled_ids(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(known rows, offsets over them, all rows incl. -1 for unknown) of an Arrow string array."""
         rows, lengths, _ = self.token_rows(texts)
-        known, known_offsets = _known_offsets(rows, lengths)
+        known, known_offsets = known_offsets(rows, lengths)
         return rows[known], known_offsets, rows
 
     def encode_unnormalized(self, texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Vectors before L2 normalisation (what common components are estimated from)."""
         known_rows, known_offsets, _ = self.pooled_ids(texts)
-        return self._pool(known_rows, known_offsets, normalize=False)
+        return self.pool(known_rows, known_offsets, normalize=False)
 
     def encode(self, texts: Sequence[str] | str | pa.Array | pa.ChunkedArray, *,
                stats: EncodeStats | None = None, top_oov: int = 0) -> np.ndarray:
@@ -192,8 +193,8 @@ class TextEncoder:
         if not arrow:
             texts = pa.array(list(texts), pa.string())
         rows, lengths, strings = self.token_rows(texts)
-        known, known_offsets = _known_offsets(rows, lengths)
-        vectors = self._pool(rows[known], known_offsets)
+        known, known_offsets = known_offsets(rows, lengths)
+        vectors = self.pool(rows[known], known_offsets)
         if stats is not None:
             s = EncodeStats(
                 texts=len(lengths),
@@ -213,7 +214,7 @@ class TextEncoder:
         id_lists = [ids[ids >= 0] for ids in id_lists]
         offsets = np.concatenate([[0], np.cumsum([len(ids) for ids in id_lists])]).astype(np.int64)
         ids = np.concatenate(id_lists) if id_lists else np.zeros(0, np.int64)
-        return self._pool(ids, offsets)
+        return self.pool(ids, offsets)
 
 
 def _is_arrow(texts) -> bool:
@@ -222,7 +223,7 @@ def _is_arrow(texts) -> bool:
     return pa is not None and isinstance(texts, (pa.Array, pa.ChunkedArray))
 
 
-def _known_offsets(rows: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def known_offsets(rows: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(mask of known tokens, per-text offsets over the known tokens only): OOV tokens are dropped before pooling."""
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     known = rows >= 0

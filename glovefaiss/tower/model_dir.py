@@ -118,22 +118,3 @@ def check_index_model(manifest: dict, index_dir: str | Path, model_dir: str | Pa
                          f"model {info['model_id'][:12]}; query with the model the index was built with, or "
                          f"rebuild it with `glovefaiss build CORPUS --model {model_dir}`")
     return info
-
-
-def build_index(corpus, out: str | Path, model_dir: str | Path, config: Config | None = None, **kwargs):
-    """``pipeline.build`` with the model's towers: documents through the document tower, the query tower stored.
-
-    ``config`` contributes its ``build`` section; tokeniser and embedding come from the model.
-    """
-    from ..index.build import build
-
-    q, d, info = load_towers(model_dir)
-    cfg = model_config(info).to_dict()
-    if config is not None:
-        cfg["build"] = config.to_dict()["build"]
-    cfg.pop("pooling", None)  # a SIF initialisation is already in the towers' rows and projection
-    cfg = from_dict(cfg, origin="config")
-    return build(corpus, out, cfg, encoder=d, query_encoder=q,
-                 extra_manifest={"model": index_model_entry(info, model_dir)}, **kwargs)
-
-
