@@ -2,21 +2,18 @@
 """glovefaiss benchmark: synthetic corpus from the GloVe vocabulary, encoding throughput against the
 design's reference loop, build time and memory, warm and cold query latency.
 
-Run through ``bin/bench`` (which sets up .venv). Progress goes to stderr; the Markdown report goes to
-stdout and to ``<out>/report.md``. Every figure in the report comes from the same run.
+Run through ``bin/bench``. Three steps: measure, save the raw results to ``<out>/results.json``
+(rewritten after every section, so a failure keeps what was measured), render the Markdown report
+from that file to ``<out>/report.md`` and stdout. ``--render FILE`` re-renders saved results
+without measuring. ``--sizes N,N,...`` measures only build encoding against the reference loop at
+each corpus size. Progress goes to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import platform
-import re
 import shutil
-import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -24,283 +21,36 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parent.parent
-GLOVE = "glove-wiki-gigaword-50"
-GENERATOR_VERSION = 1  # bump when the corpus generator changes, so cached corpora are regenerated
-GEN_CHUNK_DOCS = 200_000  # documents generated (and written as one row group) at a time
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import report  # noqa: E402
+from benchlib.corpus import GLOVE, generated_queries, sample_texts, zipf_corpus  # noqa: E402
+from benchlib.env import ROOT, BenchError, describe_machine, log, machine_info  # noqa: E402
+from benchlib.measure import LoadMonitor, cold_queries, each_once, pct, run_build, timed  # noqa: E402
 
-
-class BenchError(Exception):
-    """A step failed; main() prints the message and exits non-zero."""
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def timed(fn, *args, **kwargs):
-    t = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t
-
-
-def pct(values_s, q: float) -> float:
-    """Percentile ``q`` of durations in seconds, in microseconds."""
-    return float(np.percentile(np.asarray(values_s) * 1e6, q))
-
-
-class LoadMonitor:
-    """Wall time of each step and the CPU that *other* processes used meanwhile.
-
-    The machine is shared (other people run tests on it), so the report says how many cores were
-    busy elsewhere during each step: /proc/stat busy time minus this process's and its children's.
-    """
-
-    def __init__(self):
-        self.steps: dict[str, dict] = {}
-        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-    def _busy(self) -> tuple[float, float] | None:
-        try:
-            f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        except (OSError, ValueError):
-            return None
-        steal = f[7] if len(f) > 7 else 0
-        return (sum(f) - f[3] - f[4] - steal) / self._tick, steal / self._tick
-
-    @staticmethod
-    def _own() -> float:
-        t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
-
-    @contextlib.contextmanager
-    def step(self, name: str):
-        b0, c0, t0 = self._busy(), self._own(), time.perf_counter()
-        yield
-        wall = time.perf_counter() - t0
-        b1, c1 = self._busy(), self._own()
-        rec = {"wall_s": wall, "own_cores": (c1 - c0) / wall if wall else 0.0}
-        if b0 and b1:
-            rec["other_cores"] = max(0.0, (b1[0] - b0[0]) - (c1 - c0)) / wall if wall else 0.0
-            rec["steal_cores"] = (b1[1] - b0[1]) / wall if wall else 0.0
-        self.steps[name] = rec
+TOP_OOV = 20  # as the build asks the encoder for
 
 
 # --------------------------------------------------------------------------------------------------
-# Machine and versions
+# The design's reference loop
 
 
-def machine_info() -> dict:
-    import faiss
-    import gensim
-
-    import glovefaiss
-
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_gb = int(line.split()[1]) / 1024**2
-    except OSError:
-        pass
-    git = {}
-    try:
-        git["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                       text=True, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--", "glovefaiss"], cwd=ROOT,
-                                capture_output=True, text=True, check=True).stdout.splitlines()
-        git["library_changes"] = [s[3:] for s in status]
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return {
-        "cpu_count": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu": cpu,
-        "mem_gb": mem_gb,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pyarrow": pa.__version__,
-        "faiss": faiss.__version__,
-        "faiss_omp_threads": faiss.omp_get_max_threads(),
-        "gensim": gensim.__version__,
-        "glovefaiss": glovefaiss.__version__,
-        "git": git,
-    }
-
-
-# --------------------------------------------------------------------------------------------------
-# Corpus generation (vectorised: numpy for the choices, Arrow kernels for the strings)
-
-
-class GenVocab:
-    """What the generator draws from: GloVe words (Zipf by GloVe rank) and made-up unknown words."""
-
-    PUNCT = ["", ",", ";", ":", ".", "?", "!"]  # after a word
-    WRAP_OPEN = ["", '"', "(", ""]  # before a word
-    WRAP_CLOSE = ["", '"', ")", "'s"]  # after a word, before its punctuation
-
-    def __init__(self, words: pa.Array, seed: int, n_fake: int = 20_000, exponent: float = 1.05):
-        # Alphabetic-ish GloVe words (letters/digits, at most one inner hyphen or apostrophe), no
-        # pure punctuation or number tokens; weight by the word's rank in GloVe (frequency order).
-        ok = pc.match_substring_regex(words, r"^[a-z][a-z0-9]*(?:[-'][a-z0-9]+)?$")
-        ok = ok.to_numpy(zero_copy_only=False)
-        ranks = np.flatnonzero(ok)
-        self.known = words.filter(pa.array(ok))
-        self.known_cdf = self._cdf(ranks, exponent)
-        fake = self._fake_words(np.random.default_rng([seed, 1]), n_fake, words)
-        self.fake_cdf = self._cdf(np.arange(len(fake)), exponent)
-        base = pa.concat_arrays([self.known.cast(pa.string()), fake])
-        self.n_base = len(base)
-        # Row i: base word i; row n_base + i: the same word capitalised.
-        self.forms = pa.concat_arrays([base, pc.utf8_capitalize(base)])
-        self.suffixes = pa.array([c + p for c in self.WRAP_CLOSE for p in self.PUNCT])
-        self.prefixes = pa.array(self.WRAP_OPEN)
-
-    @staticmethod
-    def _cdf(ranks: np.ndarray, exponent: float) -> np.ndarray:
-        p = 1.0 / (ranks.astype(np.float64) + 10.0) ** exponent
-        cdf = np.cumsum(p)
-        return cdf / cdf[-1]
-
-    @staticmethod
-    def _fake_words(rng: np.random.Generator, n: int, vocab: pa.Array) -> pa.Array:
-        """``n`` distinct lowercase made-up words of 5-11 letters that GloVe does not have."""
-        letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
-        out: list[str] = []
-        seen: set[str] = set()
-        while len(out) < n:
-            m = 2 * (n - len(out))
-            codes = letters[rng.integers(0, 26, size=(m, 11))]
-            lens = rng.integers(5, 12, size=m)
-            cand = [bytes(row[:k]).decode() for row, k in zip(codes, lens)]
-            known = pc.is_in(pa.array(cand), value_set=vocab).to_numpy(zero_copy_only=False)
-            for w, k in zip(cand, known):
-                if not k and w not in seen:
-                    seen.add(w)
-                    out.append(w)
-        return pa.array(out[:n], pa.string())
-
-    def texts(self, rng: np.random.Generator, lengths: np.ndarray, unknown_rate: float = 0.03,
-              cap_rate: float = 0.10, sentence_rate: float = 1 / 14) -> pa.Array:
-        """One text per entry of ``lengths`` (number of words)."""
-        n = len(lengths)
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        total = int(offsets[-1])
-        # Words: GloVe words by Zipf rank, ~unknown_rate of them made up (also Zipf among themselves).
-        code = np.searchsorted(self.known_cdf, rng.random(total)).astype(np.int64)
-        unk = rng.random(total) < unknown_rate
-        code[unk] = len(self.known) + np.searchsorted(self.fake_cdf, rng.random(int(unk.sum())))
-        # Sentences: a word ends one with probability sentence_rate, and every text ends one.
-        last = offsets[1:] - 1
-        sent_end = rng.random(total) < sentence_rate
-        sent_end[last] = True
-        sent_start = np.zeros(total, dtype=bool)
-        sent_start[1:] = sent_end[:-1]
-        sent_start[offsets[:-1]] = True
-        capital = sent_start | (rng.random(total) < cap_rate)
-        code += capital * self.n_base
-        # Wrappers: 1.5% "quoted", 1% (parenthesised), 1% possessive 's.
-        r = rng.random(total)
-        wrap = np.select([r < 0.015, r < 0.025, r < 0.035], [1, 2, 3], 0)
-        # Punctuation: sentence ends get . (90%) ? (5%) ! (5%); others , (7%) ; (0.5%) : (0.5%).
-        r = rng.random(total)
-        inner = np.select([r < 0.07, r < 0.075, r < 0.08], [1, 2, 3], 0)
-        end = np.select([r < 0.90, r < 0.95], [4, 5], 6)
-        punct = np.where(sent_end, end, inner)
-        tokens = pc.binary_join_element_wise(
-            self.prefixes.take(pa.array(wrap)),
-            self.forms.take(pa.array(code)),
-            self.suffixes.take(pa.array(wrap * len(self.PUNCT) + punct)),
-            "",
-        )
-        lists = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), tokens)
-        return pc.binary_join(lists, " ")
-
-
-def doc_lengths(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Words per document: log-normal (median 26), clipped to 5-60; mean about 29."""
-    return np.clip(np.rint(rng.lognormal(np.log(26), 0.55, n)), 5, 60).astype(np.int64)
-
-
-def ensure_corpus(out: Path, docs: int, seed: int, words: pa.Array) -> dict:
-    """``out/corpus.parquet`` with ``docs`` documents, reused when generated with the same parameters."""
-    path = out / "corpus.parquet"
-    meta_path = out / "corpus.json"
-    params = {"generator_version": GENERATOR_VERSION, "docs": docs, "seed": seed}
-    if path.exists() and meta_path.exists():
-        try:
-            meta = json.loads(meta_path.read_text())
-            if meta.get("params") == params and pq.read_metadata(path).num_rows == docs:
-                log(f"reusing corpus {path} ({docs:,} documents)")
-                meta["reused"] = True
-                return meta
-        except (OSError, ValueError, pa.ArrowException):
-            pass
-    log(f"generating {docs:,} documents into {path}")
-    t0 = time.perf_counter()
-    vocab = GenVocab(words, seed)
-    rng = np.random.default_rng(seed)
-    tmp = path.with_name(path.name + ".tmp")
-    tokens = 0
-    schema = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("text", pa.string())])
-    with pq.ParquetWriter(tmp, schema) as writer:
-        for start in range(0, docs, GEN_CHUNK_DOCS):
-            n = min(GEN_CHUNK_DOCS, docs - start)
-            lengths = doc_lengths(rng, n)
-            tokens += int(lengths.sum())
-            texts = vocab.texts(rng, lengths)
-            ids = pa.array(np.arange(start, start + n, dtype=np.int64))
-            writer.write_table(pa.table([ids, texts], schema=schema))
-    os.replace(tmp, path)
-    seconds = time.perf_counter() - t0
-    meta = {"params": params, "docs": docs, "words": tokens, "mean_words": tokens / docs,
-            "generate_s": round(seconds, 2), "bytes": path.stat().st_size,
-            "text_bytes": None, "reused": False}
-    meta["text_bytes"] = int(pc.sum(pc.binary_length(pq.read_table(path, columns=["text"]).column(0))).as_py())
-    meta_path.write_text(json.dumps(meta, indent=1))
-    log(f"generated {docs:,} documents ({tokens:,} words) in {seconds:.1f} s")
-    return meta
-
-
-def make_queries(words: pa.Array, n: int, seed: int) -> list[str]:
-    """``n`` short query texts (2-8 words), generated like documents."""
-    vocab = GenVocab(words, seed)
-    rng = np.random.default_rng([seed, 2])
-    return vocab.texts(rng, rng.integers(2, 9, size=n)).to_pylist()
-
-
-# --------------------------------------------------------------------------------------------------
-# 2. Encoding: the design's reference loop
-
-
-def measure_reference(corpus: Path, sample: int, seed: int, vectors) -> dict:
+def reference_vectors(vectors):
+    """gensim KeyedVectors of the GloVe words, what the reference loop looks words up in."""
     from gensim.models import KeyedVectors
 
     log("building gensim KeyedVectors for the reference loop")
     kv = KeyedVectors(vector_size=vectors.dim)
     kv.add_vectors(vectors.words.to_pylist(), np.asarray(vectors.matrix))
-    texts = pq.read_table(corpus, columns=["text"]).column(0)
-    rng = np.random.default_rng([seed, 3])
-    sample = min(sample, len(texts))
-    rows = np.sort(rng.choice(len(texts), size=sample, replace=False))
-    docs = texts.take(pa.array(rows)).to_pylist()
-    log(f"reference loop over {sample:,} documents")
-    words_total = known_total = 0
-    out = np.empty((len(docs), vectors.dim), dtype=np.float32)
+    return kv
+
+
+def reference_loop(kv, corpus: Path, sample: int, seed: int) -> dict:
+    """The design's baseline on a random sample of the corpus: ``text.lower().split()``,
+    ``kv[w]`` for the known words, ``np.mean``; one thread."""
+    docs = sample_texts(corpus, sample, np.random.default_rng([seed, 3]))
+    log(f"reference loop over {len(docs):,} documents")
+    out = np.empty((len(docs), kv.vector_size), dtype=np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # np.mean of an empty list (no known word)
         t0, c0 = time.perf_counter(), time.thread_time()
@@ -309,172 +59,110 @@ def measure_reference(corpus: Path, sample: int, seed: int, vectors) -> dict:
             vecs = [kv[w] for w in words if w in kv]
             out[i] = np.mean(vecs, axis=0)
         seconds, cpu = time.perf_counter() - t0, time.thread_time() - c0
-    for text in docs:  # counts, outside the timed loop
+    words_total = known_total = 0
+    for text in docs:  # counted outside the timed loop
         words = text.lower().split()
         words_total += len(words)
         known_total += sum(w in kv for w in words)
-    return {"docs": sample, "seconds": seconds, "docs_per_s": sample / seconds, "cpu_s": cpu,
-            "docs_per_cpu_s": sample / cpu,
-            "oov_rate": 1 - known_total / max(words_total, 1)}
+    return {"docs": len(docs), "seconds": seconds, "docs_per_s": len(docs) / seconds, "cpu_s": cpu,
+            "docs_per_cpu_s": len(docs) / cpu, "oov_rate": 1 - known_total / max(words_total, 1)}
 
 
-# --------------------------------------------------------------------------------------------------
-# 2-3. The product path: `glovefaiss build` as a subprocess
-
-
-def measure_build(corpus: Path, index_dir: Path, extra: tuple[str, ...] = ()) -> dict:
-    exe = shutil.which("glovefaiss", path=str(Path(sys.executable).parent)) or shutil.which("glovefaiss")
-    if exe is None:
-        raise BenchError("the glovefaiss console script is not on PATH; run through bin/bench")
-    cmd = [exe, "build", str(corpus), "--out", str(index_dir), "--overwrite", *extra]
-    time_file = index_dir.parent / "build-time.txt"
-    use_time = Path("/usr/bin/time").exists()
-    full = (["/usr/bin/time", "-v", "-o", str(time_file)] + cmd) if use_time else cmd
-    log("running: " + " ".join(cmd))
-    before = _children_maxrss_kb()
-    c0 = os.times()
-    t0 = time.perf_counter()
-    proc = subprocess.run(full, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    c1 = os.times()
-    cpu = (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise BenchError(f"glovefaiss build failed (exit {proc.returncode}):\n{tail}")
-    rss_kb, rss_source = None, None
-    if use_time and time_file.exists():
-        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", time_file.read_text())
-        if m:
-            rss_kb, rss_source = int(m.group(1)), "/usr/bin/time -v"
-    if rss_kb is None:
-        after = _children_maxrss_kb()
-        rss_kb = after if after > before else None
-        rss_source = "getrusage(RUSAGE_CHILDREN)"
-    manifest = json.loads((index_dir / "manifest.json").read_text())
-    summary = [line for line in proc.stderr.splitlines() if line.startswith("built ")]
-    return {"cmd": " ".join(["glovefaiss"] + cmd[1:]), "wall_s": wall, "cpu_s": cpu, "max_rss_mb": rss_kb / 1024 if rss_kb else None,
-            "rss_source": rss_source, "manifest": manifest, "summary": summary[-1] if summary else "",
-            "index_bytes": manifest["index"]["bytes"],
-            "shard_bytes": sum((index_dir / s["file"]).stat().st_size for s in manifest["shards"])}
-
-
-def measure_encode_repeats(corpus: Path, out: Path, runs: int, sample: int, seed: int, vectors) -> list[dict]:
-    """Pairs (reference loop, build encoding) measured back to back, ``runs`` times: on a shared
-    or noisy machine one pair can be off by 20%; the report gives every pair and their median."""
+def encoding_pairs(kv, corpus: Path, work: Path, runs: int, sample: int, seed: int) -> list[dict]:
+    """``runs`` pairs (reference loop, ``glovefaiss build --index flat`` encoding) back to back: on a
+    shared machine one pair can be off by 20%, so a report gives every pair and their median."""
     pairs = []
     for i in range(runs):
-        ref = measure_reference(corpus, sample, seed, vectors)
-        b = measure_build(corpus, out / "index-encode-only", ("--index", "flat"))
-        rate = b["manifest"]["timings"].get("docs_per_s") or 0
-        pairs.append({"reference": ref["docs_per_s"], "build": rate, "ratio": rate / ref["docs_per_s"]})
-        log(f"repeat {i + 1}/{runs}: reference {ref['docs_per_s']:,.0f} docs/s, build encoding {rate:,.0f} docs/s "
-            f"({rate / ref['docs_per_s']:.1f}x)")
-    shutil.rmtree(out / "index-encode-only", ignore_errors=True)
+        ref = reference_loop(kv, corpus, sample, seed)
+        b = run_build(corpus, work, ("--index", "flat"))
+        pairs.append(build_pair(ref, b))
+        log(f"pair {i + 1}/{runs}: reference {ref['docs_per_s']:,.0f} docs/s, build encoding "
+            f"{pairs[-1]['build']:,.0f} docs/s ({pairs[-1]['ratio']:.1f}x)")
+    shutil.rmtree(work, ignore_errors=True)  # only its manifest's timings were wanted
     return pairs
 
 
-def _children_maxrss_kb() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+def build_pair(ref: dict, build: dict) -> dict:
+    timings = build["manifest"]["timings"]
+    rate = timings.get("docs_per_s") or 0.0
+    return {"reference": ref["docs_per_s"], "build": rate, "ratio": rate / ref["docs_per_s"],
+            "pooling": timings.get("pooling_backend"), "build_wall_s": build["wall_s"],
+            "reference_docs": ref["docs"]}
 
 
 # --------------------------------------------------------------------------------------------------
-# 2. Encoding in process: TextEncoder.encode_arrow, per-stage split, threads, batch sizes
+# Encoding in process: the encoder's own stages, threads, batch sizes
 
 
-def read_batches(corpus: Path, batch_size: int) -> tuple[list[pa.Array], float]:
+def read_batches(corpus: Path, batch_size: int) -> tuple[list, float]:
+    """The text column in batches, read by the library's corpus reader; (texts, seconds)."""
+    from glovefaiss.io.corpus import open_corpus
+
     t0 = time.perf_counter()
-    pf = pq.ParquetFile(corpus)
-    batches = [b.column(1).cast(pa.string()) for b in pf.iter_batches(batch_size=batch_size, columns=["id", "text"])]
+    batches = [texts for _, texts in open_corpus([corpus]).batches(batch_size)]
     return batches, time.perf_counter() - t0
 
 
-def _tokenise(encoder, texts):
-    """The encoder's own tokenising step: byte spans where its rules allow, else Arrow lists."""
+def stage_inputs(encoder, texts):
+    """What each stage takes, made by the stage before it: (texts, spans, pooled_ids' known rows and offsets)."""
     spans = encoder.tokeniser.token_spans(texts)
-    if spans is not None:
-        return spans
-    tokens = encoder.tokeniser.tokenise_arrow(texts)
-    return pc.list_flatten(tokens), pc.list_value_length(tokens).fill_null(0).to_numpy().astype(np.int64)
+    known_rows, known_offsets, _ = encoder.pooled_ids(texts)
+    return texts, spans, (known_rows, known_offsets)
 
 
-def _lookup(encoder, tokens) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, tokens per text) for the output of :func:`_tokenise`."""
-    if isinstance(tokens, tuple):
-        return encoder.vocabulary.lookup_arrow(tokens[0]), tokens[1]
-    return encoder.vocabulary.key_table().lookup(tokens.buf, tokens.starts, tokens.lengths), tokens.counts
-
-
-def _unknown_strings(tokens, unknown: np.ndarray):
-    if isinstance(tokens, tuple):
-        return pc.filter(tokens[0], pa.array(unknown))
-    return tokens.strings(np.flatnonzero(unknown))
-
-
-def stage_split(encoder, batches: list[pa.Array]) -> dict:
-    """encode_arrow's steps timed one by one through the encoder's own components, on one thread.
-
-    Timed in CPU seconds of this thread, so that other processes on the machine do not inflate them.
-    """
-    t = {"tokenise": 0.0, "lookup": 0.0, "pool": 0.0, "oov_stats": 0.0}
-    for texts in batches:
-        t0 = time.thread_time()
-        tokens = _tokenise(encoder, texts)
-        t1 = time.thread_time()
-        rows, lengths = _lookup(encoder, tokens)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        known = rows >= 0
-        known_offsets = np.concatenate([[0], np.cumsum(known)])[offsets]
-        t2 = time.thread_time()
-        encoder._pool(rows[known], known_offsets)
-        t3 = time.thread_time()
-        if not known.all():
-            counts = pc.value_counts(_unknown_strings(tokens, ~known))
-            counts.field("values").to_pylist(), counts.field("counts").to_pylist()
-        t4 = time.thread_time()
-        t["tokenise"] += t1 - t0
-        t["lookup"] += t2 - t1
-        t["pool"] += t3 - t2
-        t["oov_stats"] += t4 - t3
-    return t
-
-
-def stage_scaling(encoder, batches: list[pa.Array], threads: int) -> dict:
-    """Seconds per stage over ``batches`` on 1 thread and on ``threads`` threads (batches in parallel).
-
-    A stage that does not speed up holds the GIL (or saturates memory bandwidth).
-    """
-    tokenised, pooled_inputs = [], []
-    for texts in batches:
-        tokens = _tokenise(encoder, texts)
-        rows, lengths = _lookup(encoder, tokens)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        known = rows >= 0
-        tokenised.append(tokens)
-        pooled_inputs.append((rows[known], np.concatenate([[0], np.cumsum(known)])[offsets]))
-    stages = {
-        "tokenise": (lambda texts: _tokenise(encoder, texts), batches),
-        "lookup": (lambda tokens: _lookup(encoder, tokens), tokenised),
-        "pool": (lambda a: encoder._pool(*a), pooled_inputs),
-        "encode_arrow": (encoder.encode_arrow, batches),
+def stage_functions(encoder) -> dict:
+    """Each stage as the encoder runs it, called on that stage's own input (see :func:`stage_inputs`)."""
+    keys = encoder.vocabulary.key_table()
+    return {
+        "tokenise": lambda x: encoder.tokeniser.token_spans(x[0]),
+        "lookup": lambda x: keys.lookup(x[1].buf, x[1].starts, x[1].lengths),
+        "pooled_ids": lambda x: encoder.pooled_ids(x[0]),
+        "pool": lambda x: encoder._pool(*x[2]),
+        "encode": lambda x: encoder.encode(x[0], stats=_stats(), top_oov=TOP_OOV),
     }
-    out = {}
-    for name, (fn, items) in stages.items():
-        t0 = time.perf_counter()
-        for x in items:
+
+
+def _stats():
+    from glovefaiss.tower.encoder import EncodeStats
+
+    return EncodeStats()
+
+
+def stage_split(encoder, batches: list) -> dict:
+    """CPU seconds of this thread in each stage over every batch (other processes do not inflate them)."""
+    fns = stage_functions(encoder)
+    del fns["encode"]  # timed whole by encode_all
+    out = dict.fromkeys(fns, 0.0)
+    for texts in batches:
+        x = stage_inputs(encoder, texts)
+        for name, fn in fns.items():
+            t0 = time.thread_time()
             fn(x)
-        one = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(fn, items))
-        out[name] = (one, time.perf_counter() - t0)
+            out[name] += time.thread_time() - t0
     return out
 
 
-def encode_all(encoder, batches: list[pa.Array], threads: int) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) to encode every batch with encode_arrow (top_oov=20, as the build)."""
-    fn = lambda texts: encoder.encode_arrow(texts, top_oov=20)  # noqa: E731
+def stage_scaling(encoder, batches: list, threads: int) -> dict:
+    """[1 thread, ``threads`` threads] wall seconds of each stage over ``batches`` (batches in parallel).
+
+    A stage that does not speed up holds the GIL (or saturates memory bandwidth).
+    """
+    inputs = [stage_inputs(encoder, texts) for texts in batches]
+    out = {}
+    for name, fn in stage_functions(encoder).items():
+        one = timed(lambda f=fn: [f(x) for x in inputs])[1]
+        with ThreadPoolExecutor(threads) as pool:
+            many = timed(lambda f=fn: list(pool.map(f, inputs)))[1]
+        out[name] = [one, many]
+    return out
+
+
+def encode_all(encoder, batches: list, threads: int, stats: bool = True) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) to encode every batch; ``stats``: with an
+    EncodeStats and the top OOV words, as the build encodes."""
+    def fn(texts):
+        return encoder.encode(texts, stats=_stats(), top_oov=TOP_OOV) if stats else encoder.encode(texts)
+
     t0, c0 = time.perf_counter(), time.process_time()
     if threads <= 1:
         for texts in batches:
@@ -486,86 +174,67 @@ def encode_all(encoder, batches: list[pa.Array], threads: int) -> tuple[float, f
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def measure_encode_inprocess(corpus: Path, vectors, docs: int) -> dict:
+def measure_encode(corpus: Path, vectors, docs: int) -> dict:
+    import pyarrow as pa
+
     from glovefaiss import Config
-    from glovefaiss.index.build import encoder_from_config
+    from glovefaiss.index.build import encoder_from_config, pooling_backend
 
     config = Config()
-    encoder, _ = encoder_from_config(config, vectors)
-    from glovefaiss.index.build import pooling_backend
-
-    # As the build of this many documents pools (pipeline.encode_corpus).
-    encoder.batch_sums = pooling = pooling_backend(docs)
-    if pooling == "torch":
-        encoder.batch_rows()
+    pooling = pooling_backend(docs)  # as a build of this many documents pools
+    encoder = encoder_from_config(config, vectors)[0].for_batches(pooling)
+    if encoder.tokeniser.token_spans(pa.array(["a"])) is None:
+        raise BenchError("the stage split needs tokeniser rules the byte-span path covers")
     batch_size = config.build.batch_size
     log(f"in-process encoding: reading {corpus.name} in batches of {batch_size:,}")
     batches, read_s = read_batches(corpus, batch_size)
-    encoder.encode_arrow(batches[0][:1000])  # warm-up (first-call costs, page-ins of the matrix)
-
-    log("in-process encoding: encode_arrow on 1 thread")
+    encoder.encode(batches[0][:1000])  # warm-up: first-call costs, page-ins of the matrix
+    log("in-process encoding: encode on 1 thread, with and without statistics")
     one, one_cpu = encode_all(encoder, batches, 1)
+    plain_cpu = encode_all(encoder, batches, 1, stats=False)[1]
     log("in-process encoding: per-stage split")
     stages = stage_split(encoder, batches)
     threads = max(2, min(os.cpu_count() or 1, 4))
-    log(f"in-process encoding: encode_arrow on {threads} threads (batches in parallel)")
+    log(f"in-process encoding: encode on {threads} threads (batches in parallel)")
     multi, multi_cpu = encode_all(encoder, batches, threads)
-    log(f"in-process encoding: per-stage thread scaling on {min(8, len(batches))} batches")
-    scaling = stage_scaling(encoder, batches[:8], threads)
-
-    # Fixed cost of a vocabulary lookup call (once 60-90 ms: pc.index_in hashed the whole vocabulary).
+    scaling_batches = min(8, len(batches))
+    log(f"in-process encoding: per-stage thread scaling on {scaling_batches} batches")
+    scaling = stage_scaling(encoder, batches[:scaling_batches], threads)
+    # Fixed cost of a lookup call (once 60-90 ms: pc.index_in rehashed the whole vocabulary per call).
     one_token = pa.array(["the"])
     fixed = min(timed(encoder.vocabulary.lookup_arrow, one_token)[1] for _ in range(7))
-
-    # Batch-size sensitivity on the first ~256k documents.
     sub = pa.chunked_array(batches).slice(0, min(262_144, docs)).combine_chunks()
-    sweep = {}
+    sweep = []
     for bs in (4096, 16384, 32768, 131072):
-        if bs > len(sub):
-            continue
-        parts = [sub.slice(i, bs) for i in range(0, len(sub), bs)]
-        sweep[bs] = len(sub) / encode_all(encoder, parts, 1)[1]
+        if bs <= len(sub):
+            parts = [sub.slice(i, bs) for i in range(0, len(sub), bs)]
+            sweep.append([bs, len(sub) / encode_all(encoder, parts, 1)[1]])
     return {"batch_size": batch_size, "pooling": pooling, "batches": len(batches), "docs": docs, "read_s": read_s,
-            "one_thread_s": one, "one_thread_cpu_s": one_cpu, "multi_cpu_s": multi_cpu, "stages": stages, "threads": threads, "multi_s": multi,
-            "scaling": scaling, "scaling_batches": min(8, len(batches)), "lookup_fixed_s": fixed, "sweep": sweep, "sweep_docs": len(sub)}
+            "one_thread_s": one, "one_thread_cpu_s": one_cpu, "no_stats_cpu_s": plain_cpu, "threads": threads,
+            "multi_s": multi, "multi_cpu_s": multi_cpu, "stages": stages, "scaling": scaling,
+            "scaling_batches": scaling_batches, "lookup_fixed_s": fixed, "sweep": sweep, "sweep_docs": len(sub),
+            "vocab_size": len(encoder.vocabulary)}
 
 
 # --------------------------------------------------------------------------------------------------
-# 4. Warm in-process queries
+# Warm in-process queries
 
 
-def measure_warm_queries(index_dir: Path, queries: list[str]) -> dict:
+def measure_warm_queries(index_dir: Path, queries: list[str], k: int = 10, warmup: int = 50) -> dict:
     import faiss
 
     import glovefaiss
 
-    k = 10
-    (idx, load_s) = timed(glovefaiss.Index.load, index_dir)
+    idx, load_s = timed(glovefaiss.Index.load, index_dir)
     first_search = timed(idx.search, queries[0], k)[1]
     first_hits = timed(idx.hits, queries[0], k)[1]
     load_mmap_s = timed(glovefaiss.Index.load, index_dir, mmap=True)[1]
-    for q in queries[:50]:  # warm-up
+    for q in queries[:warmup]:
         idx.search(q, k)
         idx.hits(q, k)
     threads = faiss.omp_get_max_threads()
     vecs = idx.encode(queries)
     one_vecs = [np.ascontiguousarray(vecs[i:i + 1]) for i in range(len(vecs))]
-
-    # The variants take turns, query by query, so that each sees the same background conditions;
-    # each query is timed once, by one variant: a repeated query finds its IVF lists in the CPU
-    # cache: timed after `search` on the same query, FAISS alone looked 1.8x faster on the Zipf
-    # corpus (0.53 ms p50) than on new queries (0.94 ms).
-    # FAISS runs on one OpenMP thread, as the library runs it for fewer than 16 queries.
-    log(f"warm queries: {len(queries):,} single queries, each timed once by one of search, hits, encode, "
-        "search_vectors, FAISS (1 and all threads) in turn")
-    variants = {
-        "search": lambda i: idx.search(queries[i], k),
-        "hits": lambda i: idx.hits(queries[i], k),
-        "encode": lambda i: idx.encode(queries[i]),
-        "search_vectors": lambda i: idx.search_vectors(one_vecs[i], k),
-        "faiss_1t": lambda i: idx.faiss.search(one_vecs[i], k),
-        "faiss_default": lambda i: faiss_all_threads(one_vecs[i]),
-    }
 
     def faiss_all_threads(v):
         faiss.omp_set_num_threads(threads)
@@ -574,15 +243,20 @@ def measure_warm_queries(index_dir: Path, queries: list[str]) -> dict:
         finally:
             faiss.omp_set_num_threads(1)
 
-    lat: dict[str, list[float]] = {name: [] for name in variants}
+    # FAISS on one OpenMP thread, as the library runs it for fewer than 16 queries.
+    variants = {
+        "search": lambda i: idx.search(queries[i], k),
+        "hits": lambda i: idx.hits(queries[i], k),
+        "encode": lambda i: idx.encode(queries[i]),
+        "search_vectors": lambda i: idx.search_vectors(one_vecs[i], k),
+        "faiss_1t": lambda i: idx.faiss.search(one_vecs[i], k),
+        "faiss_default": lambda i: faiss_all_threads(one_vecs[i]),
+    }
+    log(f"warm queries: {len(queries) - warmup:,} single queries, each timed once by one of "
+        f"{', '.join(variants)} in turn")
     faiss.omp_set_num_threads(1)
     try:
-        names = list(variants)
-        for i in range(50, len(queries)):  # not the warm-up queries
-            name = names[(i - 50) % len(names)]
-            t = time.perf_counter()
-            variants[name](i)
-            lat[name].append(time.perf_counter() - t)
+        lat = each_once(variants, range(warmup, len(queries)))
     finally:
         faiss.omp_set_num_threads(threads)
 
@@ -590,257 +264,293 @@ def measure_warm_queries(index_dir: Path, queries: list[str]) -> dict:
     chunks = [queries[i:i + batch] for i in range(0, len(queries) - batch + 1, batch)]
     log(f"warm queries: {len(chunks)} batches of {batch}")
     idx.search(chunks[0], k)  # warm-up
-    qps = {}
-    qps["search"] = len(chunks) * batch / sum(timed(idx.search, c, k)[1] for c in chunks)
-    qps["encode"] = len(chunks) * batch / sum(timed(idx.encode, c)[1] for c in chunks)
+    n = len(chunks) * batch
     vchunks = [idx.encode(c) for c in chunks]
-    qps["faiss"] = len(chunks) * batch / sum(timed(idx.faiss.search, v, k)[1] for v in vchunks)
+    qps = {"search": n / sum(timed(idx.search, c, k)[1] for c in chunks),
+           "encode": n / sum(timed(idx.encode, c)[1] for c in chunks),
+           "faiss": n / sum(timed(idx.faiss.search, v, k)[1] for v in vchunks)}
     return {"load_s": load_s, "load_mmap_s": load_mmap_s, "first_search_s": first_search,
-            "first_hits_s": first_hits, "lat": lat, "batch": batch, "qps": qps, "ntotal": len(idx),
-            "faiss_threads": threads, "queries": len(queries) - 50, "empty_queries": int((~np.any(vecs != 0, axis=1)).sum())}
+            "first_hits_s": first_hits, "lat_s": lat, "batch": batch, "qps": qps, "ntotal": len(idx),
+            "faiss_threads": threads, "queries": len(queries) - warmup,
+            "empty_queries": int((~np.any(vecs != 0, axis=1)).sum())}
 
 
 # --------------------------------------------------------------------------------------------------
-# 5. Cold CLI queries
+# Measuring
 
 
-def measure_cold_cli(index_dir: Path, text: str, runs: int = 5) -> dict:
-    exe = shutil.which("glovefaiss", path=str(Path(sys.executable).parent)) or "glovefaiss"
+def measure(args, res: report.Results) -> None:
+    """Every section of a full run, each saved as soon as it is measured."""
+    from glovefaiss.vectors.sources import load_vectors
 
-    def median_wall(cmd):
-        walls = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            walls.append(time.perf_counter() - t)
-            if proc.returncode != 0:
-                tail = "\n".join(proc.stderr.strip().splitlines()[-10:])
-                raise BenchError(f"{' '.join(cmd[:3])} ... failed (exit {proc.returncode}):\n{tail}")
-        return statistics.median(walls)
-
-    log(f"cold CLI: {runs} runs each")
-    query = [exe, "query", str(index_dir), text, "-k", "10"]
-    out = {
-        "query": median_wall(query),
-        "query_mmap": median_wall(query + ["--mmap"]),
-        "import_faiss": median_wall([sys.executable, "-c", "import faiss"]),
-        "import_glovefaiss": median_wall([sys.executable, "-c", "import glovefaiss"]),
-        "python": median_wall([sys.executable, "-c", "pass"]),
-        "runs": runs,
-        "text": text,
-    }
-    return out
+    mon = LoadMonitor(on_step=lambda steps: res.__setitem__("load", steps))
+    res["machine"] = machine_info()
+    log(f"loading {GLOVE}")
+    vectors = load_vectors(GLOVE)
+    kv = reference_vectors(vectors)
+    if args.sizes:
+        res["sizes"] = []
+        for n in args.sizes:
+            with mon.step(f"sizes: {n:,} documents"):
+                corpus = args.out / f"sizes-{n}" / "corpus.parquet"
+                meta = zipf_corpus(corpus, n, args.seed, vectors.words)
+                pairs = encoding_pairs(kv, corpus, args.out / "index-sizes", 1 + args.encode_repeats,
+                                       args.reference_sample, args.seed)
+                res["sizes"] = res["sizes"] + [{"docs": n, "corpus": meta, "pairs": pairs}]
+        return
+    corpus = args.out / "corpus.parquet"
+    index_dir = args.out / "index"
+    with mon.step("corpus"):
+        res["corpus"] = zipf_corpus(corpus, args.docs, args.seed, vectors.words)
+        queries = generated_queries(vectors.words, args.queries, args.seed)
+    with mon.step("reference loop"):
+        ref = res["reference"] = reference_loop(kv, corpus, args.reference_sample, args.seed)
+    log(f"reference loop: {ref['docs_per_s']:,.0f} docs/s")
+    with mon.step("glovefaiss build"):
+        build = res["build"] = run_build(corpus, index_dir)
+    log(f"build: {build['wall_s']:.1f} s wall, encoding {build['manifest']['timings'].get('docs_per_s') or 0:,.0f} docs/s")
+    with mon.step("encoding repeats"):
+        res["encode_repeats"] = [build_pair(ref, build)] + encoding_pairs(
+            kv, corpus, args.out / "index-encode-only", args.encode_repeats, args.reference_sample, args.seed)
+    with mon.step("in-process encoding"):
+        enc = res["encode"] = measure_encode(corpus, vectors, args.docs)
+    log(f"in-process encode: {args.docs / enc['one_thread_s']:,.0f} docs/s on 1 thread")
+    with mon.step("warm queries"):
+        res["warm"] = measure_warm_queries(index_dir, queries)
+    with mon.step("cold CLI"):
+        res["cold"] = cold_queries(index_dir, queries[0], args.cold_runs)
 
 
 # --------------------------------------------------------------------------------------------------
-# 6. Report
+# Rendering (from the saved results only)
 
 
-def render(info: dict, args, corpus: dict, ref: dict, build: dict, enc: dict, warm: dict, cold: dict,
-           load: dict, repeats: list[dict]) -> str:
+def render(data: dict) -> str:
+    """The Markdown report of saved results; a section the run did not reach is left out."""
+    info = data["machine"]
+    L = ["# glovefaiss benchmark", "",
+         f"`{data['command']}` ({data['started']}). All figures from this one run.", "",
+         "Machine: " + describe_machine(info), ""]
+    L += report.unfinished(data) + report.busy_warning(data.get("load", {}), info["cpu_count"])
+    for section, fn in (("sizes", render_sizes), ("corpus", render_corpus), ("encode", render_encoding),
+                        ("build", render_build), ("warm", render_warm), ("cold", render_cold)):
+        if section in data:
+            L += fn(data)
+    L += report.load_table(data.get("load", {}))
+    return "\n".join(L) + "\n"
+
+
+def render_sizes(data: dict) -> list[str]:
+    rows = []
+    for s in data["sizes"]:
+        ratios = [p["ratio"] for p in s["pairs"]]
+        rows.append([f"{s['docs']:,}", ", ".join(sorted({p['pooling'] or '?' for p in s['pairs']})),
+                     f"{float(np.median([p['build'] for p in s['pairs']])):,.0f}",
+                     f"{float(np.median([p['reference'] for p in s['pairs']])):,.0f}",
+                     ", ".join(f"{r:.1f}x" for r in ratios), f"**{float(np.median(ratios)):.1f}x**"])
+    sample = data["sizes"][0]["pairs"][0]["reference_docs"] if data["sizes"] else 0
+    return ["## Encoding throughput by corpus size", "",
+            "Zipf-word corpora (see *Corpus* in a full report) of each size. Build encoding: manifest "
+            "`timings.docs_per_s` of `glovefaiss build --index flat` (read + encode + write shards, all cores). "
+            f"Reference loop (`text.lower().split()`, `kv[w]`, `np.mean`, 1 thread) on a random sample of up to "
+            f"{sample:,} documents of the same corpus. Each pair is a reference run and a build back to back; "
+            "docs/s columns are medians over the pairs.", "",
+            *report.table(["documents", "pooling", "build encoding docs/s", "reference docs/s",
+                           "build / reference, each pair", "median"], rows, "llrrlr"), ""]
+
+
+def render_corpus(data: dict) -> list[str]:
+    c = data["corpus"]
+    return ["## Corpus", "",
+            f"{c['docs']:,} documents, {c['words']:,} words (mean {c['mean_words']:.1f}, 5–60), "
+            f"{c['text_bytes'] / 1e6:,.0f} MB of text, `corpus.parquet` {c['bytes'] / 1e6:,.0f} MB. "
+            "Words Zipf-drawn (p ∝ 1/(rank+10)^1.05) from the alphabetic GloVe words, ~3% made-up words, "
+            "capitals at sentence starts and on ~10% of words, punctuation attached. "
+            + (f"Reused from the cache (generated in {c['generate_s']:.1f} s)." if c.get("reused") else
+               f"Generated in {c['generate_s']:.1f} s."), ""]
+
+
+def render_encoding(data: dict) -> list[str]:
+    ref, enc, build = data["reference"], data["encode"], data["build"]
     m = build["manifest"]
-    tm = m["timings"]
     n = m["documents"]
-    ref_rate = ref["docs_per_s"]
-    build_enc_rate = tm.get("docs_per_s") or 0
-    build_overall = n / build["wall_s"]
-    one_rate = enc["docs"] / enc["one_thread_s"]
-    multi_rate = enc["docs"] / enc["multi_s"]
-    build_threads = m.get("config", {}).get("build", {}).get("threads") or info["cpu_count"]
-    git = info.get("git", {})
-    L: list[str] = []
-    add = L.append
+    ref_rate, ref_cpu = ref["docs_per_s"], ref["docs_per_cpu_s"]
+    build_rate = m["timings"].get("docs_per_s") or 0
+    build_threads = (m.get("config", {}).get("build", {}).get("threads")) or data["machine"]["cpu_count"]
+    overall, overall_cpu = n / build["wall_s"], n / build["cpu_s"] if build.get("cpu_s") else float("nan")
+    one_rate, multi_rate = enc["docs"] / enc["one_thread_s"], enc["docs"] / enc["multi_s"]
+    one_cpu, multi_cpu = enc["docs"] / enc["one_thread_cpu_s"], enc["docs"] / enc["multi_cpu_s"]
+    rows = [
+        [f"reference loop (`lower().split()`, `kv[w]`, `np.mean`), {ref['docs']:,}-doc sample, 1 thread",
+         f"{ref_rate:,.0f}", "1.0x", f"{ref_cpu:,.0f}", "1.0x"],
+        [f"`glovefaiss build`, encoding (manifest `timings.docs_per_s`, {build_threads} threads)",
+         f"{build_rate:,.0f}", f"**{build_rate / ref_rate:.1f}x**", "", ""],
+        ["`glovefaiss build`, overall (documents / process wall time; CPU: whole process)", f"{overall:,.0f}",
+         f"{overall / ref_rate:.1f}x", f"{overall_cpu:,.0f}", f"{overall_cpu / ref_cpu:.1f}x"],
+        [f"in process `TextEncoder.encode` (with stats, as the build), 1 thread, batches of {enc['batch_size']:,}",
+         f"{one_rate:,.0f}", f"{one_rate / ref_rate:.1f}x", f"{one_cpu:,.0f}", f"{one_cpu / ref_cpu:.1f}x"],
+        [f"in process `encode`, {enc['threads']} batches in parallel", f"{multi_rate:,.0f}",
+         f"{multi_rate / ref_rate:.1f}x", f"{multi_cpu:,.0f}", f"{multi_cpu / ref_cpu:.1f}x"],
+    ]
+    L = ["## Encoding throughput", "",
+         "docs/s is documents per wall-clock second; docs/CPU-s is documents per CPU-second used (this process "
+         "or the build process, all threads), which other processes on the machine barely affect.", "",
+         *report.table(["path", "docs/s", "vs reference", "docs/CPU-s", "vs reference"], rows), ""]
+    pairs = data.get("encode_repeats") or []
+    if pairs:
+        ratios = [p["ratio"] for p in pairs]
+        L += [f"Build encoding vs the reference loop, measured as {len(pairs)} back-to-back pairs (the first is the "
+              "build above; the others `--index flat` builds of the same corpus): "
+              + ", ".join(f"{p['build']:,.0f} / {p['reference']:,.0f} = {p['ratio']:.1f}x" for p in pairs)
+              + f"; **median {float(np.median(ratios)):.1f}x**, lowest {min(ratios):.1f}x.", ""]
+    L += [f"Unknown-token rate: glovefaiss tokeniser {m['oov_rate']:.1%}; reference `lower().split()` "
+          f"{ref['oov_rate']:.1%} (punctuation stays glued to words, so the reference also averages fewer words).", ""]
+    return L + render_stages(enc)
 
-    add("# glovefaiss benchmark")
-    add("")
-    add(f"`bin/bench --docs {args.docs} --queries {args.queries} --reference-sample {args.reference_sample} "
-        f"--seed {args.seed}` ({time.strftime('%Y-%m-%d %H:%M')}). All figures from this one run.")
-    add("")
-    add(f"Machine: {info['cpu_count']} CPUs ({info['cpu']}), {info['mem_gb']:.0f} GB RAM, {info['os']}. "
-        f"Python {info['python']}, numpy {info['numpy']}, pyarrow {info['pyarrow']}, faiss {info['faiss']} "
-        f"(OpenMP threads {info['faiss_omp_threads']}), gensim {info['gensim']}, glovefaiss {info['glovefaiss']}"
-        + (f", git {git.get('commit')}" if git.get("commit") else "")
-        + (f" + uncommitted changes in {', '.join(git['library_changes'])}" if git.get("library_changes") else "")
-        + ".")
-    add("")
-    busy = {name: rec.get("other_cores", 0.0) for name, rec in load.items()}
-    if busy and max(busy.values()) > 0.25:
-        add(f"**Warning: the machine was shared.** Other processes kept up to {max(busy.values()):.1f} of "
-            f"{info['cpu_count']} cores busy during the measurements (see *Background load*); multi-threaded "
-            f"figures suffer most.")
-        add("")
-    add("## Corpus")
-    add("")
-    add(f"{corpus['docs']:,} documents, {corpus['words']:,} words (mean {corpus['mean_words']:.1f}, 5–60), "
-        f"{corpus['text_bytes'] / 1e6:,.0f} MB of text, `corpus.parquet` {corpus['bytes'] / 1e6:,.0f} MB. "
-        f"Words Zipf-drawn (p ∝ 1/(rank+10)^1.05) from the alphabetic GloVe words, ~3% made-up words, "
-        f"capitals at sentence starts and on ~10% of words, punctuation attached. "
-        + (f"Generated in {corpus['generate_s']:.1f} s." if not corpus.get("reused") else
-           f"Reused from the cache (generated in {corpus['generate_s']:.1f} s)."))
-    add("")
 
-    add("## Encoding throughput")
-    add("")
-    add("docs/s is documents per wall-clock second; docs/CPU-s is documents per CPU-second used (this process "
-        "or the build process, all threads), which other processes on the machine barely affect.")
-    add("")
-    ref_cpu = ref["docs_per_cpu_s"]
-    build_cpu = n / build["cpu_s"] if build.get("cpu_s") else float("nan")
-    one_cpu = enc["docs"] / enc["one_thread_cpu_s"]
-    multi_cpu = enc["docs"] / enc["multi_cpu_s"]
-    add("| path | docs/s | vs reference | docs/CPU-s | vs reference |")
-    add("|---|---:|---:|---:|---:|")
-    add(f"| reference loop (`lower().split()`, `kv[w]`, `np.mean`), {ref['docs']:,}-doc sample, 1 thread "
-        f"| {ref_rate:,.0f} | 1.0x | {ref_cpu:,.0f} | 1.0x |")
-    add(f"| `glovefaiss build`, encoding (manifest `timings.docs_per_s`, {build_threads} threads) "
-        f"| {build_enc_rate:,.0f} | **{build_enc_rate / ref_rate:.1f}x** | | |")
-    add(f"| `glovefaiss build`, overall (documents / process wall time; CPU: whole process) | {build_overall:,.0f} "
-        f"| {build_overall / ref_rate:.1f}x | {build_cpu:,.0f} | {build_cpu / ref_cpu:.1f}x |")
-    add(f"| in process `TextEncoder.encode_arrow`, 1 thread, batches of {enc['batch_size']:,} | {one_rate:,.0f} "
-        f"| {one_rate / ref_rate:.1f}x | {one_cpu:,.0f} | {one_cpu / ref_cpu:.1f}x |")
-    add(f"| in process `encode_arrow`, {enc['threads']} batches in parallel | {multi_rate:,.0f} "
-        f"| {multi_rate / ref_rate:.1f}x | {multi_cpu:,.0f} | {multi_cpu / ref_cpu:.1f}x |")
-    add("")
-    ratios = [r["ratio"] for r in repeats]
-    add(f"Build encoding vs the reference loop, measured as {len(repeats)} back-to-back pairs (the first is the "
-        f"build above; the others `--index flat` builds of the same corpus): "
-        + ", ".join(f"{r['build']:,.0f} / {r['reference']:,.0f} = {r['ratio']:.1f}x" for r in repeats)
-        + f"; **median {float(np.median(ratios)):.1f}x**, lowest {min(ratios):.1f}x.")
-    add("")
-    add(f"Unknown-token rate: glovefaiss tokeniser {m['oov_rate']:.1%}; reference `lower().split()` "
-        f"{ref['oov_rate']:.1%} (punctuation stays glued to words, so the reference also averages fewer words).")
-    add("")
-    st = enc["stages"]
-    total_st = sum(st.values())
-    sc = enc.get("scaling", {})
-    add(f"Where encoding time goes, in CPU seconds of one thread: {enc['batches']} batch(es) of {enc['batch_size']:,} "
-        f"(reading the text column from Parquet, not included: {enc['read_s']:.2f} s). Thread scaling: the "
-        f"same stage on {enc['scaling_batches']} batches, 1 thread vs {enc['threads']} batches in parallel.")
-    add("")
-    add(f"| stage | s | share | µs/doc | {enc['threads']}-thread speed-up |")
-    add("|---|---:|---:|---:|---:|")
-    for name, label in (("tokenise", "tokenise (`Tokeniser.token_spans`: byte table, token edges)"),
-                        ("lookup", "vocabulary lookup (`KeyTable.lookup` on the spans, known mask)"),
-                        ("pool", f"pooling (`TextEncoder._pool`, {enc.get('pooling', '?')}, L2)"),
-                        ("oov_stats", "OOV word counts (`value_counts`, top_oov)")):
-        speed = f"{sc[name][0] / sc[name][1]:.2f}x" if name in sc else ""
-        add(f"| {label} | {st[name]:.2f} | {st[name] / total_st:.0%} | {st[name] / enc['docs'] * 1e6:.2f} | {speed} |")
-    speed = f"{sc['encode_arrow'][0] / sc['encode_arrow'][1]:.2f}x" if "encode_arrow" in sc else ""
-    add(f"| sum of stages (`encode_arrow` alone: {enc['one_thread_cpu_s']:.2f} CPU-s) | {total_st:.2f} | 100% "
-        f"| {total_st / enc['docs'] * 1e6:.2f} | {speed} |")
-    add("")
-    add(f"Fixed cost of one `Vocabulary.lookup_arrow` call (a single token, {m['vectors'].get('vocab_size', 0):,}-word "
-        f"vocabulary): {enc['lookup_fixed_s'] * 1e3:.0f} ms; × {enc['batches']} batches = "
-        f"{enc['lookup_fixed_s'] * enc['batches']:.2f} s of the {st['lookup']:.2f} s lookup total.")
-    add("")
+def render_stages(enc: dict) -> list[str]:
+    st, sc, docs = enc["stages"], enc["scaling"], enc["docs"]
+    total = st["tokenise"] + st["lookup"] + st["pool"]
+    stats_s = enc["one_thread_cpu_s"] - enc["no_stats_cpu_s"]
+
+    def speed(name):
+        return f"{sc[name][0] / sc[name][1]:.2f}x" if name in sc else ""
+
+    def row(label, seconds, share, name=None):
+        return [label, f"{seconds:.2f}", share, f"{seconds / docs * 1e6:.2f}", speed(name)]
+
+    rows = [
+        row("tokenise (`Tokeniser.token_spans`: byte table, token edges)", st["tokenise"],
+            f"{st['tokenise'] / total:.0%}", "tokenise"),
+        row("vocabulary lookup (`Vocabulary.key_table().lookup` on the spans)", st["lookup"],
+            f"{st['lookup'] / total:.0%}", "lookup"),
+        row(f"pooling (`TextEncoder._pool`, {enc['pooling']}, L2)", st["pool"], f"{st['pool'] / total:.0%}", "pool"),
+        row("sum of the three stages", total, "100%"),
+        row("· `TextEncoder.pooled_ids` (tokenise + lookup + known-token offsets, one call)", st["pooled_ids"], "",
+            "pooled_ids"),
+        row(f"`encode` whole, with stats (top_oov={TOP_OOV}, as the build)", enc["one_thread_cpu_s"], "", "encode"),
+        row("· of which statistics (`encode` with stats minus without)", stats_s, ""),
+    ]
+    L = [f"Where encoding time goes, in CPU seconds of one thread: {enc['batches']} batch(es) of "
+         f"{enc['batch_size']:,} (reading the text column through the library's corpus reader, not included: "
+         f"{enc['read_s']:.2f} s wall). Each stage is the encoder's own call on the previous stage's output. "
+         f"Thread scaling: the same stage on {enc['scaling_batches']} batches, 1 thread vs {enc['threads']} "
+         "batches in parallel.", "",
+         *report.table(["stage", "s", "share", "µs/doc", f"{enc['threads']}-thread speed-up"], rows), "",
+         f"Fixed cost of one `Vocabulary.lookup_arrow` call (a single token, {enc['vocab_size']:,}-word "
+         f"vocabulary): {enc['lookup_fixed_s'] * 1e3:.1f} ms.", ""]
     if enc["sweep"]:
-        add(f"Batch size, `encode_arrow` on 1 thread over the first {enc['sweep_docs']:,} documents: "
-            + ", ".join(f"{bs:,} → {rate:,.0f} docs/CPU-s" for bs, rate in enc["sweep"].items()) + ".")
-        add("")
+        L += [f"Batch size, `encode` (with stats) on 1 thread over the first {enc['sweep_docs']:,} documents: "
+              + ", ".join(f"{bs:,} → {rate:,.0f} docs/CPU-s" for bs, rate in enc["sweep"]) + ".", ""]
+    return L
 
-    add("## Build")
-    add("")
-    add(f"`{build['cmd']}`")
-    add("")
-    ix = m.get("index", {})
-    add("| | |")
-    add("|---|---:|")
-    add(f"| wall time | {build['wall_s']:.1f} s |")
-    add(f"| CPU time (user + system, all threads) | {build.get('cpu_s', float('nan')):.1f} s |")
+
+def render_build(data: dict) -> list[str]:
+    build = data["build"]
+    m = build["manifest"]
+    tm, ix = m["timings"], m.get("index", {})
     labels = {"load_vectors_s": "load vectors", "encode_s": "encode + write shards",
               "index_s": "index (train, add, tune)", "index_write_s": "write index.faiss"}
-    for key, value in tm.items():
-        if key.endswith("_s") and key not in ("total_s", "docs_per_s") and isinstance(value, (int, float)):
-            add(f"| · {labels.get(key, key)} (`timings.{key}`) | {value:.2f} s |")
-    for key in ("train_s", "add_s", "tune_s"):
-        if isinstance(ix.get(key), (int, float)):
-            add(f"| · · index {key[:-2]} (`index.{key}`) | {ix[key]:.2f} s |")
+    rows = [["wall time", f"{build['wall_s']:.1f} s"],
+            ["CPU time (user + system, all threads)", f"{build.get('cpu_s', float('nan')):.1f} s"]]
+    rows += [[f"· {labels.get(key, key)} (`timings.{key}`)", f"{value:.2f} s"] for key, value in tm.items()
+             if key.endswith("_s") and key not in ("total_s", "docs_per_s") and isinstance(value, (int, float))]
+    rows += [[f"· · index {key[:-2]} (`index.{key}`)", f"{ix[key]:.2f} s"] for key in ("train_s", "add_s", "tune_s")
+             if isinstance(ix.get(key), (int, float))]
     if isinstance(tm.get("total_s"), (int, float)):
-        add(f"| · outside `timings.total_s` (interpreter start, imports, exit) | {build['wall_s'] - tm['total_s']:.1f} s |")
-    add(f"| peak RSS ({build['rss_source']}) | {build['max_rss_mb']:,.0f} MB |" if build["max_rss_mb"] else
-        "| peak RSS | n/a |")
-    add(f"| index.faiss / shards on disk | {build['index_bytes'] / 1e6:,.0f} MB / {build['shard_bytes'] / 1e6:,.0f} MB |")
-    add(f"| documents / empty / OOV rate | {n:,} / {m['empty_documents']:,} / {m['oov_rate']:.2%} |")
-    add("")
+        rows.append(["· outside `timings.total_s` (interpreter start, imports, exit)",
+                     f"{build['wall_s'] - tm['total_s']:.1f} s"])
+    rows.append([f"peak RSS ({build['rss_source']})", f"{build['max_rss_mb']:,.0f} MB"] if build["max_rss_mb"]
+                else ["peak RSS", "n/a"])
+    rows.append(["index.faiss / shards on disk", f"{build['index_bytes'] / 1e6:,.0f} MB / {build['shard_bytes'] / 1e6:,.0f} MB"])
+    rows.append(["documents / empty / OOV rate", f"{m['documents']:,} / {m['empty_documents']:,} / {m['oov_rate']:.2%}"])
+    return ["## Build", "", f"`{build['cmd']}`", "", *report.table(["", ""], rows), ""]
 
-    lat = warm["lat"]
-    kind = ix.get("key") or ix.get("type") or "?"
+
+def render_warm(data: dict) -> list[str]:
+    warm, ix = data["warm"], data["build"]["manifest"].get("index", {})
+    lat = warm["lat_s"]
     params = ", ".join(f"{k}={v}" for k, v in (ix.get("params") or {}).items())
     recall = (ix.get("tuning") or {}).get("recall")
-    index_desc = f"`{kind}`" + (f" ({params})" if params else "") + (
-        f", tuned by the build to recall@10 {recall:.3f} against exact search" if recall is not None else "")
-    add("## Warm queries (in process)")
-    add("")
-    add(f"`Index.load` {warm['load_s'] * 1e3:.0f} ms ({warm['ntotal']:,} vectors, index {index_desc}; "
-        f"`mmap=True`: {warm['load_mmap_s'] * 1e3:.0f} ms); first `search` after load "
-        f"{warm['first_search_s'] * 1e3:.0f} ms, first `hits` {warm['first_hits_s'] * 1e3:.0f} ms. "
-        f"Then {warm['queries']:,} queries of 2–8 words, k=10, after 50 warm-up queries; the variants "
-        f"below take turns and each query is timed once, by one of them (about {len(lat['search']):,} "
-        f"each: a repeated query would find its index lists in the CPU cache; "
-        f"{warm['empty_queries']} queries have no known word).")
-    add("")
-    add("| single query | p50 µs | p99 µs | mean µs |")
-    add("|---|---:|---:|---:|")
-    for key, label in (("search", "`idx.search(text, k=10)` end to end"),
-                       ("hits", "`idx.hits(text, k=10)` end to end (with stored texts)"),
-                       ("encode", "· encode only, `idx.encode(text)`"),
-                       ("search_vectors", "· `idx.search_vectors(vec)` (FAISS + id mapping, no encoding)"),
-                       ("faiss_1t", "· FAISS only, `idx.faiss.search`, 1 OpenMP thread (as the library runs it)"),
-                       ("faiss_default", f"· FAISS only, {warm['faiss_threads']} OpenMP threads")):
-        v = lat[key]
-        add(f"| {label} | {pct(v, 50):,.0f} | {pct(v, 99):,.0f} | {np.mean(v) * 1e6:,.0f} |")
-    add("")
+    index_desc = (f"`{ix.get('key') or ix.get('type') or '?'}`" + (f" ({params})" if params else "")
+                  + (f", tuned by the build to recall@10 {recall:.3f} against exact search" if recall is not None else ""))
+    labels = {"search": "`idx.search(text, k=10)` end to end",
+              "hits": "`idx.hits(text, k=10)` end to end (with stored texts)",
+              "encode": "· encode only, `idx.encode(text)`",
+              "search_vectors": "· `idx.search_vectors(vec)` (FAISS + id mapping, no encoding)",
+              "faiss_1t": "· FAISS only, `idx.faiss.search`, 1 OpenMP thread (as the library runs it)",
+              "faiss_default": f"· FAISS only, {warm['faiss_threads']} OpenMP threads"}
+    rows = [[label, f"{pct(lat[key], 50):,.0f}", f"{pct(lat[key], 99):,.0f}", f"{np.mean(lat[key]) * 1e6:,.0f}"]
+            for key, label in labels.items()]
     q = warm["qps"]
-    add(f"Batches of {warm['batch']:,} texts: `idx.search(list)` {q['search']:,.0f} queries/s; encode only "
-        f"{q['encode']:,.0f} queries/s; FAISS only {q['faiss']:,.0f} queries/s "
-        f"({warm['faiss_threads']} OpenMP threads).")
-    add("")
+    return ["## Warm queries (in process)", "",
+            f"`Index.load` {warm['load_s'] * 1e3:.0f} ms ({warm['ntotal']:,} vectors, index {index_desc}; "
+            f"`mmap=True`: {warm['load_mmap_s'] * 1e3:.0f} ms); first `search` after load "
+            f"{warm['first_search_s'] * 1e3:.0f} ms, first `hits` {warm['first_hits_s'] * 1e3:.0f} ms. "
+            f"Then {warm['queries']:,} queries of 2–8 words, k=10, after 50 warm-up queries; the variants "
+            f"below take turns and each query is timed once, by one of them (about {len(lat['search']):,} "
+            f"each: a repeated query would find its index lists in the CPU cache; "
+            f"{warm['empty_queries']} queries have no known word).", "",
+            *report.table(["single query", "p50 µs", "p99 µs", "mean µs"], rows), "",
+            f"Batches of {warm['batch']:,} texts: `idx.search(list)` {q['search']:,.0f} queries/s; encode only "
+            f"{q['encode']:,.0f} queries/s; FAISS only {q['faiss']:,.0f} queries/s "
+            f"({warm['faiss_threads']} OpenMP threads).", ""]
 
-    add("## Cold CLI query")
-    add("")
-    add(f"Median of {cold['runs']} runs each, page cache warm, "
-        f"`glovefaiss query INDEX \"{cold['text']}\" -k 10`:")
-    add("")
-    add("| command | median s | vs `import faiss` |")
-    add("|---|---:|---:|")
-    base = cold["import_faiss"]
-    for key, label in (("query", "`glovefaiss query`"), ("query_mmap", "`glovefaiss query --mmap`"),
-                       ("import_faiss", "`python -c \"import faiss\"`"),
-                       ("import_glovefaiss", "`python -c \"import glovefaiss\"`"),
-                       ("python", "`python -c pass`")):
-        add(f"| {label} | {cold[key]:.3f} | {cold[key] / base:.1f}x |")
-    add("")
 
-    add("## Background load")
-    add("")
-    add("The machine is shared; cores busy in *other* processes while each step ran (this process and its "
-        "children excluded), and cores stolen by the hypervisor:")
-    add("")
-    add("| step | wall s | this run, cores | others, cores | steal, cores |")
-    add("|---|---:|---:|---:|---:|")
-    for name, rec in load.items():
-        add(f"| {name} | {rec['wall_s']:.1f} | {rec['own_cores']:.2f} | {rec.get('other_cores', float('nan')):.2f} "
-            f"| {rec.get('steal_cores', float('nan')):.2f} |")
-    add("")
-    return "\n".join(L) + "\n"
+def render_cold(data: dict) -> list[str]:
+    cold = data["cold"]
+    med = {k: float(np.median(v)) for k, v in cold["walls_s"].items()}
+    base = med["import_faiss"]
+    query = "`glovefaiss query INDEX TEXT -k 10"
+    labels = [("mmap_evicted", f"{query} --mmap`", "dropped"), ("no_mmap_evicted", f"{query} --no-mmap`", "dropped"),
+              ("mmap_cached", f"{query} --mmap`", "cached"), ("no_mmap_cached", f"{query} --no-mmap`", "cached"),
+              ("import_faiss", "`python -c \"import faiss\"`", ""),
+              ("import_glovefaiss", "`python -c \"import glovefaiss\"`", ""), ("python", "`python -c pass`", "")]
+    rows = [[label, cache, f"{med[key]:.3f}", f"{med[key] / base:.1f}x"] for key, label, cache in labels]
+    left = cold.get("max_cached_after_evict")
+    check = ("not checked (no `fincore`)" if left is None else
+             f"at most {left / 1e6:,.1f} MB of the index directory's {cold['index_dir_bytes'] / 1e6:,.0f} MB "
+             "still cached after it (`fincore`)")
+    return ["## Cold CLI query", "",
+            f"Median of {cold['runs']} runs each, every run a fresh process, text \"{cold['text']}\". "
+            f"*dropped*: before each run, {cold['eviction']}; {check}. The interpreter and libraries stay in "
+            "the page cache (a machine that ran Python lately); *cached*: the index files too. The two modes "
+            "take turns.", "",
+            *report.table(["command", "index page cache", "median s", "vs `import faiss`"], rows, "llrr"), ""]
 
 
 # --------------------------------------------------------------------------------------------------
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="bin/bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="bin/bench", description=__doc__.split("\n\n")[0],
+                                epilog="Measure: bin/bench --docs 1000000 --out bench-out. "
+                                       "Sizes: bin/bench --sizes 100000,300000,1000000. "
+                                       "Re-render: bin/bench --render bench-out/results.json.")
     p.add_argument("--docs", type=int, default=1_000_000, help="documents in the synthetic corpus")
-    p.add_argument("--out", type=Path, default=ROOT / "bench-out", help="working directory (corpus cache, index, report)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench-out",
+                   help="working directory (corpus cache, index, results.json, report.md)")
+    p.add_argument("--sizes", help="comma list of corpus sizes: measure only build encoding vs the reference "
+                                   "loop at each (instead of the full run)")
     p.add_argument("--queries", type=int, default=2000, help="query texts for the warm query measurements")
     p.add_argument("--reference-sample", type=int, default=100_000, help="documents run through the reference loop")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--encode-repeats", type=int, default=2,
                    help="extra (reference loop, build encoding) pairs, builds with --index flat, for the median")
+    p.add_argument("--cold-runs", type=int, default=5, help="fresh processes per cold-query variant")
+    p.add_argument("--render", type=Path, metavar="RESULTS_JSON",
+                   help="render saved results (report.md beside them, and stdout) without measuring")
     args = p.parse_args(argv)
+    if args.sizes:
+        try:
+            args.sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
+        except ValueError:
+            p.error("--sizes takes a comma list of integers, e.g. 100000,300000,1000000")
+        if not args.sizes or min(args.sizes) < 1:
+            p.error("--sizes: every size must be at least 1")
     if args.encode_repeats < 0:
         p.error("--encode-repeats must be at least 0")
-    for name in ("docs", "queries", "reference_sample"):
+    for name in ("docs", "queries", "reference_sample", "cold_runs"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -848,62 +558,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    out = args.out.absolute()
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    mon = LoadMonitor()
-    try:
-        from glovefaiss.vectors.sources import load_vectors
-
-        info = machine_info()
-        log(f"loading {GLOVE}")
-        vectors = load_vectors(GLOVE)
-        with mon.step("corpus"):
-            corpus_meta = ensure_corpus(out, args.docs, args.seed, vectors.words)
-            queries = make_queries(vectors.words, args.queries, args.seed)
-        corpus = out / "corpus.parquet"
-        with mon.step("reference loop"):
-            ref = measure_reference(corpus, args.reference_sample, args.seed, vectors)
-        log(f"reference loop: {ref['docs_per_s']:,.0f} docs/s")
-        index_dir = out / "index"
-        with mon.step("glovefaiss build"):
-            build = measure_build(corpus, index_dir)
-        log(f"build: {build['wall_s']:.1f} s wall, encoding "
-            f"{build['manifest']['timings'].get('docs_per_s') or 0:,.0f} docs/s")
-        with mon.step("encoding repeats"):
-            repeats = [{"reference": ref["docs_per_s"], "build": build["manifest"]["timings"].get("docs_per_s") or 0}]
-            repeats[0]["ratio"] = repeats[0]["build"] / repeats[0]["reference"]
-            repeats += measure_encode_repeats(corpus, out, args.encode_repeats, args.reference_sample, args.seed,
-                                              vectors)
-        with mon.step("in-process encoding"):
-            enc = measure_encode_inprocess(corpus, vectors, args.docs)
-        log(f"in-process encode_arrow: {args.docs / enc['one_thread_s']:,.0f} docs/s on 1 thread")
-        with mon.step("warm queries"):
-            warm = measure_warm_queries(index_dir, queries)
-        with mon.step("cold CLI"):
-            cold = measure_cold_cli(index_dir, queries[0])
-        report = render(info, args, corpus_meta, ref, build, enc, warm, cold, mon.steps, repeats)
-    except BenchError as e:
-        print(f"bin/bench: error: {e}", file=sys.stderr)
-        return 1
-    except Exception as e:  # a bug or a library failure: show where, and fail
-        import traceback
-
-        traceback.print_exc()
-        print(f"bin/bench: error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    (out / "report.md").write_text(report, encoding="utf-8")
-    raw = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": info, "corpus": corpus_meta,
-           "reference": ref, "build": {k: v for k, v in build.items() if k != "manifest"},
-           "build_timings": build["manifest"]["timings"], "encode": enc,
-           "warm": {**{k: v for k, v in warm.items() if k != "lat"},
-                    "lat_us": {k: {"p50": pct(v, 50), "p99": pct(v, 99), "mean": float(np.mean(v) * 1e6)}
-                               for k, v in warm["lat"].items()}},
-           "cold": cold, "load": mon.steps, "encode_repeats": repeats}
-    (out / "results.json").write_text(json.dumps(raw, indent=1, default=str), encoding="utf-8")
-    sys.stdout.write(report)
-    log(f"done in {time.perf_counter() - t_start:.0f} s; report in {out / 'report.md'}")
-    return 0
+    args.out = args.out.absolute()
+    return report.drive("bench", args, args.out / "results.json", measure, render,
+                        lambda results: results.with_name("report.md"))
 
 
 if __name__ == "__main__":

@@ -1,18 +1,22 @@
 #!/usr/bin/env python
 """Compare embedding options on STS-B test and SciFact test: quality, encoding speed, query
-latency, index size and peak memory. Writes a Markdown table and a PNG bar chart.
+latency, index size and peak memory.
 
-Run through ``bin/compare`` (which sets up .venv with the ``quality`` extra). Each option runs
-in its own child process, so its peak memory (``ru_maxrss``) is its own. Every figure in the
+Run through ``bin/compare --data DIR`` (DIR holds ``stsb/`` and ``scifact/``; the wrapper sets up
+.venv with the ``quality`` extra). Each option runs in its own child process, so its peak memory
+(``ru_maxrss``) is its own. Each option's results are added to ``<out>/results.json`` as it
+finishes; the Markdown table (``<out>/comparison.md``) and the PNG bar chart are rendered from
+that file. ``--render FILE`` re-renders saved results; ``--markdown PAGE`` also replaces the
+table between the bin/compare markers of PAGE (e.g. docs/comparison.md). Every figure in a
 report comes from the same run.
 
 Options (one tokeniser for all but the fine-tuned towers, whose model fixes it):
 
 - ``lookup-random``: random vectors (``LookupEmbedding``, seed 0, N(0, 1/sqrt(50))) for the GloVe
   vocabulary, mean-pooled: the floor.
-- ``word2vec``: word2vec (gensim CBOW, 50-d, seed 0, one worker) trained on the SciFact corpus
-  and the STS-B *train* sentences, saved in word2vec text format, read back through
-  ``--glove PATH`` like any word2vec file.
+- ``word2vec`` (only when ``--options`` names it): word2vec (gensim CBOW, 50-d, seed 0, one
+  worker) trained on the SciFact corpus and the STS-B *train* sentences, saved in word2vec text
+  format, read back through ``--glove PATH`` like any word2vec file.
 - ``glove-mean``: frozen glove.6B.50d, plain mean.
 - ``glove-sif``: SIF weights (a = 1e-3, wordfreq English frequencies).
 - ``glove-sif-pc10``: SIF + removal of 10 common components.
@@ -31,6 +35,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +43,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bin"))
+from benchlib import report  # noqa: E402
+from benchlib.env import BenchError, log, machine_info, set_prog  # noqa: E402
 
 TOKENISER = {"tokeniser.type": "alnum", "tokeniser.contractions": True, "tokeniser.numbers": True}
 OPTIONS = {
@@ -69,10 +77,6 @@ def write_markdown(path: Path, table: str) -> None:
         table = head + BEGIN + "\n" + table + END + rest.split(END, 1)[1]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(table, encoding="utf-8")
-
-
-def log(msg: str) -> None:
-    print(f"[compare {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # --- child: one option ------------------------------------------------------------------------------
@@ -207,7 +211,7 @@ def train_word2vec(data: Path, work: Path) -> dict:
     return info
 
 
-def markdown(results: list[dict], w2v: dict, missing: list[str]) -> str:
+def markdown(results: list[dict], w2v: dict | None, missing: list[list[str]]) -> str:
     from glovefaiss.cli import human_bytes as fmt_bytes
 
     head = ("| option | STS-B test Pearson | STS-B test Spearman | SciFact nDCG@10 | SciFact Recall@100 | "
@@ -227,13 +231,17 @@ def markdown(results: list[dict], w2v: dict, missing: list[str]) -> str:
                f"{fmt_bytes(r['index_bytes'])} | {fmt_bytes(r['tower_bytes'])} | {r['peak_rss_mb']:,.0f} MB | "
                f"{f(r['anisotropy'], '.3f')} |" if "docs_per_s" in r else "n/a | n/a | n/a | n/a | n/a | n/a | n/a |"))
     notes = [f"word2vec: trained in {w2v['train_s']} s on {w2v['texts']:,} texts ({w2v['tokens']:,} tokens), "
-             f"{w2v['vocab']:,} words."]
+             f"{w2v['vocab']:,} words."] if w2v else []
     notes += [f"{LABELS[m]}: not run ({why})." for m, why in missing]
-    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    return "\n".join(lines) + "\n" + ("\n" + "\n".join(f"- {n}" for n in notes) + "\n" if notes else "")
 
 
 def chart(results: list[dict], png: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # the quality extra, which bin/compare installs; the table does without it
+        log(f"matplotlib is not installed: no chart at {png}")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -260,38 +268,21 @@ def chart(results: list[dict], png: Path) -> None:
     fig.savefig(png, dpi=110)
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="has stsb/ and scifact/")
-    p.add_argument("--work", default=str(ROOT / "compare-out"), help="indexes, vectors, per-option JSON")
-    p.add_argument("--model-scifact", help="model directory from `glovefaiss train` on SciFact train")
-    p.add_argument("--model-stsb", help="model directory from `glovefaiss train` on STS-B train")
-    p.add_argument("--markdown", default=str(ROOT / "docs" / "comparison.md"),
-                   help="page whose table (between the bin/compare markers) is replaced")
-    p.add_argument("--png", default=str(ROOT / "docs" / "comparison.png"))
-    p.add_argument("--options", nargs="*", default=list(OPTIONS))
-    p.add_argument("--run-option", help=argparse.SUPPRESS)
-    args = p.parse_args()
-
-    if args.run_option:
-        print(json.dumps(run_option(args.run_option, args)))
-        return 0
-
+def measure(args, res: report.Results) -> None:
+    """Each option in its own child process, its results saved as soon as it finishes."""
     data, work = Path(args.data), Path(args.work)
-    for need in (data / "stsb" / "stsb-en-test.csv", data / "scifact" / "corpus.jsonl"):
-        if not need.exists():
-            print(f"compare: {need} not found; pass --data DIR (with stsb/ and scifact/)", file=sys.stderr)
-            return 2
     work.mkdir(parents=True, exist_ok=True)
     from glovefaiss.evaluation.retrieval import corpus_to_parquet
 
+    res["machine"] = machine_info()
     corpus_to_parquet(data / "scifact" / "corpus.jsonl", work / "scifact-corpus.parquet")
-    log("training word2vec (SciFact corpus + STS-B train)")
-    w2v = train_word2vec(data, work)
-    results, missing = [], []
+    if "word2vec" in args.options:
+        log("training word2vec (SciFact corpus + STS-B train)")
+        res["word2vec"] = train_word2vec(data, work)
+    res["results"], res["missing"] = [], []
     for option in args.options:
         if option == "finetuned" and not (args.model_scifact or args.model_stsb):
-            missing.append((option, "no --model-scifact / --model-stsb given"))
+            res["missing"] = res["missing"] + [[option, "no --model-scifact / --model-stsb given"]]
             continue
         log(f"running {option}")
         cmd = [sys.executable, __file__, "--run-option", option, "--data", str(data), "--work", str(work)]
@@ -301,16 +292,61 @@ def main() -> int:
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         if proc.returncode != 0:
             print(proc.stderr, file=sys.stderr)
-            return 1
+            raise BenchError(f"option {option} failed (exit {proc.returncode})")
         r = json.loads(proc.stdout.strip().splitlines()[-1])
-        (work / f"result-{option}.json").write_text(json.dumps(r, indent=2))
-        results.append(r)
+        res["results"] = res["results"] + [r]
         log(f"{option}: STS {r.get('sts')}, SciFact nDCG@10 {(r.get('scifact') or {}).get('ndcg@10')}")
-    md = markdown(results, w2v, missing)
-    write_markdown(Path(args.markdown), md)
-    chart(results, Path(args.png))
-    print(md)
-    return 0
+
+
+def publish(data: dict, args, results_path: Path) -> str:
+    """The table of saved results; writes the chart, and the table into ``--markdown`` PAGE if given."""
+    md = markdown(data.get("results", []), data.get("word2vec"), data.get("missing", []))
+    chart(data.get("results", []), Path(args.png) if args.png else results_path.with_name("comparison.png"))
+    if args.markdown:
+        write_markdown(Path(args.markdown), md)
+        log(f"table written into {args.markdown}")
+    return md
+
+
+def main() -> int:
+    set_prog("compare")
+    p = argparse.ArgumentParser(prog="bin/compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                usage="bin/compare --data DIR [--out DIR] [--options NAME ...] [--model-scifact DIR] "
+                                      "[--model-stsb DIR] [--markdown PAGE]\n       bin/compare --render RESULTS_JSON "
+                                      "[--markdown PAGE]")
+    p.add_argument("--data", help="directory with stsb/ (stsb-en-test.csv, stsb-en-train.csv) and scifact/ "
+                                  "(corpus.jsonl, queries, qrels); required unless --render")
+    p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "glovefaiss-compare"),
+                   help="results.json, comparison.md and comparison.png (default: %(default)s)")
+    p.add_argument("--work", help="indexes, vectors, SciFact Parquet (default: OUT/work)")
+    p.add_argument("--model-scifact", help="model directory from `glovefaiss train` on SciFact train")
+    p.add_argument("--model-stsb", help="model directory from `glovefaiss train` on STS-B train")
+    p.add_argument("--markdown", metavar="PAGE",
+                   help="also replace the table between the bin/compare markers of PAGE (e.g. docs/comparison.md)")
+    p.add_argument("--png", help="chart path (default: comparison.png beside the results)")
+    p.add_argument("--options", nargs="*", choices=list(OPTIONS), default=[o for o in OPTIONS if o != "word2vec"],
+                   help="options to run (default: all but word2vec, which trains a model first)")
+    p.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="render saved results without measuring")
+    p.add_argument("--run-option", help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    if args.run_option:
+        print(json.dumps(run_option(args.run_option, args)))
+        return 0
+    if not args.render:
+        if not args.data:
+            p.error("--data DIR is required (a directory with stsb/ and scifact/)")
+        data = Path(args.data)
+        for need in (data / "stsb" / "stsb-en-test.csv", data / "scifact" / "corpus.jsonl"):
+            if not need.exists():
+                p.error(f"{need} not found; --data DIR must hold stsb/ and scifact/")
+        out = Path(args.out).absolute()
+        args.work = str(Path(args.work).absolute() if args.work else out / "work")
+    results_path = args.render if args.render else out / "results.json"
+    return report.drive("compare", args, results_path, measure,
+                        lambda d: publish(d, args, args.render or results_path),
+                        lambda results: results.with_name("comparison.md"))
 
 
 if __name__ == "__main__":
