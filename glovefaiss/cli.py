@@ -36,7 +36,13 @@ def cli(ctx, verbose, quiet):
     """Build and query FAISS indexes of GloVe mean-pool text vectors."""
     ctx.obj = {"verbose": verbose, "quiet": quiet}
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s: %(message)s", force=True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    if not verbose:
+        # Other libraries' messages (gensim's download tracebacks, ...) only with --verbose: the
+        # user gets glovefaiss's own lines and the one-line error.
+        handler.addFilter(lambda record: record.name == "glovefaiss" or record.name.startswith("glovefaiss."))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 def _quiet() -> bool:
