@@ -286,7 +286,8 @@ class Service:
         given = request.headers.get(API_KEY_HEADER)
         if given is None:
             raise BadRequest(f"this server needs an API key: send it in the {API_KEY_HEADER} header", 401)
-        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), self._api_key):
+        # Starlette decodes header bytes as latin-1: encoding back gives the bytes sent, UTF-8 for a UTF-8 key.
+        if not hmac.compare_digest(given.encode("latin-1"), self._api_key):
             raise BadRequest(f"wrong API key in the {API_KEY_HEADER} header", 401)
 
     def slot(self, name: Any) -> IndexSlot:
@@ -299,10 +300,11 @@ class Service:
             raise BadRequest(f"no index named {_show(name)}; this server has: {', '.join(self.slots)}", 404)
         return slot
 
-    def k(self, value: Any) -> int:
+    def k(self, value: Any, from_text: bool = False) -> int:
+        """``k`` from a JSON number, or from a query string's text with ``from_text``."""
         if value is None:
             return DEFAULT_K
-        if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,18}", value):
+        if from_text and re.fullmatch(r"-?[0-9]{1,18}", value):
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
             raise BadRequest(f"k must be a whole number from 1 to {self.limits.max_k}, got {_show(value)}")
@@ -371,7 +373,8 @@ def _query_params(request: Request, allowed: Sequence[str]) -> dict[str, str]:
     params: dict[str, str] = {}
     for key, value in pairs:
         if key not in allowed:
-            raise BadRequest(f"unknown parameter {_show(key)}; {request.url.path} takes {', '.join(allowed)}")
+            takes = ", ".join(allowed) if allowed else "no query parameters"
+            raise BadRequest(f"unknown parameter {_show(key)}; {request.method} {request.url.path} takes {takes}")
         if key in params:
             raise BadRequest(f"parameter {key!r} is given more than once; give it once")
         params[key] = value
@@ -426,7 +429,7 @@ def create_app(indexes, *, default: str | None = None, limits: Limits = DEFAULT_
             return await search_post(request)
         params = _query_params(request, SEARCH_PARAMS)
         slot = service.slot(params.get("index"))
-        k = service.k(params.get("k"))
+        k = service.k(params.get("k"), from_text=True)
         if "q" not in params:
             raise BadRequest("missing parameter q: give the text to search for, e.g. /search?q=interest+rates")
         q = service.text(params["q"], "q")
@@ -503,7 +506,7 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
         return _error(f"no such endpoint: {request.url.path}; the endpoints are {ENDPOINTS}", 404)
     if exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow", "")
-        methods = allowed.split(", ")
+        methods = sorted(allowed.split(", "))  # Starlette keeps them in a set: sorted, the message is stable
         use = " or ".join(filter(None, [", ".join(methods[:-1]), methods[-1]]))
         return _error(f"{request.method} is not allowed on {request.url.path}; use {use}", 405, {"Allow": allowed})
     return _error(str(exc.detail), exc.status_code)
@@ -526,6 +529,12 @@ def run(indexes, *, host: str = "127.0.0.1", port: int = 8000, default: str | No
     app = create_app(indexes, default=default, limits=limits, api_key=api_key, reload_interval=reload_interval)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         logger.warning("serving on %s without an API key: anyone who can reach port %d can search", host, port)
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["handlers"]["access"]["stream"] = "ext://sys.stderr"  # uvicorn's default is stdout
     config = uvicorn.Config(app, host=host, port=port, access_log=access_log, log_level=log_level,
-                            server_header=False, lifespan="on")
+                            log_config=log_config, server_header=False, lifespan="on")
     uvicorn.Server(config).run()
