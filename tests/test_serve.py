@@ -180,6 +180,8 @@ BAD_POSTS = [
     (b'{"queries": ["cat", " "]}', JSON, 400, "query 2 is empty; give some text to search for"),
     (json.dumps({"queries": ["cat", LONG]}).encode(), JSON, 400,
      "query 2 is 44 characters long; the limit is 40 (the server's --max-query-chars)"),
+    (b'{"queries": ["cat", "\\ud800 bank"]}', JSON, 400,
+     "query 2 holds a lone surrogate (an unpaired \\ud800-\\udfff escape); send valid Unicode text"),
     (b'{"queries": ["cat"], "k": true}', JSON, 400, "k must be a whole number from 1 to 5, got true"),
     (b'{"queries": ["cat"], "k": "3"}', JSON, 400, "k must be a whole number from 1 to 5, got '3'"),
     (b'{"queries": ["cat"], "k": 2.0}', JSON, 400, "k must be a whole number from 1 to 5, got 2.0"),

@@ -322,6 +322,11 @@ class Service:
         if len(value) > self.limits.max_query_chars:
             raise BadRequest(f"{what} is {len(value):,} characters long; the limit is "
                              f"{self.limits.max_query_chars:,} (the server's --max-query-chars)")
+        try:
+            value.encode("utf-8")  # JSON escapes can carry lone surrogates, which Arrow (the batch encoder) refuses
+        except UnicodeEncodeError:
+            raise BadRequest(f"{what} holds a lone surrogate (an unpaired \\ud800-\\udfff escape); "
+                             "send valid Unicode text") from None
         return value
 
     async def search_one(self, slot: IndexSlot, q: str, k: int) -> list[dict]:
