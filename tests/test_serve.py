@@ -480,3 +480,19 @@ def test_cli_serve_quiet_and_usage_errors(served):
                              capture_output=True, text=True, env=_env())
     assert missing.returncode == 1
     assert missing.stderr == f"Error: index directory not found: {served['root'] / 'nope'}\n"
+
+
+def test_an_internal_error_is_a_json_500_without_traceback(served, monkeypatch):
+    app = create_app(served["ints"])
+    service = app.state.service
+
+    async def broken(*args):
+        raise RuntimeError("boom: /secret/path")
+
+    monkeypatch.setattr(service, "search_one", broken)
+    monkeypatch.setattr(service, "search_batch", broken)
+    error = {"error": "internal error; the server log has the details"}
+    with LiveServer(app) as s:
+        assert s.get("/search?q=cat") == (500, error)
+        assert s.post("/search", {"queries": ["cat"]}) == (500, error)
+        assert s.get("/health")[0] == 200  # the server keeps serving

@@ -280,14 +280,13 @@ class Service:
 
     # -- request helpers --------------------------------------------------------------------------
 
-    def check_key(self, request: Request) -> None:
+    def check_key(self, scope) -> None:
         if self._api_key is None:
             return
-        given = request.headers.get(API_KEY_HEADER)
+        given = _header(scope, b"x-api-key")
         if given is None:
             raise BadRequest(f"this server needs an API key: send it in the {API_KEY_HEADER} header", 401)
-        # Starlette decodes header bytes as latin-1: encoding back gives the bytes sent, UTF-8 for a UTF-8 key.
-        if not hmac.compare_digest(given.encode("latin-1"), self._api_key):
+        if not hmac.compare_digest(given, self._api_key):
             raise BadRequest(f"wrong API key in the {API_KEY_HEADER} header", 401)
 
     def slot(self, name: Any) -> IndexSlot:
@@ -370,16 +369,29 @@ def _show(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _query_params(request: Request, allowed: Sequence[str]) -> dict[str, str]:
+def _header(scope, name: bytes) -> bytes | None:
+    """The raw bytes of a request header (ASGI gives names lowercased)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value
+    return None
+
+
+def _route_path(scope) -> str:
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+def _query_params(scope, allowed: Sequence[str]) -> dict[str, str]:
     try:
-        pairs = parse_qsl(request.scope["query_string"].decode("utf-8"), keep_blank_values=True, errors="strict")
+        pairs = parse_qsl(scope["query_string"].decode("utf-8"), keep_blank_values=True, errors="strict")
     except UnicodeDecodeError:
         raise BadRequest("the query string is not valid UTF-8; percent-encode the text as UTF-8") from None
     params: dict[str, str] = {}
     for key, value in pairs:
         if key not in allowed:
             takes = ", ".join(allowed) if allowed else "no query parameters"
-            raise BadRequest(f"unknown parameter {_show(key)}; {request.method} {request.url.path} takes {takes}")
+            raise BadRequest(f"unknown parameter {_show(key)}; {scope['method']} {_route_path(scope)} takes {takes}")
         if key in params:
             raise BadRequest(f"parameter {key!r} is given more than once; give it once")
         params[key] = value
@@ -429,10 +441,14 @@ def create_app(indexes, *, default: str | None = None, limits: Limits = DEFAULT_
                         headers={"Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff"})
 
     async def search(request: Request) -> Response:
-        service.check_key(request)
         if request.method == "POST":
+            service.check_key(request.scope)
             return await search_post(request)
-        params = _query_params(request, SEARCH_PARAMS)
+        return JSONResponse(await search_get(request.scope))
+
+    async def search_get(scope) -> dict:
+        service.check_key(scope)
+        params = _query_params(scope, SEARCH_PARAMS)
         slot = service.slot(params.get("index"))
         k = service.k(params.get("k"), from_text=True)
         if "q" not in params:
@@ -442,10 +458,10 @@ def create_app(indexes, *, default: str | None = None, limits: Limits = DEFAULT_
             hits = await service.search_one(slot, q, k)
         except QueryError as e:
             raise BadRequest(str(e)) from None
-        return JSONResponse({"hits": hits})
+        return {"hits": hits}
 
     async def search_post(request: Request) -> Response:
-        _query_params(request, ())
+        _query_params(request.scope, ())
         body = await _json_body(request, service.limits.max_body_bytes)
         if not isinstance(body, dict):
             raise BadRequest('the body must be a JSON object like {"queries": ["some text"], "k": 10}')
@@ -472,13 +488,13 @@ def create_app(indexes, *, default: str | None = None, limits: Limits = DEFAULT_
         return JSONResponse({"results": results})
 
     async def health(request: Request) -> Response:
-        _query_params(request, ())
+        _query_params(request.scope, ())
         return JSONResponse({"status": "ok", "indexes": {n: s.current.figures["documents"]
                                                          for n, s in service.slots.items()}})
 
     async def info(request: Request) -> Response:
-        service.check_key(request)
-        params = _query_params(request, ("index",))
+        service.check_key(request.scope)
+        params = _query_params(request.scope, ("index",))
         if "index" in params:
             return JSONResponse(service.info(service.slot(params["index"])))
         return JSONResponse({"default": service.default,
@@ -493,9 +509,35 @@ def create_app(indexes, *, default: str | None = None, limits: Limits = DEFAULT_
         Route("/info", info, methods=["GET"]),
     ]
     handlers = {BadRequest: _bad_request, HTTPException: _http_error, Exception: _server_error}
-    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=service.lifespan)
+    app = _App(search_get, routes=routes, exception_handlers=handlers, lifespan=service.lifespan)
     app.state.service = service
     return app
+
+
+class _App(Starlette):
+    """Starlette, with GET /search (the hot path) answered in plain ASGI: Starlette's request, routing and
+    response objects cost as much again as the search itself (measured: 4,600 vs 2,650-3,400 requests/s
+    at concurrency 8 on a tiny index). Every other request goes through Starlette."""
+
+    def __init__(self, search_get, **kwargs):
+        super().__init__(**kwargs)
+        self._search_get = search_get
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and _route_path(scope) == "/search":
+            try:
+                status, payload = 200, await self._search_get(scope)
+            except BadRequest as e:
+                status, payload = e.status, {"error": str(e)}
+            except Exception:  # noqa: BLE001 - the client gets a JSON 500, the log the traceback
+                logger.exception("GET /search failed")
+                status, payload = 500, {"error": "internal error; the server log has the details"}
+            body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _error(message: str, status: int, headers: Mapping[str, str] | None = None) -> JSONResponse:
