@@ -290,7 +290,9 @@ def render(r: dict) -> str:
         "thread on every core.",
         f"- Load: `wrk -t 1 -c C` (one thread, C keep-alive connections) in a second process on loopback, "
         f"{r['duration_s']:g} s per row, after a 2 s warm-up per request kind. The client shares the "
-        f"{m['cpu_count']} cores with the server: the CPU columns say how many cores each used.",
+        f"{m['cpu_count']} cores with the server: the CPU columns say how many cores each used, and how many "
+        "were busy with other processes (the machine is shared; 'other' near 1 means the server had about "
+        "one core).",
         f"- Requests: {r['queries']:,} query texts (2-8 word windows of random documents), each GET one text "
         f"with k={r['k']}, each POST {r['batch']} texts with k={r['k']}, cycled in order; hits carry texts.",
         f"- In-process: `Index.hits` on the same texts in the benchmark process, single queries each text "
@@ -316,7 +318,9 @@ def render(r: dict) -> str:
         "",
         f"HTTP overhead at concurrency 1 (p50 over HTTP minus p50 in-process): "
         f"{(get1['p50_us'] - ip['single_p50_us']) / 1e3:.3f} ms per GET single query, "
-        f"{(post1['p50_us'] - ip['batch_p50_us']) / 1e3:.3f} ms per POST batch of {r['batch']}.", "",
+        f"{(post1['p50_us'] - ip['batch_p50_us']) / 1e3:.3f} ms per POST batch of {r['batch']}. The rows ran one "
+        "after another while other processes used the machine (the 'other' column), so a difference smaller than "
+        "that noise can come out negative.", "",
         "## During index swaps", "",
         f"Each row: {r['swap_duration_s']:g} s of load at concurrency 8 while the index directory is replaced "
         "three times (at 20%, 50% and 80% of the run) by a copy, published the way `build --overwrite` and `add` "
