@@ -43,3 +43,7 @@ class QueryError(GloveFaissError):
 
 class ModelError(GloveFaissError):
     """A trained model directory is invalid or does not match an index."""
+
+
+class ServeError(GloveFaissError):
+    """The HTTP service cannot start: a missing extra, a bad name or limit."""
