@@ -186,7 +186,7 @@ def in_process(index_dir: Path, texts: list[str]) -> dict:
 
 def swapper(index_dir: Path, copies: list[Path], at: list[float], started: threading.Event, done: list):
     """Publish each prepared copy over ``index_dir`` at the given seconds after ``started``."""
-    from glovefaiss.manifest import publish_dir  # what build --overwrite and add publish with
+    from glovefaiss.io.files import publish_dir  # what build --overwrite and add publish with
 
     started.wait()
     t0 = time.monotonic()

@@ -114,3 +114,28 @@ def make_two_tower(tiny_vectors, data, trainable=True, hidden_dim=None, tied=Tru
     emb = GloVeEmbedding(len(tok), vocab=tok.words, vectors=vectors, trainable=trainable)
     model = build_two_tower(emb, hidden_dim=hidden_dim, tied_weights=tied, dropout=dropout)
     return model, tok, config, vectors
+
+
+# Two small corpora for the service's tests: ``TEXTS`` (int ids) and ``NEW_TEXTS`` (string ids).
+TEXTS = ["The cat sat on the mat.", "The dog barked loudly!", "Stock market fell sharply.",
+         "A kitten played with yarn.", "The bank of the river, a boat.", "Rates rise; the bank...", "", "Xylophones!"]
+NEW_TEXTS = ["A boat on the river.", "The market rates rise.", "Cat and dog.", "Kitten, yarn, mat.",
+             "Stock fell.", "The bank barked.", "River bank boat.", "Loudly played.", "Sat on the boat.",
+             "Rates fell sharply.", "Dog on the mat.", "Market boat river."]
+
+
+def served_indexes(root: Path) -> dict:
+    """Tiny vectors and two built index directories under ``root``: ``ints`` (int64 ids), ``strs`` (string ids)."""
+    import pytest
+
+    from glovefaiss.index.build import build
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GLOVEFAISS_CACHE", str(root / "cache"))
+        rng = np.random.default_rng(7)
+        vectors = write_glove_text(root / "tiny.glove.txt", WORDS, rng.standard_normal((len(WORDS), 8)).astype(np.float32))
+        ints = write_corpus(root / "ints.parquet", list(range(10, 10 + len(TEXTS))), TEXTS, pa.int64())
+        strs = write_corpus(root / "strs.parquet", [f"doc-{i}" for i in range(len(NEW_TEXTS))], NEW_TEXTS, pa.string())
+        build([ints], root / "ints", config_for(vectors), progress=False)
+        build([strs], root / "strs", config_for(vectors), progress=False)
+    return {"root": root, "vectors": vectors, "ints": root / "ints", "strs": root / "strs"}

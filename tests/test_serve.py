@@ -13,49 +13,29 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pytest
 
 pytest.importorskip("starlette", reason="the serve extra is not installed: pip install 'glovefaiss[serve]'")
 pytest.importorskip("uvicorn", reason="the serve extra is not installed: pip install 'glovefaiss[serve]'")
 
-from glovefaiss.append import add_documents  # noqa: E402
-from glovefaiss.config import Config  # noqa: E402
 from glovefaiss.errors import ServeError  # noqa: E402
-from glovefaiss.pipeline import build  # noqa: E402
-from glovefaiss.query import Index  # noqa: E402
+from glovefaiss.index.add import add_documents  # noqa: E402
+from glovefaiss.index.build import build  # noqa: E402
+from glovefaiss.index.search import Index  # noqa: E402
 from glovefaiss.serve import Limits, create_app  # noqa: E402
 from glovefaiss.serve.app import IndexSlot  # noqa: E402
 
-from .conftest import WORDS, write_corpus, write_glove_text  # noqa: E402
+from .helpers import NEW_TEXTS, TEXTS, config_for, served_indexes, write_corpus  # noqa: E402
 from .live_server import LiveServer  # noqa: E402
 
-TEXTS = ["The cat sat on the mat.", "The dog barked loudly!", "Stock market fell sharply.",
-         "A kitten played with yarn.", "The bank of the river, a boat.", "Rates rise; the bank...", "", "Xylophones!"]
-NEW_TEXTS = ["A boat on the river.", "The market rates rise.", "Cat and dog.", "Kitten, yarn, mat.",
-             "Stock fell.", "The bank barked.", "River bank boat.", "Loudly played.", "Sat on the boat.",
-             "Rates fell sharply.", "Dog on the mat.", "Market boat river."]
 QUERIES = ["cat on a mat", "stock market", "river bank", "kitten yarn", "dog", "zzz unknown words"]
-
-
-def _config(vectors: Path) -> Config:
-    return Config().replace({"embedding.model_name": str(vectors)})
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """Vectors, and two index directories: ``ints`` (int64 ids) and ``strs`` (string ids)."""
-    root = tmp_path_factory.mktemp("serve")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("GLOVEFAISS_CACHE", str(root / "cache"))
-        rng = np.random.default_rng(7)
-        vectors = write_glove_text(root / "tiny.glove.txt", WORDS, rng.standard_normal((len(WORDS), 8)).astype(np.float32))
-        ints = write_corpus(root / "ints.parquet", list(range(10, 10 + len(TEXTS))), TEXTS, pa.int64())
-        strs = write_corpus(root / "strs.parquet", [f"doc-{i}" for i in range(len(NEW_TEXTS))], NEW_TEXTS, pa.string())
-        build([ints], root / "ints", _config(vectors), progress=False)
-        build([strs], root / "strs", _config(vectors), progress=False)
-    return {"root": root, "vectors": vectors, "ints": root / "ints", "strs": root / "strs"}
+    return served_indexes(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +244,7 @@ def _swap_setup(served, tmp_path, monkeypatch):
     corpus_b = write_corpus(tmp_path / "b.parquet", list(range(100, 100 + len(NEW_TEXTS))), NEW_TEXTS, pa.int64())
     corpus_c = write_corpus(tmp_path / "c.parquet", [500, 501], ["cat cat cat", "bank river boat"], pa.int64())
     build([write_corpus(tmp_path / "a.parquet", list(range(10, 18)), TEXTS, pa.int64())], tmp_path / "idx",
-          _config(served["vectors"]), progress=False)
+          config_for(served["vectors"]), progress=False)
     return tmp_path / "idx", corpus_b, corpus_c
 
 
@@ -274,7 +254,7 @@ def test_in_flight_request_keeps_the_old_index_until_released(served, tmp_path, 
     before = slot.current.index.hits(["cat"], 3)
     held = slot.acquire()  # a request in flight
     assert slot.reload() is False  # nothing replaced yet
-    build([corpus_b], directory, _config(served["vectors"]), overwrite=True, progress=False)
+    build([corpus_b], directory, config_for(served["vectors"]), overwrite=True, progress=False)
     assert slot.reload() is True
     assert slot.current is not held and slot.current.figures["documents"] == 12
     # The old directory is deleted by now; the request in flight still searches the old index.
@@ -295,7 +275,7 @@ def test_in_flight_request_keeps_the_old_index_until_released(served, tmp_path, 
 def test_hot_swap_under_concurrent_requests(served, tmp_path, monkeypatch):
     directory, corpus_b, corpus_c = _swap_setup(served, tmp_path, monkeypatch)
     states = [_expected(directory, QUERIES, 3)]
-    build([corpus_b], tmp_path / "b-ref", _config(served["vectors"]), progress=False)
+    build([corpus_b], tmp_path / "b-ref", config_for(served["vectors"]), progress=False)
     states.append(_expected(tmp_path / "b-ref", QUERIES, 3))
     app = create_app({"idx": directory}, reload_interval=0.05)
     slot = app.state.service.slots["idx"]
@@ -334,7 +314,7 @@ def test_hot_swap_under_concurrent_requests(served, tmp_path, monkeypatch):
             c.start()
         try:
             wait_for(lambda: len(answers) >= 20, "requests before the swaps")
-            build([corpus_b], directory, _config(served["vectors"]), overwrite=True, progress=False)
+            build([corpus_b], directory, config_for(served["vectors"]), overwrite=True, progress=False)
             wait_for(lambda: s.get("/info?index=idx")[1]["documents"] == 12, "the rebuilt index")
             add_documents(directory, [corpus_c], progress=False)
             wait_for(lambda: s.get("/info?index=idx")[1]["documents"] == 14, "the enlarged index")
@@ -433,7 +413,7 @@ def test_cli_serve_access_log_api_key_env_and_sighup(served, tmp_path, monkeypat
         status, body = get("/search?q=cat&k=2")
         assert status == 200 and len(body["hits"]) == 2
         assert get("/info")[1]["indexes"][0]["documents"] == 8
-        build([corpus_b], directory, _config(served["vectors"]), overwrite=True, progress=False)
+        build([corpus_b], directory, config_for(served["vectors"]), overwrite=True, progress=False)
         # --reload-interval 0: nothing polls; SIGHUP asks for the reload.
         assert get("/info")[1]["indexes"][0]["documents"] == 8
         proc.send_signal(signal.SIGHUP)

@@ -8,14 +8,17 @@ import pytest
 
 pytest.importorskip("starlette", reason="the serve extra is not installed: pip install 'glovefaiss[serve]'")
 
-from glovefaiss.query import Index  # noqa: E402
+from glovefaiss.index.search import Index  # noqa: E402
 from glovefaiss.serve import create_app  # noqa: E402
 
-from . import test_serve  # noqa: E402
 from .browser import Chromium, find_chromium  # noqa: E402
+from .helpers import served_indexes  # noqa: E402
 from .live_server import LiveServer  # noqa: E402
 
-served = test_serve.served  # the same module-scoped index directories
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    return served_indexes(tmp_path_factory.mktemp("serve"))
 
 READ_HITS = """(() => {
   const items = [...document.querySelectorAll('#hits li.hit')];

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from glovefaiss import Index
-from glovefaiss.errors import QueryError, ServeError
+from ..errors import QueryError, ServeError
+from ..index.search import Index
 
 try:
     from starlette.applications import Starlette

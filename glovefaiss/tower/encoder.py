@@ -165,13 +165,13 @@ class TextEncoder:
     def pooled_ids(self, texts: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(known rows, offsets over them, all rows incl. -1 for unknown) of an Arrow string array."""
         rows, lengths, _ = self.token_rows(texts)
-        known, known_offsets = known_offsets(rows, lengths)
-        return rows[known], known_offsets, rows
+        known, offsets = known_offsets(rows, lengths)
+        return rows[known], offsets, rows
 
     def encode_unnormalized(self, texts: pa.Array | pa.ChunkedArray) -> np.ndarray:
         """Vectors before L2 normalisation (what common components are estimated from)."""
-        known_rows, known_offsets, _ = self.pooled_ids(texts)
-        return self.pool(known_rows, known_offsets, normalize=False)
+        known_rows, offsets, _ = self.pooled_ids(texts)
+        return self.pool(known_rows, offsets, normalize=False)
 
     def encode(self, texts: Sequence[str] | str | pa.Array | pa.ChunkedArray, *,
                stats: EncodeStats | None = None, top_oov: int = 0) -> np.ndarray:
@@ -193,14 +193,14 @@ class TextEncoder:
         if not arrow:
             texts = pa.array(list(texts), pa.string())
         rows, lengths, strings = self.token_rows(texts)
-        known, known_offsets = known_offsets(rows, lengths)
-        vectors = self.pool(rows[known], known_offsets)
+        known, offsets = known_offsets(rows, lengths)
+        vectors = self.pool(rows[known], offsets)
         if stats is not None:
             s = EncodeStats(
                 texts=len(lengths),
                 tokens=int(len(rows)),
                 oov_tokens=int((~known).sum()),
-                empty_texts=int((np.diff(known_offsets) == 0).sum()),
+                empty_texts=int((np.diff(offsets) == 0).sum()),
                 vector_sum=vectors.sum(axis=0, dtype=np.float64),
             )
             if top_oov and s.oov_tokens:
