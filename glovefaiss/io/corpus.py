@@ -31,7 +31,13 @@ class Corpus:
                 ids = batch.column(0)
                 if ids.null_count:
                     raise CorpusError(f"{path}: column '{self.id_column}' has {ids.null_count} null ids")
-                yield ids.cast(id_type), batch.column(1).cast(pa.string())
+                try:
+                    ids = ids.cast(id_type)
+                except pa.ArrowInvalid:  # uint64 ids past the int64 range
+                    raise CorpusError(
+                        f"{path}: column '{self.id_column}' has ids above 9223372036854775807, the largest "
+                        "int64 id; store them as strings (e.g. pyarrow's cast to pa.string())") from None
+                yield ids, batch.column(1).cast(pa.string())
 
 
 def _parquet_files(path: Path) -> list[Path]:
@@ -75,6 +81,8 @@ def open_corpus(paths: Sequence[str | Path], id_column: str = "id", text_column:
                     f"{f} has no column '{col}'; columns present: {', '.join(names)}; choose one with {flag}"
                 )
         tt = schema.field(text_column).type
+        if pa.types.is_dictionary(tt):  # pandas "category": read as its string values
+            tt = tt.value_type
         if not (pa.types.is_string(tt) or pa.types.is_large_string(tt)):
             raise CorpusError(f"{f}: text column '{text_column}' has type {tt}, expected a string type")
         it = _id_type(schema.field(id_column).type)
