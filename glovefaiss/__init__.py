@@ -39,24 +39,31 @@ def __getattr__(name):
         from .train.search import SemanticSearch
 
         return SemanticSearch
-    if name in ("TwoTower", "build_two_tower"):  # torch: only when asked for
-        from .train import towers as encoders
+    if name in ("TwoTower", "build_two_tower", "AveragePoolingTower"):  # torch: only when asked for
+        from .train import towers
 
-        return getattr(encoders, name)
+        return getattr(towers, name)
+    if name in ("GloVeEmbedding", "REGISTRY"):
+        from .train import embeddings
+
+        return getattr(embeddings, name)
     raise AttributeError(f"module 'glovefaiss' has no attribute {name!r}")
 
 
 __all__ = [
     "__version__",
+    "AveragePoolingTower",
     "Config",
     "ConfigError",
     "CorpusError",
+    "GloVeEmbedding",
     "GloVeSearch",
     "GloveFaissError",
     "Index",
     "IndexDirError",
     "ModelError",
     "QueryError",
+    "REGISTRY",
     "SearchResult",
     "SemanticSearch",
     "TextEncoder",
