@@ -158,3 +158,11 @@ def test_byte_spans_between_glued_texts():
     arr = pa.array(["ab", "", "cd", "e f", "", "", "g", None, "h."])
     assert span_tokens(DEFAULT, arr) == [["ab"], [], ["cd"], ["e", "f"], [], [], ["g"], [], ["h"]]
     assert span_tokens(Tokeniser(TokeniserConfig(max_len=1)), arr) == [["ab"], [], ["cd"], ["e"], [], [], ["g"], [], ["h"]]
+
+
+def test_non_ascii_symbols_stay_inside_words_as_the_readme_says():
+    # ASCII symbols separate; Unicode S* symbols beyond ASCII do not (README, "How text becomes a vector").
+    t = Tokeniser(TokeniserConfig())
+    assert t.tokenise("Dose 5±2 mg × 3, 20°C; $5 €10 a+b<c") == ["dose", "5±2", "mg", "×", "3", "20°c", "5", "€10", "a", "b", "c"]
+    spans = t.tokenise_arrow(pa.array(["Dose 5±2 mg × 3, 20°C; $5 €10 a+b<c"])).to_pylist()
+    assert spans == [t.tokenise("Dose 5±2 mg × 3, 20°C; $5 €10 a+b<c")]
