@@ -27,6 +27,7 @@ import torch
 
 from ..config import Config
 from ..errors import ConfigError, ModelError
+from ..evaluation.metrics import evaluate_run, pearson, spearman
 from ..index import faiss_ops as faiss_index
 from .data import PairData, ScoredData, Tokenizer, load_training_data
 from .losses import SCORED_LOSSES
@@ -75,17 +76,8 @@ def peak_rss_mb() -> float:
 # Validation metrics (through the numpy towers)
 
 
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (ties get average ranks)."""
-    from scipy.stats import spearmanr
-
-    if len(x) < 2:
-        return float("nan")
-    return float(spearmanr(x, y).statistic)
-
-
 def evaluate_pairs(query_encoder, document_encoder, data: PairData, k: int = 10) -> dict[str, float]:
-    """recall@k and nDCG@k (binary relevance) of the judged queries against the whole document pool."""
+    """recall@k and nDCG@k x100 (binary relevance) of the judged queries against the whole document pool."""
     rel = data.relevant()
     qs = sorted(rel)
     docs = document_encoder.encode(_arrow(data.documents))
@@ -93,26 +85,21 @@ def evaluate_pairs(query_encoder, document_encoder, data: PairData, k: int = 10)
     idx = faiss_index.make_index(docs.shape[1], with_ids=False)
     faiss_index.add(idx, docs)
     _, labels = faiss_index.search(idx, queries, min(k, len(data.documents)))
-    empty = ~np.any(queries != 0, axis=1)
-    labels[empty] = -1
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    recall, ndcg = [], []
-    for row, q in zip(labels, qs):
-        r = rel[q]
-        hit = np.array([lab in r for lab in row.tolist()], dtype=float)
-        recall.append(hit.sum() / len(r))
-        ideal = discounts[: min(len(r), k)].sum()
-        ndcg.append(float((hit * discounts[: len(hit)]).sum() / ideal))
-    return {f"recall@{k}": float(np.mean(recall)) * 100, f"ndcg@{k}": float(np.mean(ndcg)) * 100}
+    empty = ~np.any(queries != 0, axis=1)  # no known word: no ranking, as the served index answers
+    run = {q: [] if e else [d for d in row.tolist() if d >= 0] for q, row, e in zip(qs, labels, empty)}
+    qrels = {q: dict.fromkeys(rel[q], 1) for q in qs}
+    means = evaluate_run(run, qrels, [f"recall@{k}", f"ndcg@{k}"])["metrics"]
+    return {m: v * 100 for m, v in means.items()}
 
 
 def evaluate_scored(query_encoder, document_encoder, data: ScoredData) -> dict[str, float]:
-    """Spearman and Pearson x100 between cos(sentence1, sentence2) and the gold scores."""
+    """Spearman and Pearson x100 between cos(sentence1, sentence2) and the gold scores (NaN below 2 pairs)."""
     a = query_encoder.encode(_arrow(data.first))
     b = document_encoder.encode(_arrow(data.second))
     cos = (a * b).sum(axis=1)
-    pearson = float(np.corrcoef(cos, data.scores)[0, 1]) if len(cos) > 1 else float("nan")
-    return {"spearman": spearman(cos, data.scores) * 100, "pearson": pearson * 100}
+    if len(cos) < 2:
+        return {"spearman": float("nan"), "pearson": float("nan")}
+    return {"spearman": spearman(cos, data.scores) * 100, "pearson": pearson(cos, data.scores) * 100}
 
 
 def _arrow(texts: Sequence[str]):
