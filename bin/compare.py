@@ -102,13 +102,8 @@ def _random_encoder(config):
 
 
 def run_option(option: str, args) -> dict:
-    from glovefaiss.evaluation.retrieval import (
-        evaluate_retrieval,
-        evaluate_sts,
-        load_retrieval,
-        read_pairs,
-        sts_encoder,
-    )
+    from glovefaiss.evaluation.retrieval import evaluate_retrieval, load_retrieval
+    from glovefaiss.evaluation.sts import evaluate_sts, read_pairs, sts_encoder
     from glovefaiss.index.build import build
     from glovefaiss.index.search import Index
 
@@ -192,14 +187,15 @@ def train_word2vec(data: Path, work: Path) -> dict:
     from gensim.models import Word2Vec
 
     from glovefaiss.config import Config
-    from glovefaiss.evaluation.retrieval import read_pairs, read_texts
+    from glovefaiss.evaluation.sts import read_pairs
+    from glovefaiss.io.beir import read_corpus
     from glovefaiss.text.tokeniser import Tokeniser
 
     path = work / "word2vec-50d.txt"
     if path.exists():
         return json.loads((work / "word2vec-50d.json").read_text())
     tok = Tokeniser(Config().replace(TOKENISER).tokeniser)
-    _, docs = read_texts(data / "scifact" / "corpus.jsonl")
+    _, docs = read_corpus(data / "scifact" / "corpus.jsonl")
     a, b, _ = read_pairs(data / "stsb" / "stsb-en-train.csv")
     sentences = [tok.tokenise(t) for t in docs + a + b]
     t0 = time.perf_counter()

@@ -10,8 +10,7 @@ nDCG@10 and Recall@10/100 (x100) over all judged queries, and again over the que
 relevant documents is a positive of the training split ("unseen documents"). STS: Spearman and
 Pearson x100 of cos(query tower(sentence1), document tower(sentence2)).
 
-A private metric implementation (binary relevance, as SciFact's qrels are): glovefaiss eval may
-replace it once it has landed.
+The metrics are :mod:`glovefaiss.evaluation.metrics` with binary relevance (SciFact's qrels are).
 """
 
 from __future__ import annotations
@@ -22,21 +21,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 
 def ndcg_recall(ranked: list[list], relevant: list[set]) -> dict[str, float]:
-    discounts = 1.0 / np.log2(np.arange(2, 12))
-    ndcg, r10, r100 = [], [], []
-    for ids, rel in zip(ranked, relevant):
-        hits = np.array([i in rel for i in ids[:10]], dtype=float)
-        ndcg.append((hits * discounts[: len(hits)]).sum() / discounts[: min(len(rel), 10)].sum())
-        r10.append(hits.sum() / len(rel))
-        r100.append(sum(i in rel for i in ids[:100]) / len(rel))
-    return {"queries": len(ranked), "ndcg@10": 100 * float(np.mean(ndcg)), "recall@10": 100 * float(np.mean(r10)),
-            "recall@100": 100 * float(np.mean(r100))}
+    """nDCG@10, Recall@10 and Recall@100 x100 of each ranking against its relevant set (binary)."""
+    from glovefaiss.evaluation.metrics import evaluate_run
+
+    result = evaluate_run(dict(enumerate(ranked)), {i: dict.fromkeys(rel, 1) for i, rel in enumerate(relevant)},
+                          ["ndcg@10", "recall@10", "recall@100"])
+    return {"queries": len(ranked), **{m: 100 * v for m, v in result["metrics"].items()}}
 
 
 def retrieval(qrels: Path, model: Path | None, config_path: Path | None) -> dict:

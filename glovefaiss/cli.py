@@ -333,17 +333,24 @@ def _emit_reports(reports, fmt: str, per_query: bool = False) -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="Config for the index built here.")
 @click.option("--glove", help="Word vectors for the index built here (default: the config's).")
 @click.option("--out", type=click.Path(path_type=Path), help="Keep the index built here in this directory.")
-@click.option("--metric", "metrics", multiple=True, help="Metrics (default: ndcg@10 recall@10 recall@100 mrr@10 map@100).")
+@click.option("--metric", "metrics", multiple=True,
+              help="Metrics KIND@K, KIND one of ndcg, recall, p, mrr, map; repeat it or separate with spaces or "
+                   "commas (default: ndcg@10 recall@10 recall@100 mrr@10 map@100).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--per-query", is_flag=True, help="With --format json: every query's metrics too.")
 def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, glove, out, metrics, fmt, per_query):
-    """nDCG@10, Recall@10/100, MRR@10, MAP@100 of an index on DATA (a BEIR directory) or on
-    --queries/--qrels; without --index, an index of the corpus is built first (--config, --glove)."""
+    """nDCG@10, Recall@10/100, MRR@10, MAP@100 (or the --metric ones) of an index on DATA (a BEIR
+    directory) or on --queries/--qrels; without --index, an index of the corpus is built first (--config, --glove)."""
     import tempfile
 
+    from .evaluation.metrics import EvalError, parse_metrics
     from .evaluation.retrieval import RETRIEVAL_METRICS, corpus_to_parquet, evaluate_retrieval, load_retrieval
     from .index.search import Index
 
+    try:
+        metrics = parse_metrics(metrics) if metrics else list(RETRIEVAL_METRICS)
+    except EvalError as e:
+        raise click.BadParameter(str(e), param_hint="'--metric'") from None
     if data is None and (queries is None or qrels is None):
         raise click.UsageError("give a BEIR directory DATA, or --queries and --qrels")
     if index_dir is not None and (config_path or glove or out):
@@ -360,7 +367,7 @@ def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, 
             result = run_build([corpus_file], index_dir, _eval_config(config_path, glove), overwrite=out is not None,
                                progress=_progress())
             _note(f"built {index_dir}: {result.documents:,} documents in {result.seconds:.1f} s")
-        report = evaluate_retrieval(Index.load(index_dir), rd, list(metrics) or RETRIEVAL_METRICS,
+        report = evaluate_retrieval(Index.load(index_dir), rd, metrics,
                                     name=f"{rd.name}/{split}" if data is not None else rd.name)
     _emit_reports([report], fmt, per_query)
 
@@ -379,7 +386,7 @@ def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, 
 def eval_sts(pairs, index_dir, model_dir, config_path, glove, fit_on, fmt):
     """Pearson and Spearman x100 between gold scores and cosines, for each PAIRS file
     (CSV/TSV sentence1, sentence2, score, header optional; or Parquet)."""
-    from .evaluation.retrieval import evaluate_sts, read_pairs, sts_encoder
+    from .evaluation.sts import evaluate_sts, read_pairs, sts_encoder
 
     if index_dir is not None and model_dir is not None:
         raise click.UsageError("give --index or --model, not both")

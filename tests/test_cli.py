@@ -101,12 +101,18 @@ def test_query_files(tmp_path, index_dir):
     result = run("query", index_dir, "--queries", pqf, "-k", 1, "--format", "trec")
     assert result.stdout.startswith("7 Q0 ")
 
+    beir = tmp_path / "beir.jsonl"  # BEIR's id column is accepted too
+    beir.write_text('{"_id": "q9", "text": "dog"}\n')
+    result = run("query", index_dir, "--queries", beir, "-k", 1, "--format", "trec")
+    assert result.exit_code == 0 and result.stdout.startswith("q9 Q0 ")
+
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"qid": 1, "text": "cat"}\n')
     result = run("query", index_dir, "--queries", bad)
     assert result.exit_code == 1
     assert result.stderr == (
-        f"Error: {bad} has no 'id' column; columns present: qid, text; query files need 'id' and 'text'\n"
+        f"Error: {bad} has no 'id' or '_id' column; columns present: qid, text; "
+        "query files need 'id' (or '_id') and 'text'\n"
     )
 
 

@@ -11,22 +11,21 @@ import pytest
 from click.testing import CliRunner
 
 from glovefaiss.cli import cli
-from glovefaiss.evaluation.retrieval import (
+from glovefaiss.evaluation.metrics import (
     EvalError,
     average_precision_at_k,
     evaluate_run,
-    evaluate_sts,
-    load_retrieval,
     mrr_at_k,
     ndcg_at_k,
+    parse_metrics,
     pearson,
+    precision_at_k,
     rankdata,
-    read_pairs,
-    read_qrels,
     recall_at_k,
-    render_table,
     spearman,
 )
+from glovefaiss.evaluation.retrieval import load_retrieval, render_table
+from glovefaiss.evaluation.sts import evaluate_sts, read_pairs
 from glovefaiss.text.tokeniser import Tokeniser
 from glovefaiss.text.vocabulary import Vocabulary
 from glovefaiss.tower.encoder import TextEncoder
@@ -67,8 +66,26 @@ def test_evaluate_run_means_over_judged_queries():
     assert out["queries"] == 2
     assert out["metrics"] == {"recall@10": pytest.approx(1 / 3), "mrr@10": pytest.approx(0.5)}
     assert out["per_query"]["q2"] == {"recall@10": 0.0, "mrr@10": 0.0}
-    with pytest.raises(EvalError, match="unknown metric 'p@5'"):
-        evaluate_run(run, qrels, ["p@5"])
+    with pytest.raises(EvalError, match=r"^unknown metric 'f1@5'; use ndcg@K, recall@K, p@K, mrr@K, map@K with K >= 1$"):
+        evaluate_run(run, qrels, ["f1@5"])
+    with pytest.raises(EvalError, match="unknown metric 'p@0'"):
+        evaluate_run(run, qrels, ["p@0"])
+
+
+def test_precision_hand_computed():
+    assert precision_at_k(RANKED, JUDGED, 1) == 1.0
+    assert precision_at_k(RANKED, JUDGED, 3) == pytest.approx(2 / 3)
+    assert precision_at_k(RANKED, JUDGED, 10) == pytest.approx(2 / 10)  # over k, also when fewer were retrieved
+    assert precision_at_k([], JUDGED, 5) == 0.0
+
+
+def test_parse_metrics_spaces_commas_repeats():
+    assert parse_metrics(["ndcg@10 recall@5", "P@3,mrr@10", " map@100 , ndcg@10 "]) == [
+        "ndcg@10", "recall@5", "p@3", "mrr@10", "map@100"]
+    with pytest.raises(EvalError, match="^no metric given$"):
+        parse_metrics([" , "])
+    with pytest.raises(EvalError, match="unknown metric 'ndcg'"):
+        parse_metrics(["recall@10 ndcg"])
 
 
 def test_correlations_hand_computed():
@@ -100,8 +117,10 @@ def test_metrics_agree_with_pytrec_eval():
     for seed in range(3):
         qrels, scored = _random_run(seed)
         ranked = {q: sorted(d, key=lambda x: -d[x]) for q, d in scored.items()}
-        ours = evaluate_run(ranked, qrels, ["ndcg@10", "recall@10", "recall@100", "map@100"])["per_query"]
-        ref = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10", "recall.100", "map_cut.100"})
+        ours = evaluate_run(ranked, qrels, ["ndcg@10", "recall@10", "recall@100", "map@100", "p@5", "p@100"])
+        ours = ours["per_query"]
+        ref = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10", "recall.100", "map_cut.100", "P.5",
+                                                     "P.100"})
         theirs = ref.evaluate(scored)
         assert set(ours) == {q for q in theirs if any(g > 0 for g in qrels[q].values())}
         for q in ours:
@@ -109,6 +128,18 @@ def test_metrics_agree_with_pytrec_eval():
             assert ours[q]["recall@10"] == pytest.approx(theirs[q]["recall_10"], abs=1e-9)
             assert ours[q]["recall@100"] == pytest.approx(theirs[q]["recall_100"], abs=1e-9)
             assert ours[q]["map@100"] == pytest.approx(theirs[q]["map_cut_100"], abs=1e-9)
+            assert ours[q]["p@5"] == pytest.approx(theirs[q]["P_5"], abs=1e-9)
+            assert ours[q]["p@100"] == pytest.approx(theirs[q]["P_100"], abs=1e-9)
+
+
+def test_mrr_against_brute_force():
+    """MRR@k: the best 1/rank over the relevant documents found in the top k (0 if none)."""
+    qrels, scored = _random_run(5)
+    for q, docs in scored.items():
+        ranked = sorted(docs, key=lambda x: -docs[x])
+        for k in (1, 10, 100):
+            want = max([1 / (i + 1) for i, d in enumerate(ranked[:k]) if qrels[q].get(d, 0) > 0], default=0.0)
+            assert mrr_at_k(ranked, qrels[q], k) == want
 
 
 def test_correlations_agree_with_scipy():
@@ -143,18 +174,6 @@ def test_read_pairs_csv_tsv_parquet(tmp_path):
     (tmp_path / "bad.csv").write_text("a,b,1\nc,d,high\n", encoding="utf-8")
     with pytest.raises(EvalError, match=r"bad.csv:2: expected sentence1, sentence2, score; got \[.c., .d., .high.\]$"):
         read_pairs(tmp_path / "bad.csv")
-
-
-def test_read_qrels_formats(tmp_path):
-    (tmp_path / "q.tsv").write_text("query-id\tcorpus-id\tscore\n1\t10\t1\n1\t11\t2\n2\t10\t0\n")
-    assert read_qrels(tmp_path / "q.tsv") == {"1": {"10": 1, "11": 2}, "2": {"10": 0}}
-    (tmp_path / "trec.txt").write_text("1 0 10 1\n".replace(" ", "\t"))
-    assert read_qrels(tmp_path / "trec.txt") == {"1": {"10": 1}}
-    pq.write_table(pa.table({"query-id": [1], "corpus-id": ["d"], "score": [1]}), tmp_path / "q.parquet")
-    assert read_qrels(tmp_path / "q.parquet") == {"1": {"d": 1}}
-    (tmp_path / "bad.tsv").write_text("1\t10\n")
-    with pytest.raises(EvalError, match="want 3 tab-separated fields"):
-        read_qrels(tmp_path / "bad.tsv")
 
 
 def _beir(root, words_docs, queries, qrels):
@@ -211,6 +230,26 @@ def test_eval_retrieval_cli_builds_and_scores(beir, tiny_vectors, tmp_path):
     lines = res2.stdout.splitlines()
     assert lines[0].split() == ["task", "name", "ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100", "n"]
     assert lines[2].split()[2] == f"{report['metrics']['ndcg@10']:.2f}"
+
+
+def test_eval_retrieval_metric_option(beir, tiny_vectors, tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(cli, ["eval", "retrieval", str(beir), "--glove", str(tiny_vectors[0]),
+                               "--out", str(tmp_path / "idx")]).exit_code == 0
+    base = ["eval", "retrieval", str(beir), "--index", str(tmp_path / "idx"), "--format", "json"]
+    res = runner.invoke(cli, [*base, "--metric", "ndcg@10 recall@5", "--metric", "p@1,mrr@3", "--metric", "NDCG@10"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.stdout)[0]["metrics"]
+    assert list(metrics) == ["ndcg@10", "recall@5", "p@1", "mrr@3"]
+    per_query = json.loads(runner.invoke(cli, [*base, "--metric", "p@1", "--per-query"]).stdout)[0]["per_query"]
+    assert per_query["1"]["p@1"] == 1.0 and per_query["4"]["p@1"] == 0.0  # exact match first; unanswered
+    assert metrics["p@1"] == pytest.approx(100 * sum(q["p@1"] for q in per_query.values()) / len(per_query))
+    res = runner.invoke(cli, [*base, "--metric", "ndcg@10 f1@5"])
+    assert res.exit_code == 2
+    assert res.stderr.endswith("Error: Invalid value for '--metric': unknown metric 'f1@5'; "
+                               "use ndcg@K, recall@K, p@K, mrr@K, map@K with K >= 1\n")
+    res = runner.invoke(cli, [*base, "--metric", ","])
+    assert res.exit_code == 2 and res.stderr.endswith("Error: Invalid value for '--metric': no metric given\n")
 
 
 def test_eval_retrieval_usage_errors(beir, tmp_path):

@@ -15,8 +15,8 @@ from glovefaiss.train.data import PairData
 from glovefaiss.train.fit import evaluate, fit, mine_hard_negatives
 from glovefaiss.train.model_dir import export_towers
 
+from .helpers import WORDS, pair_data, random_texts, scored_data, tiny_config
 from .helpers import make_two_tower as make
-from .helpers import pair_data, scored_data, tiny_config
 
 # ---------------------------------------------------------------------------------- losses
 
@@ -265,3 +265,34 @@ def test_sif_initialisation_equals_the_served_sif_tower(tmp_path, tiny_vectors, 
         assert w < 0.9
         np.testing.assert_allclose(q.matrix[q.vocabulary.lookup(["river"])[0]],
                                    w * tiny_vectors[2][tiny_vectors[1].index("river")], rtol=1e-6)
+
+
+def test_validation_metrics_match_pytrec_eval_and_scipy(tiny_vectors):
+    """Validation scores what a brute-force cosine ranking scores under trec_eval, and scipy's correlations."""
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(3)
+    texts = list(dict.fromkeys(t for t in random_texts(rng, 200, WORDS, oov_rate=0.0) if len(t.split()) >= 4))
+    data = PairData.from_triplets([(texts[i], texts[i + 1]) for i in range(0, 80, 2)]
+                                  + [(texts[i], texts[i + 3]) for i in range(0, 40, 4)])  # some queries: 2 relevant
+    model, tok, config, vectors = make(tiny_vectors, data)
+    q_enc, d_enc = export_towers(model, tok, config, vectors)
+    got = evaluate((q_enc, d_enc), data)
+    docs = d_enc.encode(data.documents)
+    rel = data.relevant()
+    run, qrels = {}, {}
+    for q in sorted(rel):
+        scores = docs @ q_enc.encode([data.queries[q]])[0]
+        assert len(set(np.round(scores, 5))) == len(scores)  # no ties: any correct ranking is the same
+        run[str(q)] = {str(d): float(s) for d, s in enumerate(scores)}
+        qrels[str(q)] = {str(d): 1 for d in rel[q]}
+    ref = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.10"}).evaluate(run)
+    assert got["ndcg@10"] == pytest.approx(100 * np.mean([r["ndcg_cut_10"] for r in ref.values()]), abs=1e-3)
+    assert got["recall@10"] == pytest.approx(100 * np.mean([r["recall_10"] for r in ref.values()]), abs=1e-3)
+    sdata = scored_data(seed=2)
+    model, tok, config, vectors = make(tiny_vectors, sdata)
+    q_enc, d_enc = export_towers(model, tok, config, vectors)
+    got = evaluate((q_enc, d_enc), sdata)
+    cos = (q_enc.encode(sdata.first) * d_enc.encode(sdata.second)).sum(axis=1)
+    assert got["spearman"] == pytest.approx(100 * stats.spearmanr(cos, sdata.scores)[0], abs=1e-9)
+    assert got["pearson"] == pytest.approx(100 * stats.pearsonr(cos, sdata.scores)[0], abs=1e-9)

@@ -51,6 +51,16 @@ def test_beir_errors(beir):
         load_training_data(beir / "qrels" / "dev.tsv")
 
 
+def test_beir_trec_qrels_and_parquet_corpus(beir):
+    """Training reads what evaluation reads: 4-column TREC qrels, a Parquet corpus named corpus.jsonl."""
+    (beir / "qrels" / "trec.tsv").write_text("q2 0 d3 1\nq1 0 d1 2\nq1 0 d2 0\n".replace(" ", "\t"))
+    data = load_training_data(beir / "qrels" / "trec.tsv")
+    assert data.pairs.tolist() == [[1, 2], [0, 0]]  # file order, score 0 left out
+    pq.write_table(pa.table({"_id": ["d1", "d2", "d3"], "title": ["Cats", None, ""], "text": ["a", "b", "c"]}),
+                   beir / "corpus.jsonl")
+    assert load_training_data(beir).documents == ["Cats a", "b", "c"]
+
+
 def test_pairs_jsonl_and_parquet(tmp_path):
     rows = [{"query": "a cat", "positive": "cats purr", "negative": "stocks"},
             {"query": "a cat", "positive": "kittens", "negative": "stocks"},

@@ -1,50 +1,109 @@
-"""Query files: Parquet or JSONL with ``id`` and ``text`` columns, or plain text, one query a line.
+"""Row files: Parquet, JSONL (one JSON object a line) or plain text (one item a line).
 
-Read by ``glovefaiss query --queries`` and by the build's tuner (``--tuning-queries``).
+The one reader behind query files (``glovefaiss query --queries``, the build's
+``--tuning-queries``), training data (:mod:`glovefaiss.train.data`) and evaluation inputs
+(:mod:`glovefaiss.io.beir`). Parquet is recognised by its magic bytes, JSONL by the suffix
+``.jsonl``, ``.ndjson`` or ``.json``; anything else is plain text where the caller accepts it,
+JSONL where it does not. Ids are in a column ``id`` or ``_id`` (BEIR's name), texts in ``text``.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import QueryError
+from ..errors import DataError, QueryError
+
+ID_COLUMNS = ("id", "_id")
+TEXT_COLUMN = "text"
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 
-def read_queries(path: str | Path) -> tuple[list[Any], list[str]]:
-    """(ids, texts) from Parquet or JSONL with columns ``id`` and ``text``, or a text file (ids = line numbers)."""
-    import json
+def is_parquet(path: str | Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"PAR1"
 
+
+def read_rows(path: str | Path, *, lines: bool = False) -> list[dict]:
+    """Every row of ``path`` as a dict; with ``lines``, a plain-text file gives ``{"id": n, "text": line}``
+    for each non-blank line (n counts from 1). An empty file gives no rows; the caller decides if that is an error."""
     import pyarrow.parquet as pq
 
     path = Path(path)
     if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    if is_parquet(path):
+        return pq.read_table(path).to_pylist()
+    text = path.read_text(encoding="utf-8")
+    if lines and path.suffix.lower() not in JSONL_SUFFIXES:
+        return [{"id": n, TEXT_COLUMN: line} for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{n}: each line must be a JSON object")
+        rows.append(row)
+    return rows
+
+
+def column(rows: Sequence[dict], names: Sequence[str], path: str | Path) -> str:
+    """The first of ``names`` that the first row has."""
+    for name in names:
+        if name in rows[0]:
+            return name
+    wanted = " or ".join(repr(n) for n in names)
+    raise DataError(f"{path} has no {wanted} column; columns present: {', '.join(rows[0])}")
+
+
+def ids_and_texts(rows: Sequence[dict], path: str | Path, *, title: bool = False) -> tuple[list[Any], list[str]]:
+    """(ids, texts) of ``rows``: id from ``id``/``_id``, text from ``text`` (a missing value is "").
+
+    ``title``: a non-empty ``title`` is joined before the text with a space, as BEIR's dense
+    retrievers do.
+    """
+    id_col = column(rows, ID_COLUMNS, path)
+    text_col = column(rows, (TEXT_COLUMN,), path)
+    ids, texts = [], []
+    for n, row in enumerate(rows, 1):
+        if row.get(id_col) is None:
+            raise DataError(f"{path}: row {n} has no {id_col!r}")
+        ids.append(row[id_col])
+        text = row.get(text_col) or ""
+        if title:
+            text = " ".join(x for x in ((row.get("title") or "").strip(), text.strip()) if x)
+        texts.append(text)
+    return ids, texts
+
+
+def read_texts(path: str | Path, *, title: bool = False, lines: bool = False) -> tuple[list[Any], list[str]]:
+    """(ids, texts) of a row file (see :func:`read_rows` and :func:`ids_and_texts`); no rows is an error."""
+    rows = read_rows(path, lines=lines)
+    if not rows:
+        raise DataError(f"{path} has no rows")
+    return ids_and_texts(rows, path, title=title)
+
+
+def read_queries(path: str | Path) -> tuple[list[Any], list[str]]:
+    """(ids, texts) of a query file: Parquet or JSONL with ``id`` (or ``_id``) and ``text``, or plain
+    text (ids = line numbers). Errors are :class:`QueryError`."""
+    path = Path(path)
+    if not path.is_file():
         raise QueryError(f"query file not found: {path}")
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic == b"PAR1":
-        table = pq.read_table(path)
-        rows = table.to_pylist()
-    elif path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise QueryError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-                if not isinstance(rows[-1], dict):
-                    raise QueryError(f"{path}:{n}: each line must be a JSON object with 'id' and 'text'")
-    else:
-        lines = path.read_text(encoding="utf-8").splitlines()
-        pairs = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
-        if not pairs:
-            raise QueryError(f"{path} has no queries")
-        return [n for n, _ in pairs], [t for _, t in pairs]
+    try:
+        rows = read_rows(path, lines=True)
+    except DataError as e:
+        raise QueryError(str(e)) from None
     if not rows:
         raise QueryError(f"{path} has no queries")
-    for col in ("id", "text"):
-        if col not in rows[0]:
-            raise QueryError(f"{path} has no '{col}' column; columns present: {', '.join(rows[0])}; "
-                             "query files need 'id' and 'text'")
-    return [r.get("id") for r in rows], [r.get("text") or "" for r in rows]
+    try:
+        return ids_and_texts(rows, path)
+    except DataError as e:
+        columns_missing = TEXT_COLUMN not in rows[0] or not any(c in rows[0] for c in ID_COLUMNS)
+        raise QueryError(f"{e}; query files need 'id' (or '_id') and 'text'" if columns_missing else str(e)) from None

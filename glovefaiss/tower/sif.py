@@ -150,12 +150,15 @@ def top_components(g: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 # --- everything a build needs ----------------------------------------------------------------------
 
-def prepare(encoder: TextEncoder, cfg: PoolingConfig, batches: TextBatches, num_rows: int, seed: int = 0
-            ) -> tuple[TextEncoder, dict[str, Any]]:
-    """The encoder with the weights and components ``cfg`` asks for, and a summary for the manifest.
+def fit(encoder: TextEncoder, cfg: PoolingConfig, batches: TextBatches, num_rows: int, seed: int = 0
+        ) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
+    """(SIF weights, one per vocabulary word, or None; components (k, dim) or None; a summary for
+    the manifest), as ``cfg`` asks, fitted on the texts of ``batches``.
 
-    ``batches()`` streams the corpus texts (it is called once per pass: once for ``corpus``
-    frequencies, once to encode the components sample). ``num_rows`` is the corpus size.
+    ``batches()`` streams the texts (it is called once per pass: once for ``corpus``
+    frequencies, once to encode the components sample). ``num_rows`` is their number. The
+    components are those of the weighted vectors. The build fits its tower with this and
+    training its initial model (:mod:`glovefaiss.train.fit`).
     """
     check(cfg)
     info: dict[str, Any] = {"weighting": cfg.weighting}
@@ -171,17 +174,23 @@ def prepare(encoder: TextEncoder, cfg: PoolingConfig, batches: TextBatches, num_
         weights = sif_weights(freqs, cfg.sif_a)
         info.update({"sif_a": cfg.sif_a, "frequencies": cfg.frequencies,
                      "weights_min": round(float(weights.min()), 6), "weights_mean": round(float(weights.mean()), 6)})
-    encoder = encoder.with_pooling(weights=weights)
+    comps = None
     if cfg.components > 0:
         rows = sample_rows(num_rows, cfg.components_sample, seed)
-        g, n = gram(encoder, _sampled(batches(), rows))
+        g, n = gram(encoder.with_pooling(weights=weights), _sampled(batches(), rows))
         comps, values = top_components(g, cfg.components)
         trace = float(np.trace(g))
         info.update({"components": cfg.components, "components_sample": int(n), "components_seed": seed,
                      "components_energy": round(float(values.sum()) / trace, 6) if trace > 0 else 0.0})
-        encoder = encoder.with_pooling(weights=weights, components=comps)
     info["fit_s"] = round(time.perf_counter() - t0, 3)
-    return encoder, info
+    return weights, comps, info
+
+
+def prepare(encoder: TextEncoder, cfg: PoolingConfig, batches: TextBatches, num_rows: int, seed: int = 0
+            ) -> tuple[TextEncoder, dict[str, Any]]:
+    """The encoder with the weights and components ``cfg`` asks for (see :func:`fit`), and the summary."""
+    weights, comps, info = fit(encoder, cfg, batches, num_rows, seed)
+    return encoder.with_pooling(weights=weights, components=comps), info
 
 
 def prepare_for_texts(encoder: TextEncoder, cfg: PoolingConfig, texts: list[str], seed: int = 0,
@@ -207,5 +216,5 @@ def anisotropy(vectors: np.ndarray) -> float | None:
     return float((x @ centroid).mean() / norm) if norm > 0 else 0.0
 
 
-__all__ = ["WEIGHTINGS", "anisotropy", "check", "count_words", "gram", "is_active", "prepare",
+__all__ = ["WEIGHTINGS", "anisotropy", "check", "count_words", "fit", "gram", "is_active", "prepare",
            "prepare_for_texts", "sample_rows", "sif_weights", "top_components", "wordfreq_frequencies"]

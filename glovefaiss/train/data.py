@@ -16,7 +16,6 @@ No torch at import: only :meth:`Tokenizer.__call__` and :meth:`TokenizedTexts.ba
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,11 +25,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..config import TokeniserConfig
 from ..errors import ConfigError, DataError
-from ..io.scored import read_scored_csv
+from ..io import beir
+from ..io.rows import JSONL_SUFFIXES, is_parquet, read_rows
+from ..io.scored import COLUMNS as SCORED_COLUMNS
+from ..io.scored import read_scored_csv, scored_from_rows
 from ..text.tokeniser import Tokeniser
 
 log = logging.getLogger(__name__)
@@ -51,13 +52,6 @@ class TokenizedTexts:
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
-
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def id_lists(self, rows: Sequence[int] | None = None) -> list[np.ndarray]:
-        rows = range(len(self)) if rows is None else rows
-        return [self.ids[self.offsets[r]: self.offsets[r + 1]] for r in rows]
 
     def batch(self, rows: Sequence[int] | np.ndarray):
         """LongTensor (len(rows), Lmax) right-padded with 0."""
@@ -85,7 +79,6 @@ class Tokenizer:
         if len(words) == 0 or words[0].as_py() != PAD:
             raise ConfigError(f"a model vocabulary starts with {PAD!r}")
         self.words: pa.Array = words
-        self._dict: dict[str, int] | None = None
 
     @property
     def vocab(self) -> list[str]:
@@ -250,11 +243,15 @@ def load_training_data(path: str | Path) -> PairData | ScoredData:
     if path.suffix.lower() == ".tsv" and path.parent.name == "qrels" and (path.parent.parent / "corpus.jsonl").is_file():
         return read_beir(path.parent.parent, path.stem)
     if path.suffix.lower() in (".csv", ".tsv"):
-        return _read_scored_csv(path)
-    rows = _read_rows(path)
-    cols = set(rows[0]) if rows else set()
-    if {"sentence1", "sentence2", "score"} <= cols:
-        return _scored_from_rows(rows, path)
+        return ScoredData(*read_scored_csv(path), str(path))
+    if not (is_parquet(path) or path.suffix.lower() in JSONL_SUFFIXES):
+        raise DataError(f"{path}: training data must be Parquet, JSONL, CSV, TSV or a BEIR directory")
+    rows = read_rows(path)
+    if not rows:
+        raise DataError(f"{path} has no rows")
+    cols = set(rows[0])
+    if set(SCORED_COLUMNS) <= cols:
+        return ScoredData(*scored_from_rows(rows, path), str(path))
     qcol = "query" if "query" in cols else "anchor" if "anchor" in cols else None
     if qcol and "positive" in cols:
         neg = "negative" if "negative" in cols else None
@@ -266,83 +263,24 @@ def load_training_data(path: str | Path) -> PairData | ScoredData:
     )
 
 
-def _read_rows(path: Path) -> list[dict]:
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic == b"PAR1":
-        rows = pq.read_table(path).to_pylist()
-    elif path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{n}: each line must be a JSON object")
-            rows.append(row)
-    else:
-        raise DataError(f"{path}: training data must be Parquet, JSONL, CSV, TSV or a BEIR directory")
-    if not rows:
-        raise DataError(f"{path} has no rows")
-    return rows
-
-
-def _scored_from_rows(rows: list[dict], path: Path) -> ScoredData:
-    try:
-        scores = np.asarray([float(r["score"]) for r in rows], dtype=np.float64)
-    except (TypeError, ValueError, KeyError):
-        raise DataError(f"{path}: every row needs a numeric 'score'") from None
-    return ScoredData([str(r["sentence1"] or "") for r in rows], [str(r["sentence2"] or "") for r in rows],
-                      scores, str(path))
-
-
-def _read_scored_csv(path: Path) -> ScoredData:
-    return ScoredData(*read_scored_csv(path), str(path))
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise DataError(f"BEIR directory {path.parent}: {path.name} is missing")
-    return _read_rows(path)
-
-
 def read_beir(directory: str | Path, split: str = "train") -> PairData:
-    """Judged (query, document) pairs of one qrels split; the whole corpus is the document pool."""
+    """Judged (query, document) pairs of one qrels split, in file order; the whole corpus is the document pool."""
     directory = Path(directory)
-    qrels_path = directory / "qrels" / f"{split}.tsv"
-    if not qrels_path.is_file():
-        have = sorted(p.stem for p in (directory / "qrels").glob("*.tsv")) if (directory / "qrels").is_dir() else []
-        raise DataError(f"{directory} is not a BEIR directory with a '{split}' split (qrels/{split}.tsv missing; "
-                        f"splits present: {', '.join(have) or 'none'})")
-    corpus = _read_jsonl(directory / "corpus.jsonl")
-    doc_ids = [str(d["_id"]) for d in corpus]
-    documents = [" ".join(x for x in ((d.get("title") or "").strip(), (d.get("text") or "").strip()) if x)
-                 for d in corpus]
-    queries = _read_jsonl(directory / "queries.jsonl")
-    query_index = {str(q["_id"]): i for i, q in enumerate(queries)}
+    qrels_path = beir.qrels_file(directory, split)
+    doc_ids, documents = beir.read_corpus(directory / "corpus.jsonl")
+    query_ids, queries = beir.read_queries(directory / "queries.jsonl")
+    query_index = {q: i for i, q in enumerate(query_ids)}
     doc_index = {d: i for i, d in enumerate(doc_ids)}
     pairs = []
-    with open(qrels_path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            parts = line.rstrip("\n").split("\t")
-            if n == 1 and parts[0] == "query-id":
-                continue
-            if len(parts) < 3:
-                if line.strip():
-                    raise DataError(f"{qrels_path}:{n}: expected query-id, corpus-id, score")
-                continue
-            qid, did, score = parts[0], parts[1], parts[2]
-            if float(score) <= 0:
-                continue
-            if qid not in query_index:
-                raise DataError(f"{qrels_path}:{n}: query {qid!r} is not in queries.jsonl")
-            if did not in doc_index:
-                raise DataError(f"{qrels_path}:{n}: document {did!r} is not in corpus.jsonl")
-            pairs.append((query_index[qid], doc_index[did]))
+    for j in beir.judgments(qrels_path):
+        if j.score <= 0:
+            continue
+        if j.query_id not in query_index:
+            raise DataError(f"{j.where}: query {j.query_id!r} is not in queries.jsonl")
+        if j.doc_id not in doc_index:
+            raise DataError(f"{j.where}: document {j.doc_id!r} is not in corpus.jsonl")
+        pairs.append((query_index[j.query_id], doc_index[j.doc_id]))
     if not pairs:
         raise DataError(f"{qrels_path} has no relevant (score > 0) judgments")
-    return PairData([q.get("text") or "" for q in queries], documents, np.asarray(pairs, dtype=np.int64), None,
-                    f"{directory} ({split})", [str(q["_id"]) for q in queries], doc_ids)
+    return PairData(queries, documents, np.asarray(pairs, dtype=np.int64), None, f"{directory} ({split})",
+                    query_ids, doc_ids)

@@ -27,6 +27,7 @@ import torch
 
 from ..config import Config
 from ..errors import ConfigError, ModelError
+from ..evaluation.metrics import evaluate_run, pearson, spearman
 from ..index import faiss_ops as faiss_index
 from .data import PairData, ScoredData, Tokenizer, load_training_data
 from .losses import SCORED_LOSSES
@@ -75,17 +76,8 @@ def peak_rss_mb() -> float:
 # Validation metrics (through the numpy towers)
 
 
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (ties get average ranks)."""
-    from scipy.stats import spearmanr
-
-    if len(x) < 2:
-        return float("nan")
-    return float(spearmanr(x, y).statistic)
-
-
 def evaluate_pairs(query_encoder, document_encoder, data: PairData, k: int = 10) -> dict[str, float]:
-    """recall@k and nDCG@k (binary relevance) of the judged queries against the whole document pool."""
+    """recall@k and nDCG@k x100 (binary relevance) of the judged queries against the whole document pool."""
     rel = data.relevant()
     qs = sorted(rel)
     docs = document_encoder.encode(_arrow(data.documents))
@@ -93,26 +85,21 @@ def evaluate_pairs(query_encoder, document_encoder, data: PairData, k: int = 10)
     idx = faiss_index.make_index(docs.shape[1], with_ids=False)
     faiss_index.add(idx, docs)
     _, labels = faiss_index.search(idx, queries, min(k, len(data.documents)))
-    empty = ~np.any(queries != 0, axis=1)
-    labels[empty] = -1
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    recall, ndcg = [], []
-    for row, q in zip(labels, qs):
-        r = rel[q]
-        hit = np.array([lab in r for lab in row.tolist()], dtype=float)
-        recall.append(hit.sum() / len(r))
-        ideal = discounts[: min(len(r), k)].sum()
-        ndcg.append(float((hit * discounts[: len(hit)]).sum() / ideal))
-    return {f"recall@{k}": float(np.mean(recall)) * 100, f"ndcg@{k}": float(np.mean(ndcg)) * 100}
+    empty = ~np.any(queries != 0, axis=1)  # no known word: no ranking, as the served index answers
+    run = {q: [] if e else [d for d in row.tolist() if d >= 0] for q, row, e in zip(qs, labels, empty)}
+    qrels = {q: dict.fromkeys(rel[q], 1) for q in qs}
+    means = evaluate_run(run, qrels, [f"recall@{k}", f"ndcg@{k}"])["metrics"]
+    return {m: v * 100 for m, v in means.items()}
 
 
 def evaluate_scored(query_encoder, document_encoder, data: ScoredData) -> dict[str, float]:
-    """Spearman and Pearson x100 between cos(sentence1, sentence2) and the gold scores."""
+    """Spearman and Pearson x100 between cos(sentence1, sentence2) and the gold scores (NaN below 2 pairs)."""
     a = query_encoder.encode(_arrow(data.first))
     b = document_encoder.encode(_arrow(data.second))
     cos = (a * b).sum(axis=1)
-    pearson = float(np.corrcoef(cos, data.scores)[0, 1]) if len(cos) > 1 else float("nan")
-    return {"spearman": spearman(cos, data.scores) * 100, "pearson": pearson * 100}
+    if len(cos) < 2:
+        return {"spearman": float("nan"), "pearson": float("nan")}
+    return {"spearman": spearman(cos, data.scores) * 100, "pearson": pearson(cos, data.scores) * 100}
 
 
 def _arrow(texts: Sequence[str]):
@@ -401,54 +388,40 @@ class TrainSummary:
 def _pooling_init(config: Config, tokenizer: Tokenizer, vectors: Any, emb, texts: list, seed: int):
     """Fold the config's ``pooling`` section (SIF weights, common components) into the initial model.
 
-    SIF weights ``a / (a + p(w))`` scale the embedding rows (a weighted mean is the mean of scaled
-    rows); the removal of the top common components (estimated on the training texts, as a
-    build estimates them on the corpus) becomes the projection's initial value. Returns
-    (weights of every word-vector row or None, components or None, a summary).
+    Both are fitted by :func:`glovefaiss.tower.sif.fit` on the training texts (as a build fits
+    them on its corpus), over the whole word-vector vocabulary. SIF weights scale the embedding
+    rows (a weighted mean is the mean of scaled rows); the removal of the components becomes the
+    projection's initial value. Returns (weights of every word-vector row or None, components or
+    None, a summary).
     """
     import pyarrow as pa
 
     from ..text.tokeniser import Tokeniser
     from ..text.vocabulary import Vocabulary
-    from ..tower import sif as weighting
+    from ..tower import sif
     from ..tower.encoder import TextEncoder
 
     pc_cfg = config.pooling
-    weighting.check(pc_cfg)
-    if not weighting.is_active(pc_cfg):
+    sif.check(pc_cfg)
+    if not sif.is_active(pc_cfg):
         return None, None, {"weighting": "mean"}
     if vectors is None:
         raise ConfigError("pooling.weighting/components need word vectors (embedding.type glove or word2vec)")
+    if pc_cfg.components > 0 and config.encoder.hidden_dim is None:
+        raise ConfigError("pooling.components needs a projection to start from: set encoder.hidden_dim "
+                          f"(e.g. {emb.embedding_dim}, the embedding size)")
     base_words = vectors.words.combine_chunks() if isinstance(vectors.words, pa.ChunkedArray) else vectors.words
-    base_rows = pc.index_in(tokenizer.words, value_set=base_words.cast(pa.string())).fill_null(-1)
-    base_rows = base_rows.to_numpy(zero_copy_only=False).astype(np.int64)
-    matrix = np.asarray(vectors.matrix, dtype=np.float32)
-    encoder = TextEncoder(Tokeniser(config.tokeniser), Vocabulary(base_words), matrix)
-    info: dict[str, Any] = {"weighting": pc_cfg.weighting}
-    weights = None
-    if pc_cfg.weighting == "sif":
-        if pc_cfg.frequencies == "corpus":
-            freqs = weighting.count_words(encoder, (pa.array(list(t), pa.string()) if not isinstance(t, pa.Array)
-                                                    else t for t in texts)).astype(np.float64)
-        else:
-            freqs = weighting.wordfreq_frequencies(base_words.to_pylist(), pc_cfg.frequencies.partition(":")[2] or "en")
-        weights = weighting.sif_weights(freqs, pc_cfg.sif_a)
+    encoder = TextEncoder(Tokeniser(config.tokeniser), Vocabulary(base_words), np.asarray(vectors.matrix, np.float32))
+    flat = [t if isinstance(t, pa.Array) else pa.array(list(t), pa.string()) for t in texts]
+    all_texts = pa.concat_arrays(flat) if flat else pa.array([], pa.string())
+    # One batch: the components sample is then taken from all texts at once.
+    weights, components, info = sif.fit(encoder, pc_cfg, lambda: [all_texts], len(all_texts), seed)
+    if weights is not None:
+        base_rows = pc.index_in(tokenizer.words, value_set=base_words.cast(pa.string())).fill_null(-1)
+        base_rows = base_rows.to_numpy(zero_copy_only=False).astype(np.int64)
         known = emb.known.numpy() & (base_rows >= 0)
         with torch.no_grad():
             emb.weight[torch.from_numpy(np.flatnonzero(known))] *= torch.from_numpy(weights[base_rows[known]])[:, None]
-        info.update({"sif_a": pc_cfg.sif_a, "frequencies": pc_cfg.frequencies})
-        encoder = TextEncoder(encoder.tokeniser, encoder.vocabulary, matrix * weights[:, None])
-    components = None
-    if pc_cfg.components > 0:
-        if config.encoder.hidden_dim is None:
-            raise ConfigError("pooling.components needs a projection to start from: set encoder.hidden_dim "
-                              f"(e.g. {emb.embedding_dim}, the embedding size)")
-        flat = [pa.array(list(t), pa.string()) if not isinstance(t, pa.Array) else t for t in texts]
-        all_texts = pa.concat_arrays(flat) if flat else pa.array([], pa.string())
-        rows = weighting.sample_rows(len(all_texts), pc_cfg.components_sample, seed)
-        g, n = weighting.gram(encoder, [all_texts.take(pa.array(rows))])
-        components, _ = weighting.top_components(g, pc_cfg.components)
-        info.update({"components": pc_cfg.components, "components_sample": int(n)})
     return weights, components, info
 
 
