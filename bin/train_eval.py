@@ -2,7 +2,7 @@
 
     train_eval.py DATA [--model MODEL_DIR | --config FILE] [--json]
 
-DATA: a BEIR ``qrels/<split>.tsv`` (e.g. ../shared/data/scifact/qrels/test.tsv) or STS pairs
+DATA: a BEIR ``qrels/<split>.tsv`` (e.g. path/to/scifact/qrels/test.tsv) or STS pairs
 (CSV/TSV sentence1, sentence2, score). Retrieval: the corpus is written to a temporary Parquet
 file, indexed with ``glovefaiss build`` (``--model``: the document tower; otherwise the config's
 frozen tower), and every query is answered by ``Index.search`` (the ``glovefaiss query`` path);
