@@ -73,7 +73,7 @@ def test_manifest_records_the_build(tmp_path, tiny_vectors, tiny_corpus):
     corpus, ids, texts = tiny_corpus
     result = build([corpus], tmp_path / "idx", config_for(tiny_vectors[0]), progress=False)
     m = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert m == result.manifest
+    assert m == result.manifest.to_dict()
     assert m["format_version"] == 2
     assert m["documents"] == 8
     assert m["empty_documents"] == 2  # "" and "Xylophones!"
@@ -158,3 +158,4 @@ def test_same_input_gives_identical_files(tmp_path, random_setup):
               progress=False).manifest
     assert a["shards"] == b["shards"]
     assert a["index"]["sha256"] == b["index"]["sha256"]
+

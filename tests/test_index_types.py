@@ -13,7 +13,7 @@ from glovefaiss.errors import ConfigError
 from glovefaiss.index import faiss_ops as faiss_index
 from glovefaiss.index.build import build
 from glovefaiss.index.search import Index
-from glovefaiss.index.tuning import exact_topk, recall_at_k, tune
+from glovefaiss.index.tuning import exact_topk, knn_recall, tune
 
 from .helpers import config_for, write_corpus, write_glove_text
 
@@ -151,7 +151,7 @@ def test_exact_topk_merges_chunks_like_one_search():
     labels = np.arange(1000, 2000)
     merged = exact_topk([(x[i:i + 77], labels[i:i + 77]) for i in range(0, 1000, 77)], q, 10)
     ref = labels[np.argsort(-(q @ x.T), axis=1)[:, :10]]
-    assert recall_at_k(merged, ref) == 1.0
+    assert knn_recall(merged, ref) == 1.0
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Bad input fails with one clear line; builds are atomic, resumable and deterministic."""
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -18,8 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from glovefaiss.cli import cli
+from glovefaiss.config import Config
 from glovefaiss.index.build import build
 from glovefaiss.index.search import Index
+from glovefaiss.index.writer import SerialCalls, write_shards
+from glovefaiss.io.corpus import Corpus, open_corpus
 from glovefaiss.text.tokeniser import Tokeniser
 from glovefaiss.tower.encoder import TextEncoder, Vocabulary
 
@@ -241,20 +245,47 @@ def test_kill_9_then_resume_equals_clean_build(tmp_path):
     assert not partial.exists()
 
 
-def test_interrupted_build_keeps_previous_index(tmp_path, tiny_vectors, tiny_corpus, monkeypatch):
+def _journal_shards(partial) -> int:
+    """How many complete shards the partial directory's journal lists (0 before it exists)."""
+    try:
+        return len(json.loads((partial / "build-state.json").read_text())["shards"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _InterruptedCorpus(Corpus):
+    """A corpus whose reading is interrupted (Ctrl-C) at batch ``at``."""
+
+    at: int = 2
+
+    def batches(self, batch_size):
+        for i, batch in enumerate(super().batches(batch_size)):
+            if i == self.at:
+                raise KeyboardInterrupt
+            yield batch
+
+
+def test_interrupted_build_keeps_previous_index_then_resumes(tmp_path, tiny_vectors, tiny_corpus):
     out = tmp_path / "idx"
-    cfg = config_for(tiny_vectors[0])
-    build([tiny_corpus[0]], out, cfg, progress=False)
+    cfg = config_for(tiny_vectors[0], shard_rows=2, batch_size=2, threads=1)
+    build([tiny_corpus[0]], tmp_path / "clean", cfg, progress=False)
+    build([tiny_corpus[0]], out, config_for(tiny_vectors[0]), progress=False)
     before = _sums(out)
 
-    def boom(*a, **k):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr("glovefaiss.index.build._duplicates", boom)
+    plain = open_corpus([tiny_corpus[0]], "id", "text")
+    interrupted = _InterruptedCorpus(**{f.name: getattr(plain, f.name) for f in dataclasses.fields(Corpus)})
     with pytest.raises(KeyboardInterrupt):
-        build([tiny_corpus[0]], out, cfg, overwrite=True, progress=False)
+        build(interrupted, out, cfg, overwrite=True, progress=False)
     assert _sums(out) == before
     assert Index.load(out).hits("the cat sat on the mat", k=1)[0]["id"] == 10
+    kept = _journal_shards(tmp_path / ".idx.partial")
+    assert 1 <= kept <= 2  # the shard of batch 0, and that of batch 1 if it was written before the interrupt
+
+    resumed = build([tiny_corpus[0]], out, cfg, overwrite=True, resume=True, progress=False)
+    assert resumed.manifest.timings["resumed_documents"] == 2 * kept
+    assert _sums(out) == _sums(tmp_path / "clean")
+    assert not (tmp_path / ".idx.partial").exists()
 
 
 # --- properties -----------------------------------------------------------------------------
@@ -309,11 +340,9 @@ def test_search_results_sorted_and_bounded(property_index, query, k):
     assert np.all((scores >= -1 - 1e-5) & (scores <= 1 + 1e-5))
 
 
-def test_serial_writer_keeps_order_and_raises_failures():
-    from glovefaiss.index.build import _Serial
-
+def test_serial_calls_keep_order_and_raise_failures():
     done = []
-    with _Serial() as s:
+    with SerialCalls() as s:
         for i in range(5):
             s.submit(done.append, i)
     assert done == [0, 1, 2, 3, 4]
@@ -325,7 +354,23 @@ def test_serial_writer_keeps_order_and_raises_failures():
 
     done.clear()
     with pytest.raises(OSError, match="disk full"):
-        with _Serial() as s:
+        with SerialCalls() as s:
             for i in range(4):
                 s.submit(fail, i)
     assert done[0] == 0 and 1 not in done
+
+
+def test_a_failing_shard_write_stops_write_shards(tmp_path):
+    corpus = open_corpus([write_corpus(tmp_path / "c.parquet", list(range(12)), ["the cat"] * 12, pa.int64())],
+                         "id", "text")
+    bc = Config().replace({"build.shard_rows": 3, "build.batch_size": 2, "build.threads": 2}).build
+    seen = []
+
+    def on_shard(entry):  # runs on the writing thread, after the shard's files are complete
+        if len(seen) == 1:
+            raise OSError("disk full")
+        seen.append(entry["file"])
+
+    with pytest.raises(OSError, match="disk full"):
+        write_shards(corpus, tmp_path / "out", ENCODER, bc, store_text=False, row_group_rows=3, on_shard=on_shard)
+    assert seen == ["shards/part-00000.parquet"]
