@@ -29,8 +29,7 @@ def test_flat_search_equals_brute_force(tmp_path, random_setup):
     cfg = config_for(vec_path, batch_size=37, shard_rows=101, row_group_rows=13, threads=2)
     result = build([corpus], tmp_path / "idx", cfg, progress=False)
     assert result.documents == len(texts)
-    m = result.manifest
-    assert [s["rows"] for s in m["shards"]] == [101] * 9 + [88]
+    assert [s["rows"] for s in result.manifest.shards] == [101] * 9 + [88]
 
     stored = ds.dataset(tmp_path / "idx" / "shards", format="parquet").to_table()
     assert stored.column("id").to_pylist() == ids.tolist()
@@ -156,8 +155,8 @@ def test_same_input_gives_identical_files(tmp_path, random_setup):
     a = build([corpus], tmp_path / "a", config_for(vec_path, batch_size=50, shard_rows=300), progress=False).manifest
     b = build([corpus], tmp_path / "b", config_for(vec_path, batch_size=333, shard_rows=300, threads=1),
               progress=False).manifest
-    assert a["shards"] == b["shards"]
-    assert a["index"]["sha256"] == b["index"]["sha256"]
+    assert a.shards == b.shards
+    assert a.index["sha256"] == b.index["sha256"]
 
 
 def test_parts_written_apart_then_finished_once_equal_one_build(tmp_path, random_setup):

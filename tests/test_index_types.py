@@ -51,7 +51,7 @@ def test_each_index_type_builds_and_answers(tmp_path, topic_corpus, kind):
     _, vec, corpus, texts = topic_corpus
     cfg = config_for(vec, index=kind, tune_queries=200)
     result = build([corpus], tmp_path / "idx", cfg, progress=False)
-    info = result.manifest["index"]
+    info = result.manifest.index
     assert info["type"] == kind and info["ntotal"] == len(texts)
     idx = Index.load(tmp_path / "idx")
     # A document's own text finds it (exact duplicates aside) with any family.
@@ -224,7 +224,7 @@ def test_auto_tries_fast_scan_when_the_first_family_is_slow(tmp_path, topic_corp
     # Any latency is over a zero budget: auto must build and tune the alternative too.
     result = build([corpus], tmp_path / "idx", config_for(vec, tune_queries=200, auto_latency_ms=0.0),
                    progress=False)
-    info = result.manifest["index"]
+    info = result.manifest.index
     kinds = [c["type"] for c in info["candidates"]]
     assert kinds == ["ivf", "ivf-fastscan"]
     kept = next(c for c in info["candidates"] if c["type"] == info["type"])
@@ -238,4 +238,4 @@ def test_auto_tries_fast_scan_when_the_first_family_is_slow(tmp_path, topic_corp
     # Within budget (the default), the first family is kept without trying others.
     result = build([corpus], tmp_path / "idx2", config_for(vec, tune_queries=200, auto_latency_ms=1e9),
                    progress=False)
-    assert result.manifest["index"]["type"] == "ivf" and "candidates" not in result.manifest["index"]
+    assert result.manifest.index["type"] == "ivf" and "candidates" not in result.manifest.index
