@@ -183,7 +183,7 @@ def measure_encode(corpus: Path, vectors, docs: int) -> dict:
     import pyarrow as pa
 
     from glovefaiss import Config
-    from glovefaiss.index.build import pooling_backend
+    from glovefaiss.index.writer import pooling_backend
     from glovefaiss.tower.encoder import encoder_from_config
 
     config = Config()

@@ -43,7 +43,7 @@ def measure_queries(index_dir: Path, texts: list[str], k: int = 10, warmup: int 
     import faiss
 
     import glovefaiss
-    from glovefaiss.index.tuning import recall_at_k
+    from glovefaiss.index.tuning import knn_recall
 
     idx = glovefaiss.Index.load(index_dir)
     vecs = idx.encode(texts)
@@ -55,7 +55,7 @@ def measure_queries(index_dir: Path, texts: list[str], k: int = 10, warmup: int 
     lat = each_once({"hits": lambda i: idx.hits(texts[i], k), "search": lambda i: idx.search(texts[i], k)},
                     range(warmup, len(texts)))
     truth = exact_reference(index_dir, vecs, k)
-    recall = recall_at_k(idx.search(texts, k).ids, truth)
+    recall = knn_recall(idx.search(texts, k).ids, truth)
     batch = texts[:2000]
     idx.search(batch[:100], k)
     qps = len(batch) / timed(idx.search, batch, k)[1]

@@ -72,7 +72,7 @@ def retrieval(qrels: Path, model: Path | None, config_path: Path | None) -> dict
 
 def sts(path: Path, model: Path | None, config_path: Path | None) -> dict:
     from glovefaiss.config import load_config
-    from glovefaiss.index.build import encoder_from_config
+    from glovefaiss.tower.encoder import encoder_from_config
     from glovefaiss.tower.model_dir import load_towers
     from glovefaiss.train.data import load_training_data
     from glovefaiss.train.fit import evaluate_scored

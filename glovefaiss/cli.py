@@ -116,26 +116,26 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
     })
     result = run_build(list(corpus), out, config=config, overwrite=overwrite, resume=resume, progress=_progress())
     if as_json:
-        click.echo(json.dumps(result.manifest, indent=2))
+        click.echo(json.dumps(result.manifest.to_dict(), indent=2))
     m = result.manifest
     _note(
         f"built {result.out_dir}: {result.documents:,} documents in {result.seconds:.1f} s "
-        f"({m['timings']['docs_per_s'] or 0:,.0f} docs/s encoding), OOV rate {result.oov_rate:.1%}, "
+        f"({m.timings['docs_per_s'] or 0:,.0f} docs/s encoding), OOV rate {result.oov_rate:.1%}, "
         f"{result.empty_documents:,} empty documents, index {human_bytes(result.index_bytes)} "
-        f"(+ {'towers' if 'document_tower' in m else 'query tower'} {human_bytes(result.tower_bytes)}), "
-        f"anisotropy {m.get('anisotropy') or 0:.3f} (mean cosine to the centroid)")
-    tuning = m["index"].get("tuning")
+        f"(+ {'towers' if m.document_tower else 'query tower'} {human_bytes(result.tower_bytes)}), "
+        f"anisotropy {m.anisotropy or 0:.3f} (mean cosine to the centroid)")
+    tuning = m.index.get("tuning")
     if tuning:
         params = _params(tuning["params"])
         lb = tuning.get("recall_lower_bound", tuning["recall"])
         verdict = ("" if tuning["reached"] else
                    f" - target {tuning['target_recall']} NOT reached (short by {tuning['target_recall'] - lb:.3f})")
         _note(
-            f"index {m['index']['type']} ({m['index']['key']}): recall@{tuning['k']} {tuning['recall']:.3f} "
+            f"index {m.index['type']} ({m.index['key']}): recall@{tuning['k']} {tuning['recall']:.3f} "
             f"(95% lower bound {lb:.3f}) "
             f"with {params}; single query p50 {tuning['p50_ms']:.3f} ms, p99 {tuning['p99_ms']:.3f} ms; "
             f"batch {tuning['batch_qps']:,.0f} queries/s{verdict}")
-    candidates = m["index"].get("candidates", [])
+    candidates = m.index.get("candidates", [])
     if candidates:
         _note("index auto compared: " + "; ".join(
             f"{c['type']} ({c['key']}) recall@{tuning['k']} {c['recall']:.3f}, p50 {c['p50_ms']:.3f} ms"
@@ -227,7 +227,7 @@ def add(index_dir, corpus, id_column, text_column, threads):
                       progress=_progress())
     _note(f"added {r.added:,} documents to {r.out_dir} in {r.seconds:.1f} s; it now holds {r.documents:,}")
     if r.retuned:
-        t, k = r.retuned, r.manifest["index"]["tuning"]["k"]
+        t, k = r.retuned, r.manifest.index["tuning"]["k"]
         _note(f"search retuned: {_params(t['params_before'])} -> {_params(t['params'])}, recall@{k} "
               f"{t['recall']:.3f}{'' if t['reached'] else ' (target not reached)'}, p50 {t['p50_ms']:.3f} ms")
 
@@ -402,13 +402,13 @@ def eval_sts(pairs, index_dir, model_dir, config_path, glove, fit_on, fmt):
         reports = [evaluate_sts(query_encoder, a, b, s, name=p.name, document_encoder=document_encoder)
                    for p, a, b, s in loaded]
     elif index_dir is not None:
-        from .index.layout import TOWER_DIR, read_manifest
+        from .index.layout import read_manifest
         from .tower.encoder import load_encoder
 
         m = read_manifest(index_dir)
-        encoder = load_encoder(Path(index_dir) / m.get("query_tower", {}).get("dir", TOWER_DIR))
+        encoder = load_encoder(Path(index_dir) / m.query_tower_dir)
         # An index built with an untied model also carries its document tower: sentence2 goes through it.
-        document = load_encoder(Path(index_dir) / m["document_tower"]["dir"]) if "document_tower" in m else None
+        document = load_encoder(Path(index_dir) / m.document_tower_dir) if m.document_tower else None
         reports = [evaluate_sts(encoder, a, b, s, name=p.name, document_encoder=document) for p, a, b, s in loaded]
     else:
         from .vectors.sources import load_vectors

@@ -29,8 +29,7 @@ def test_flat_search_equals_brute_force(tmp_path, random_setup):
     cfg = config_for(vec_path, batch_size=37, shard_rows=101, row_group_rows=13, threads=2)
     result = build([corpus], tmp_path / "idx", cfg, progress=False)
     assert result.documents == len(texts)
-    m = result.manifest
-    assert [s["rows"] for s in m["shards"]] == [101] * 9 + [88]
+    assert [s["rows"] for s in result.manifest.shards] == [101] * 9 + [88]
 
     stored = ds.dataset(tmp_path / "idx" / "shards", format="parquet").to_table()
     assert stored.column("id").to_pylist() == ids.tolist()
@@ -73,7 +72,7 @@ def test_manifest_records_the_build(tmp_path, tiny_vectors, tiny_corpus):
     corpus, ids, texts = tiny_corpus
     result = build([corpus], tmp_path / "idx", config_for(tiny_vectors[0]), progress=False)
     m = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert m == result.manifest
+    assert m == result.manifest.to_dict()
     assert m["format_version"] == 2
     assert m["documents"] == 8
     assert m["empty_documents"] == 2  # "" and "Xylophones!"
@@ -156,5 +155,68 @@ def test_same_input_gives_identical_files(tmp_path, random_setup):
     a = build([corpus], tmp_path / "a", config_for(vec_path, batch_size=50, shard_rows=300), progress=False).manifest
     b = build([corpus], tmp_path / "b", config_for(vec_path, batch_size=333, shard_rows=300, threads=1),
               progress=False).manifest
-    assert a["shards"] == b["shards"]
-    assert a["index"]["sha256"] == b["index"]["sha256"]
+    assert a.shards == b.shards
+    assert a.index["sha256"] == b.index["sha256"]
+
+
+def test_parts_written_apart_then_finished_once_equal_one_build(tmp_path, random_setup):
+    from glovefaiss.index.writer import finish_index, new_manifest, write_shards
+    from glovefaiss.io.corpus import open_corpus
+    from glovefaiss.tower.encoder import encoder_from_config
+
+    _, _, _, vec_path, texts = random_setup
+    a = write_corpus(tmp_path / "a.parquet", list(range(600)), texts[:600], pa.int64())
+    b = write_corpus(tmp_path / "b.parquet", list(range(600, len(texts))), texts[600:], pa.int64())
+    cfg = config_for(vec_path, shard_rows=300, index="ivf", tune_queries=200)
+    whole = build([a, b], tmp_path / "whole", cfg, progress=False).manifest
+
+    # The seam a distributed build uses: each part into shard numbers of its own, the index once.
+    out = tmp_path / "parts"
+    out.mkdir()
+    encoder, _ = encoder_from_config(cfg)
+    bc = cfg.build
+    parts = [write_shards(open_corpus([path]), out, encoder, bc, store_text=True, row_group_rows=bc.row_group_rows,
+                          first_shard=first) for path, first in ((b, 2), (a, 0))]  # in any order
+    assert [s["file"] for s in parts[0].shards] == ["shards/part-00002.parquet", "shards/part-00003.parquet"]
+    shards = parts[1].shards + parts[0].shards
+    everything = open_corpus([a, b])
+    finished = finish_index(out, shards, pa.chunked_array(parts[1].ids + parts[0].ids), everything, cfg, encoder,
+                            encoder.dim)
+    m = new_manifest(cfg, everything, encoder, shards, finished, {}, {"query": {"files": {}}}, {})
+    assert m.shards == whole.shards
+    assert m.index["sha256"] == whole.index["sha256"] and m.index["params"] == whole.index["params"]
+    assert (m.documents, m.tokens, m.oov_rate, m.top_oov_words, m.anisotropy) == (
+        whole.documents, whole.tokens, whole.oov_rate, whole.top_oov_words, whole.anisotropy)
+    assert sorted(p.name for p in out.iterdir()) == ["ids_order.npy", "ids_sorted.npy", "index.faiss", "shards",
+                                                     "texts"]
+
+
+def test_manifest_reads_and_writes_back_unchanged(tmp_path, tiny_vectors, tiny_corpus):
+    from glovefaiss.index.layout import Manifest, read_manifest, write_manifest
+
+    out = tmp_path / "idx"
+    build([tiny_corpus[0]], out, config_for(tiny_vectors[0]), progress=False, extra_manifest={"model": {"id": "m1"}})
+    m = read_manifest(out)
+    assert isinstance(m, Manifest) and m.extra == {"model": {"id": "m1"}}
+    assert m.labels_are_ids and m.index_file == "index.faiss" and m.query_tower_dir == "query_tower"
+    assert m.document_tower is None and m.document_tower_dir == "query_tower"
+    # The JSON view, for code that reads manifest["key"]:
+    assert m["model"] == {"id": "m1"} and m["documents"] == 8 and m.get("document_tower") is None
+    assert "document_tower" not in m and "anisotropy" in m and "extra" not in m
+    keys = list(json.loads((out / "manifest.json").read_text()))
+    assert keys[-3:] == ["timings", "model", "pooling"]
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    write_manifest(copy, m)
+    assert (copy / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()
+
+
+@pytest.mark.parametrize("drop", ["shards", "index"])
+def test_manifest_without_a_required_section_is_refused(tmp_path, tiny_vectors, tiny_corpus, drop):
+    out = tmp_path / "idx"
+    build([tiny_corpus[0]], out, config_for(tiny_vectors[0]), progress=False)
+    m = json.loads((out / "manifest.json").read_text())
+    del m[drop]
+    (out / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(IndexDirError, match=f"corrupt \\(no '{drop}'\\); rebuild the index"):
+        Index.load(out)

@@ -13,7 +13,7 @@ from glovefaiss.errors import ConfigError
 from glovefaiss.index import faiss_ops as faiss_index
 from glovefaiss.index.build import build
 from glovefaiss.index.search import Index
-from glovefaiss.index.tuning import exact_topk, recall_at_k, tune
+from glovefaiss.index.tuning import exact_topk, knn_recall, tune
 
 from .helpers import config_for, write_corpus, write_glove_text
 
@@ -51,7 +51,7 @@ def test_each_index_type_builds_and_answers(tmp_path, topic_corpus, kind):
     _, vec, corpus, texts = topic_corpus
     cfg = config_for(vec, index=kind, tune_queries=200)
     result = build([corpus], tmp_path / "idx", cfg, progress=False)
-    info = result.manifest["index"]
+    info = result.manifest.index
     assert info["type"] == kind and info["ntotal"] == len(texts)
     idx = Index.load(tmp_path / "idx")
     # A document's own text finds it (exact duplicates aside) with any family.
@@ -151,7 +151,7 @@ def test_exact_topk_merges_chunks_like_one_search():
     labels = np.arange(1000, 2000)
     merged = exact_topk([(x[i:i + 77], labels[i:i + 77]) for i in range(0, 1000, 77)], q, 10)
     ref = labels[np.argsort(-(q @ x.T), axis=1)[:, :10]]
-    assert recall_at_k(merged, ref) == 1.0
+    assert knn_recall(merged, ref) == 1.0
 
 
 @pytest.mark.slow
@@ -224,7 +224,7 @@ def test_auto_tries_fast_scan_when_the_first_family_is_slow(tmp_path, topic_corp
     # Any latency is over a zero budget: auto must build and tune the alternative too.
     result = build([corpus], tmp_path / "idx", config_for(vec, tune_queries=200, auto_latency_ms=0.0),
                    progress=False)
-    info = result.manifest["index"]
+    info = result.manifest.index
     kinds = [c["type"] for c in info["candidates"]]
     assert kinds == ["ivf", "ivf-fastscan"]
     kept = next(c for c in info["candidates"] if c["type"] == info["type"])
@@ -238,4 +238,4 @@ def test_auto_tries_fast_scan_when_the_first_family_is_slow(tmp_path, topic_corp
     # Within budget (the default), the first family is kept without trying others.
     result = build([corpus], tmp_path / "idx2", config_for(vec, tune_queries=200, auto_latency_ms=1e9),
                    progress=False)
-    assert result.manifest["index"]["type"] == "ivf" and "candidates" not in result.manifest["index"]
+    assert result.manifest.index["type"] == "ivf" and "candidates" not in result.manifest.index

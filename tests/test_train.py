@@ -232,8 +232,8 @@ def test_sif_initialisation_equals_the_served_sif_tower(tmp_path, tiny_vectors, 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from glovefaiss.index.build import encoder_from_config
     from glovefaiss.tower import sif as weighting
+    from glovefaiss.tower.encoder import encoder_from_config
     from glovefaiss.tower.model_dir import load_towers
     from glovefaiss.train.fit import train
 

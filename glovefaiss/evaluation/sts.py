@@ -46,8 +46,8 @@ def evaluate_sts(encoder: TextEncoder, a: Sequence[str], b: Sequence[str], gold:
 
 def sts_encoder(config, sentences: Iterable[str], vectors=None) -> tuple[TextEncoder, dict[str, Any]]:
     """The config's tower, with its SIF weights and components fitted on ``sentences``."""
-    from ..index.build import encoder_from_config
     from ..tower import sif
+    from ..tower.encoder import encoder_from_config
 
     encoder, _ = encoder_from_config(config, vectors)
     return sif.prepare_for_texts(encoder, config.pooling, list(sentences), seed=config.seed)

@@ -177,6 +177,14 @@ def family(index: faiss.Index) -> str:
     return "flat"
 
 
+def nlist_of(index: faiss.Index) -> int:
+    """The IVF list count of an index (1 when it has no inverted lists)."""
+    for sub in _chain(index):
+        if isinstance(sub, faiss.IndexIVF):
+            return int(sub.nlist)
+    return 1
+
+
 def set_params(index: faiss.Index, params: dict) -> None:
     """Apply search parameters (nprobe, efSearch, k_factor) wherever they belong in the index."""
     for sub in _chain(index):

@@ -51,7 +51,7 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
     ``queries``: the vectors to tune with (default: a sample of the documents themselves, which
     flatters recall: a document sits in its own IVF cell). With ``index: auto``, when the tuned
     single-query p50 exceeds ``bc.auto_latency_ms``, other families (see
-    :func:`index.alternatives`) are built and tuned too, and the fastest one that reaches the
+    :func:`.faiss_ops.alternatives`) are built and tuned too, and the fastest one that reaches the
     target is kept (or, if none does, the one with the highest recall); all are recorded.
     """
     reader = ShardReader(directory, shards)

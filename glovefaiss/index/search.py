@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import IndexDirError, QueryError
 from ..tower.encoder import TextEncoder, load_encoder
 from . import faiss_ops as faiss_index
-from .layout import INDEX_FILE, TOWER_DIR, check_sizes, read_manifest
+from .layout import check_sizes, read_manifest
 from .shards import ShardReader, TextStore, load_id_lookup
 
 logger = logging.getLogger(__name__)
@@ -74,21 +74,21 @@ class Index:
         manifest = read_manifest(directory)
         check_sizes(directory, manifest)
         try:
-            encoder = load_encoder(directory / manifest.get("query_tower", {}).get("dir", TOWER_DIR), mmap=mmap)
+            encoder = load_encoder(directory / manifest.query_tower_dir, mmap=mmap)
         except (OSError, KeyError, ValueError) as e:
             raise IndexDirError(f"{directory}: the query tower is missing or damaged ({e}); rebuild the index") from None
-        idx = faiss_index.load(directory / manifest["index"].get("file", INDEX_FILE), mmap=mmap)
-        faiss_index.set_params(idx, manifest["index"].get("params", {}))
-        reader = ShardReader(directory, manifest["shards"])
+        idx = faiss_index.load(directory / manifest.index_file, mmap=mmap)
+        faiss_index.set_params(idx, manifest.index.get("params", {}))
+        reader = ShardReader(directory, manifest.shards)
         if idx.ntotal != reader.num_rows:
             raise IndexDirError(
                 f"{directory}: the index holds {idx.ntotal} vectors but the shards {reader.num_rows} rows; rebuild the index"
             )
-        by_row = manifest["index"]["labels"] == "row"
-        texts = TextStore(directory, manifest["shards"]) if manifest.get("store_text") else None
+        by_row = not manifest.labels_are_ids
+        texts = TextStore(directory, manifest.shards) if manifest.store_text else None
         self = cls(encoder, idx, None, texts, manifest)
         self._id_source = reader
-        if manifest.get("id_lookup"):
+        if manifest.id_lookup:
             self._id_order = load_id_lookup(directory, mmap=mmap)
         if by_row:
             # String ids: FAISS labels are row numbers; the ids come from the shards (needs pyarrow).

@@ -227,8 +227,6 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
-
-
 class TextStore:
     """Texts by global row number from the shards' memory-mapped packed texts."""
 

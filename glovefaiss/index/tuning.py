@@ -1,15 +1,27 @@
-"""Choose an index's search parameters for a recall target, measured against exact search."""
+"""Choose an index's search parameters for a recall target, measured against exact search.
+
+Also the queries to tune with: windows of a corpus's documents (like a user's short queries)
+or a file of the user's own queries.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
+import pyarrow as pa
 
+from ..errors import ConfigError, QueryError
 from . import faiss_ops as faiss_index
+
+if TYPE_CHECKING:
+    from ..io.corpus import Corpus
+    from ..tower.encoder import TextEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +80,15 @@ def recall_per_query(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.asarray(hits, dtype=np.float64) / k
 
 
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean over queries of |found ∩ truth| / k."""
+def knn_recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over queries of |found ∩ truth| / k: how much of the exact top-k a search finds.
+
+    Not the evaluation metric recall@k (:mod:`glovefaiss.evaluation.retrieval`), which counts
+    judged-relevant documents.
+    """
     return float(np.mean(recall_per_query(found, truth)))
+
+
 
 
 def lower_bound(per_query: np.ndarray) -> float:
@@ -113,13 +131,6 @@ def _grid(fam: str, nlist: int) -> list[list[dict]]:
     return [[{}]]
 
 
-def _nlist(index: faiss.Index) -> int:
-    for sub in faiss_index._chain(index):
-        if isinstance(sub, faiss.IndexIVF):
-            return int(sub.nlist)
-    return 1
-
-
 def tune(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, k: int = 10,
          target_recall: float = 0.95) -> Tuning:
     """The fastest setting reaching ``target_recall`` (recall@k of ``queries`` against ``truth``).
@@ -133,7 +144,7 @@ def tune(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, k: int = 10
     fam = faiss_index.family(index)
     tried, winners = [], []
     best: tuple[float, dict, float] = (-1.0, {}, -1.0)
-    for line in _grid(fam, _nlist(index)):
+    for line in _grid(fam, faiss_index.nlist_of(index)):
         history: list[float] = []
         for params in line:
             faiss_index.set_params(index, params)
@@ -172,3 +183,54 @@ def tune(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, k: int = 10
     return Tuning(params=params, recall=round(r, 4), recall_lower_bound=round(lb, 4), target_recall=target_recall,
                   k=k, queries=len(queries),
                   reached=reached, p50_ms=round(p50, 4), p99_ms=round(p99, 4), batch_qps=round(qps, 1), tried=tried)
+
+
+WINDOW_QUERIES = "windows of 2-8 words from sampled documents"  # the tuning queries' source, as recorded
+
+
+def window_sample(num_rows: int, n: int, seed: int) -> tuple[np.ndarray, np.random.Generator]:
+    """(sorted rows of the documents to cut ``n`` window queries from, the generator that cuts them)."""
+    rng = np.random.default_rng([seed, 11])
+    return np.sort(rng.choice(num_rows, min(2 * n, num_rows), replace=False)), rng
+
+
+def window_queries(texts: list[str], encoder: TextEncoder, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``n`` query vectors, each a random window of 2-8 tokens of one of ``texts``."""
+    queries = []
+    for tokens in encoder.tokeniser.tokenise_arrow(pa.array(texts, pa.string())).to_pylist():
+        if tokens:
+            length = int(rng.integers(2, 9))
+            start = int(rng.integers(0, max(1, len(tokens) - length + 1)))
+            queries.append(" ".join(tokens[start:start + length]))
+    vectors = encoder.encode(pa.array(queries, pa.string()))
+    return vectors[np.any(vectors != 0, axis=1)][:n]
+
+
+def corpus_window_queries(corpus: Corpus, encoder: TextEncoder, n: int, seed: int) -> np.ndarray:
+    """Query vectors like a user's: windows of 2-8 tokens from documents sampled (seeded) from the corpus."""
+    rows, rng = window_sample(corpus.num_rows, n, seed)
+    texts: list[str] = []
+    pos = 0
+    for _, batch in corpus.batches(65536):
+        lo, hi = np.searchsorted(rows, [pos, pos + len(batch)])
+        if hi > lo:
+            texts += batch.take(pa.array(rows[lo:hi] - pos)).to_pylist()
+        pos += len(batch)
+    return window_queries(texts, encoder, n, rng)
+
+
+def file_tuning_queries(path: str | Path, encoder: TextEncoder, n: int, seed: int) -> tuple[np.ndarray, str]:
+    """(vectors, description) of up to ``n`` queries of a query file (a seeded sample when it holds more)."""
+    from ..io.rows import read_queries
+
+    try:
+        _, texts = read_queries(path)
+    except QueryError as e:
+        raise ConfigError(f"--tuning-queries: {e}") from None
+    vectors = encoder.encode(pa.array(texts, pa.string()))
+    vectors = vectors[np.any(vectors != 0, axis=1)]
+    if not len(vectors):
+        raise ConfigError(f"--tuning-queries: none of the {len(texts)} queries in {path} has a word in the vocabulary")
+    if len(vectors) > n:
+        vectors = vectors[np.sort(np.random.default_rng([seed, 12]).choice(len(vectors), n, replace=False))]
+    return vectors, f"{len(vectors)} queries from {path}"
