@@ -105,4 +105,4 @@ def test_only_train_imports_torch():
             if any(n.split(".")[0] == "torch" for n in names) and parts[0] != "train":
                 torch_users.append("/".join(parts))
     # The build may pool big batches with torch's embedding bag (same bits as numpy, 3x faster).
-    assert sorted(set(torch_users)) == ["index/build", "tower/encoder", "tower/pooling"]
+    assert sorted(set(torch_users)) == ["index/writer", "tower/encoder", "tower/pooling"]
