@@ -139,3 +139,14 @@ def served_indexes(root: Path) -> dict:
         build([ints], root / "ints", config_for(vectors), progress=False)
         build([strs], root / "strs", config_for(vectors), progress=False)
     return {"root": root, "vectors": vectors, "ints": root / "ints", "strs": root / "strs"}
+
+
+def run_example(name: str) -> list[str]:
+    """Run ``examples/NAME`` in a fresh interpreter (offline, as a user would) and return its stdout lines."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, str(root / "examples" / name)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()

@@ -9,7 +9,7 @@ import pytest
 
 from glovefaiss.index.build import build
 
-from .helpers import config_for
+from .helpers import config_for, run_example
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,10 +52,7 @@ def test_cli_query_on_integer_ids_starts_without_pyarrow(tmp_path, tiny_vectors,
 
 @pytest.mark.slow
 def test_glove_search_example_runs_offline():
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "glove_search_example.py")],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    lines = run_example("glove_search_example.py")
     assert len(lines) == 3
     assert lines[0].endswith("Kittens love to play with yarn.") or lines[0].endswith("The cat sat on the mat.")
 

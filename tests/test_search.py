@@ -15,7 +15,7 @@ from glovefaiss.train.model_dir import save_model
 from glovefaiss.train.search import SemanticSearch
 
 from .helpers import make_two_tower as make
-from .helpers import pair_data
+from .helpers import pair_data, run_example
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ["the cat sat on the mat", "stock market fell sharply", "boat on the river", "dog barked loudly",
@@ -48,10 +48,7 @@ def test_semantic_search_matches_brute_force(tmp_path, tiny_vectors):
 
 @pytest.mark.slow
 def test_two_tower_example_runs_offline():
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "two_tower_glove_example.py")],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
+    lines = run_example("two_tower_glove_example.py")
     assert len(lines) == 4 and lines[0].startswith("trained 5 triplets for 5 epochs")
     assert lines[1].endswith("Kittens love to play with yarn.") or lines[1].endswith("The cat sat on the mat.")
 
