@@ -154,11 +154,12 @@ class Index:
         empty = self._empty_rows()
         depth = min(k + min(len(empty), k), max(n, 1))
         scores, labels, rows = self._search_rows(vectors, depth)
+        zero = ~np.any(vectors != 0, axis=1)
         if len(empty):
             keep = ~_sorted_contains(empty, rows)
             # Deeper only for the queries that lost more than min(#empty, k) slots: then the first
             # depth rows held more empty documents than expected, and k + #empty rows always suffice.
-            short = np.flatnonzero((keep.sum(axis=1) < width) & (depth < n))
+            short = np.flatnonzero((keep.sum(axis=1) < width) & (depth < n) & ~zero)
             if len(short):
                 full = min(k + len(empty), n)
                 s2, l2, r2 = self._search_rows(vectors[short], full)
@@ -172,7 +173,6 @@ class Index:
             scores, labels, rows = (np.take_along_axis(a, order, axis=1) for a in (scores, labels, rows))
             dropped = ~np.take_along_axis(keep, order, axis=1)
             scores[dropped], labels[dropped], rows[dropped] = -np.inf, -1, -1
-        zero = ~np.any(vectors != 0, axis=1)
         scores[zero], labels[zero], rows[zero] = -np.inf, -1, -1
         if self._row_ids is None:
             return SearchResult(ids=labels, scores=scores, rows=rows)
@@ -196,14 +196,16 @@ class Index:
     def _empty_rows(self) -> np.ndarray:
         """Sorted rows whose stored vector is zero, found once, only when the manifest counts some."""
         if self._empty is None:
-            self._empty = np.zeros(0, np.int64)
+            # Assigned once, complete: threads of the service may search while it is computed.
+            empty = np.zeros(0, np.int64)
             if self._figure("empty_documents", 0) and self._id_source is not None:
                 found, start = [], 0
                 for _, vectors in iter_shard_vectors(self._id_source):
                     found.append(start + np.flatnonzero(~np.any(vectors != 0, axis=1)))
                     start += len(vectors)
-                self._empty = np.concatenate(found).astype(np.int64)
-                logger.debug("%d documents without a known word are left out of every search", len(self._empty))
+                empty = np.concatenate(found).astype(np.int64)
+                logger.debug("%d documents without a known word are left out of every search", len(empty))
+            self._empty = empty
         return self._empty
 
     def _figure(self, path: str, default: Any = None) -> Any:
