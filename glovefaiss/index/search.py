@@ -21,6 +21,10 @@ from .shards import ShardReader, TextStore, iter_shard_vectors, load_id_lookup
 
 logger = logging.getLogger(__name__)
 
+# Families whose search scores are exact inner products with the stored vectors (flat storage, or a
+# flat refinement): a zero vector scores exactly 0 in them.
+EXACT_SCORES = ("flat", "hnsw", "ivf", "ivf-fastscan")
+
 
 @dataclass
 class SearchResult:
@@ -151,10 +155,16 @@ class Index:
         """
         n = len(self)
         width = min(k, max(n, 1))
+        zero = ~np.any(vectors != 0, axis=1)
+        if self._empty is None and self._figure("empty_documents", 0) and self._figure("index.type") in EXACT_SCORES:
+            # Stored vectors exact: an empty document scores exactly 0, so a top k without a 0 holds
+            # none, and the shards (pyarrow) are read only when one does.
+            scores, labels, rows = self._search_rows(vectors, width)
+            if not (scores[~zero] == 0).any():
+                return self._result(scores, labels, rows, zero)
         empty = self._empty_rows()
         depth = min(k + min(len(empty), k), max(n, 1))
         scores, labels, rows = self._search_rows(vectors, depth)
-        zero = ~np.any(vectors != 0, axis=1)
         if len(empty):
             keep = ~_sorted_contains(empty, rows)
             # Deeper only for the queries that lost more than min(#empty, k) slots: then the first
@@ -173,6 +183,10 @@ class Index:
             scores, labels, rows = (np.take_along_axis(a, order, axis=1) for a in (scores, labels, rows))
             dropped = ~np.take_along_axis(keep, order, axis=1)
             scores[dropped], labels[dropped], rows[dropped] = -np.inf, -1, -1
+        return self._result(scores, labels, rows, zero)
+
+    def _result(self, scores: np.ndarray, labels: np.ndarray, rows: np.ndarray, zero: np.ndarray) -> SearchResult:
+        """Empty slots for the queries with no known word; corpus ids for the rows."""
         scores[zero], labels[zero], rows[zero] = -np.inf, -1, -1
         if self._row_ids is None:
             return SearchResult(ids=labels, scores=scores, rows=rows)
