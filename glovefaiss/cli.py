@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import json
 import logging
 import sys
@@ -13,6 +11,7 @@ from pathlib import Path
 import click
 
 from .errors import GloveFaissError
+from .index.hits import FORMATS as HIT_FORMATS
 
 
 class _Group(click.Group):
@@ -142,35 +141,8 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
             + ("" if c["reached"] else ", target not reached") for c in candidates))
 
 
-FORMATS = ("table", "json", "jsonl", "csv", "trec")
-
-
-def _render(hits: list[dict], fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps(hits, ensure_ascii=False, indent=2) + "\n"
-    if fmt == "jsonl":
-        return "".join(json.dumps(h, ensure_ascii=False) + "\n" for h in hits)
-    if fmt == "trec":
-        return "".join(f"{h['query_id']} Q0 {h['id']} {h['rank']} {h['score']:.6f} glovefaiss\n" for h in hits)
-    fields = ["query_id", "rank", "id", "score"] + (["text"] if hits and "text" in hits[0] else [])
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-        w.writeheader()
-        w.writerows(hits)
-        return buf.getvalue()
-    rows = [[str(h["query_id"]), str(h["rank"]), str(h["id"]), f"{h['score']:.4f}"]
-            + ([_snippet(h["text"])] if "text" in fields else []) for h in hits]
-    widths = [max([len(f)] + [len(r[i]) for r in rows]) for i, f in enumerate(fields)]
-    lines = ["  ".join(f.ljust(w) for f, w in zip(fields, widths)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(lines) + "\n"
-
-
-def _snippet(text: str | None, width: int = 80) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+def _shown(values: list, most: int = 10) -> str:
+    return ", ".join(map(str, values[:most])) + (", ..." if len(values) > most else "")
 
 
 @cli.command()
@@ -179,38 +151,82 @@ def _snippet(text: str | None, width: int = 80) -> str:
 @click.option("-k", "--top-k", "k", default=10, show_default=True, type=int, help="Hits per query.")
 @click.option("--queries", type=click.Path(path_type=Path),
               help="Queries from Parquet or JSONL (columns id, text) or a text file (one per line).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--like", is_flag=True, help="TEXT arguments are document ids: find the documents nearest to each.")
+@click.option("--format", "fmt", type=click.Choice(HIT_FORMATS),
+              help="Hits format [default: from --output's suffix (.parquet, .jsonl, .json, .csv, .trec), else table]")
 @click.option("--output", type=click.Path(path_type=Path), help="Write results here instead of stdout.")
+@click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="Queries searched (and hits written) per batch.")
 @click.option("--mmap/--no-mmap", default=True, show_default=True,
               help="Memory-map the index instead of reading it (a one-shot query reads only what it needs).")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="Check that the index was built with this trained model (refuse a mismatch).")
-def query(index_dir, text, k, queries, fmt, output, mmap, model_dir):
-    """Search INDEX_DIR for each TEXT (or each query of --queries)."""
+def query(index_dir, text, k, queries, like, fmt, output, batch_size, mmap, model_dir):
+    """Search INDEX_DIR for each TEXT (or each query of --queries, or documents like the ids given with --like)."""
     from .index.search import Index
-    from .io.rows import read_queries
 
-    if queries is not None and text:
-        raise click.UsageError("give query TEXT arguments or --queries FILE, not both")
+    if queries is not None and (text or like):
+        raise click.UsageError("give query TEXT arguments, --like IDs or --queries FILE, not two of them")
     if queries is None and not text:
-        raise click.UsageError("give at least one query TEXT, or --queries FILE")
-    qids, qtexts = read_queries(queries) if queries is not None else (list(range(1, len(text) + 1)), list(text))
+        raise click.UsageError("give at least one document ID with --like" if like else
+                               "give at least one query TEXT, or --queries FILE")
     index = Index.load(index_dir, mmap=mmap)
     if model_dir is not None:
         from .tower.model_dir import check_index_model
 
         check_index_model(index.manifest, index_dir, model_dir)
-    hits = index.hits(qtexts, k=k, query_ids=qids)
-    answered = {h["query_id"] for h in hits}
-    unanswered = [q for q in qids if q not in answered]  # with k >= 1, only queries without a known word
-    if unanswered:
-        shown = ", ".join(map(str, unanswered[:10])) + (", ..." if len(unanswered) > 10 else "")
-        _note(f"{len(unanswered)} of {len(qids)} queries have no word in the vocabulary and get no hits: {shown}")
-    rendered = _render(hits, fmt)
-    if output is not None:
-        output.write_text(rendered, encoding="utf-8")
+    if like:
+        run = index.write_like(list(text), k, output, fmt)
+    elif queries is not None:
+        run = index.search_file(queries, k, output, fmt, batch_size=batch_size)
     else:
-        click.echo(rendered, nl=False)
+        run = index.write_hits(list(range(1, len(text) + 1)), list(text), k, output, fmt, batch_size=batch_size)
+    if run.empty:
+        _note(f"{len(run.empty)} of {run.queries} queries are empty and skipped: {_shown(run.empty)}")
+    if run.unanswered:
+        what = "documents have no word in the vocabulary" if like else "queries have no word in the vocabulary"
+        _note(f"{len(run.unanswered)} of {run.queries} {what} and get no hits: {_shown(run.unanswered)}")
+    if output is not None:
+        _note(f"wrote {run.hits:,} hits of {run.queries:,} {'query' if run.queries == 1 else 'queries'} to {output} "
+              f"({run.format})")
+
+
+@cli.command()
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="The summary as JSON on stdout.")
+def info(index_dir, as_json):
+    """A short summary of INDEX_DIR: documents, vectors, index and tuning, sizes, provenance."""
+    from .index.info import summary
+
+    s = summary(index_dir)
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    idx, tuning, size = s["index"], s["tuning"], s["bytes"]
+    tok = s["tokeniser"] or {}
+    lines = [
+        f"{index_dir}: {s['documents']:,} documents ({s['empty_documents']:,} empty: no known word), "
+        f"{s['ids']} ids{', texts stored' if s['texts'] else ''}",
+        f"vectors: {s['vectors']['source']} ({s['vectors']['vocab_size']:,} words x {s['dim']}), "
+        f"{s['weighting']} pooling, tokeniser {tok.get('type')}"
+        + "".join(f", {k.replace('_', ' ')}" for k, v in tok.items() if v is True),
+        f"index: {idx['family']} ({idx['key']}), search with {_params(idx['params'])}",
+    ]
+    if tuning:
+        lines.append(f"tuning: recall@{tuning['k']} {tuning['recall']:.3f} with {_params(tuning['params'])}, target "
+                     f"{tuning['target_recall']} {'reached' if tuning['reached'] else 'NOT reached'}")
+    towers = ", ".join(f"{k.replace('_', ' ')} {human_bytes(v)}" for k, v in size.items()
+                       if k not in ("index", "shards") and v is not None)
+    lines.append(f"sizes: index {human_bytes(size['index'] or 0)}, {towers}, shards {human_bytes(size['shards'])}")
+    if s["model"]:
+        lines.append(f"model: {s['model']['id'][:12]} ({s['model']['dir']})")
+    lines.append(f"built from {', '.join(s['built_from']['files'])} by glovefaiss {s['glovefaiss_version']}; "
+                 f"written {s['written_at']}")
+    for a in s["additions"]:
+        lines.append(f"added {a['documents']:,} documents from {', '.join(map(str, a['files']))}")
+    if s["deletions"]:
+        lines.append(f"deletions: {len(s['deletions'])}")
+    click.echo("\n".join(lines))
 
 
 @cli.command()

@@ -47,3 +47,7 @@ class ModelError(GloveFaissError):
 
 class ServeError(GloveFaissError):
     """The HTTP service cannot start: a missing extra, a bad name or limit."""
+
+
+class OutputError(GloveFaissError):
+    """An output the user named cannot be written, or cannot hold the results (TREC and spaces)."""

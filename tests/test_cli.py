@@ -120,7 +120,7 @@ def test_query_files(tmp_path, index_dir):
     "args, message",
     [
         (["query", "{idx}", "cat", "-k", "0"], "Error: k must be at least 1, got 0\n"),
-        (["query", "{idx}", "   "], "Error: query 1 is empty; give some text to search for\n"),
+        (["query", "{idx}", "   "], "Error: every query is empty; give some text to search for\n"),
         (["query", "{tmp}/nowhere", "cat"], "Error: index directory not found: {tmp}/nowhere\n"),
         (["query", "{idx}/manifest.json", "cat"], "Error: {idx}/manifest.json is a file, not an index directory; "
                                                   "give the directory that 'glovefaiss build --out' wrote\n"),

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from ..errors import IndexDirError, QueryError
+from ..io.rows import read_queries
 from ..tower.encoder import TextEncoder, load_encoder
 from . import faiss_ops as faiss_index
+from .hits import HitsWriter, format_for
+from .info import manifest_value
 from .layout import check_sizes, read_manifest
-from .shards import ShardReader, TextStore, load_id_lookup
+from .shards import ShardReader, TextStore, iter_shard_vectors, load_id_lookup
 
 logger = logging.getLogger(__name__)
+
+# Families whose search scores are exact inner products with the stored vectors (flat storage, or a
+# flat refinement): a zero vector scores exactly 0 in them.
+EXACT_SCORES = ("flat", "hnsw", "ivf", "ivf-fastscan")
 
 
 @dataclass
@@ -30,6 +37,22 @@ class SearchResult:
     ids: np.ndarray
     scores: np.ndarray
     rows: np.ndarray  # row numbers in the shards, -1 where empty
+
+
+@dataclass
+class QueryRun:
+    """What :meth:`Index.search_file` (or :meth:`Index.write_hits`) wrote.
+
+    ``empty``: ids of the queries skipped for having no text (blank lines of a text file by line
+    number); ``unanswered``: ids of the queries with no word in the vocabulary (no hits).
+    """
+
+    queries: int
+    hits: int
+    format: str
+    output: Path | None
+    empty: list = field(default_factory=list)
+    unanswered: list = field(default_factory=list)
 
 
 class Index:
@@ -48,6 +71,10 @@ class Index:
         self.manifest = manifest or {}
         self._id_order: tuple[np.ndarray, np.ndarray] | None = None
         self._id_source = None
+        self._id_rows: dict | None = None
+        self._vectors: np.ndarray | None = None  # document vectors of an in-memory index
+        self._empty: np.ndarray | None = None  # sorted rows of documents with a zero vector
+        self.directory: Path | None = None
 
     @classmethod
     def in_memory(cls, encoder: TextEncoder, doc_vectors: np.ndarray, texts: Sequence[str]) -> Index:
@@ -55,7 +82,10 @@ class Index:
         idx = faiss_index.make_index(encoder.dim, "Flat", with_ids=False)
         if len(doc_vectors):
             faiss_index.add(idx, doc_vectors)
-        return cls(encoder, idx, row_ids=np.arange(len(texts), dtype=np.int64), texts=list(texts))
+        self = cls(encoder, idx, row_ids=np.arange(len(texts), dtype=np.int64), texts=list(texts))
+        self._vectors = np.asarray(doc_vectors, np.float32).reshape(len(texts), encoder.dim)
+        self._empty = np.flatnonzero(~np.any(self._vectors != 0, axis=1))
+        return self
 
     def documents(self, query: str, top_k: int = 5) -> list[dict]:
         """``[{"document": text, "score": cosine}]`` for one query, best first (the design's shape)."""
@@ -87,6 +117,7 @@ class Index:
         by_row = not manifest.labels_are_ids
         texts = TextStore(directory, manifest.shards) if manifest.store_text else None
         self = cls(encoder, idx, None, texts, manifest)
+        self.directory = directory
         self._id_source = reader
         if manifest.id_lookup:
             self._id_order = load_id_lookup(directory, mmap=mmap)
@@ -118,26 +149,82 @@ class Index:
         return self.search_vectors(self.encode(texts), k)
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10) -> SearchResult:
-        """Top-``k`` for query vectors already encoded by :meth:`encode`."""
-        scores, labels = faiss_index.search(self.faiss, vectors, min(k, max(len(self), 1)))
-        empty = ~np.any(vectors != 0, axis=1)
-        labels[empty] = -1
-        scores[empty] = -np.inf
-        if self._row_ids is None:
-            ids = labels
-            rows = self._rows_of_ids(labels)
-        else:
-            rows = labels
-            ids = np.empty(labels.shape, dtype=object)
-            found = labels >= 0
-            if isinstance(self._row_ids, np.ndarray):
-                ids[found] = self._row_ids[labels[found]]
-            else:  # an Arrow array of string ids
-                import pyarrow as pa
+        """Top-``k`` for query vectors already encoded by :meth:`encode`.
 
-                ids[found] = self._row_ids.take(pa.array(labels[found])).to_numpy(zero_copy_only=False)
-            ids[~found] = None
+        Documents without a known word (zero vectors, score 0 to every query) are never returned.
+        """
+        n = len(self)
+        width = min(k, max(n, 1))
+        zero = ~np.any(vectors != 0, axis=1)
+        if self._empty is None and self._figure("empty_documents", 0) and self._figure("index.type") in EXACT_SCORES:
+            # Stored vectors exact: an empty document scores exactly 0, so a top k without a 0 holds
+            # none, and the shards (pyarrow) are read only when one does.
+            scores, labels, rows = self._search_rows(vectors, width)
+            if not (scores[~zero] == 0).any():
+                return self._result(scores, labels, rows, zero)
+        empty = self._empty_rows()
+        depth = min(k + min(len(empty), k), max(n, 1))
+        scores, labels, rows = self._search_rows(vectors, depth)
+        if len(empty):
+            keep = ~_sorted_contains(empty, rows)
+            # Deeper only for the queries that lost more than min(#empty, k) slots: then the first
+            # depth rows held more empty documents than expected, and k + #empty rows always suffice.
+            short = np.flatnonzero((keep.sum(axis=1) < width) & (depth < n) & ~zero)
+            if len(short):
+                full = min(k + len(empty), n)
+                s2, l2, r2 = self._search_rows(vectors[short], full)
+                pad = full - depth
+                scores, labels, rows = (np.pad(a, ((0, 0), (0, pad)), constant_values=c)
+                                        for a, c in ((scores, -np.inf), (labels, -1), (rows, -1)))
+                scores[short], labels[short], rows[short] = s2, l2, r2
+                keep = ~_sorted_contains(empty, rows)
+            keep &= rows >= 0
+            order = np.argsort(~keep, axis=1, kind="stable")[:, :width]
+            scores, labels, rows = (np.take_along_axis(a, order, axis=1) for a in (scores, labels, rows))
+            dropped = ~np.take_along_axis(keep, order, axis=1)
+            scores[dropped], labels[dropped], rows[dropped] = -np.inf, -1, -1
+        return self._result(scores, labels, rows, zero)
+
+    def _result(self, scores: np.ndarray, labels: np.ndarray, rows: np.ndarray, zero: np.ndarray) -> SearchResult:
+        """Empty slots for the queries with no known word; corpus ids for the rows."""
+        scores[zero], labels[zero], rows[zero] = -np.inf, -1, -1
+        if self._row_ids is None:
+            return SearchResult(ids=labels, scores=scores, rows=rows)
+        ids = np.empty(rows.shape, dtype=object)
+        found = rows >= 0
+        if isinstance(self._row_ids, np.ndarray):
+            ids[found] = self._row_ids[rows[found]]
+        else:  # an Arrow array of string ids
+            import pyarrow as pa
+
+            ids[found] = self._row_ids.take(pa.array(rows[found])).to_numpy(zero_copy_only=False)
+        ids[~found] = None
         return SearchResult(ids=ids, scores=scores, rows=rows)
+
+    def _search_rows(self, vectors: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """FAISS's (scores, labels) and the shard row of each label."""
+        scores, labels = faiss_index.search(self.faiss, vectors, depth)
+        rows = labels if self._row_ids is not None else self._rows_of_ids(labels)
+        return scores, labels, rows
+
+    def _empty_rows(self) -> np.ndarray:
+        """Sorted rows whose stored vector is zero, found once, only when the manifest counts some."""
+        if self._empty is None:
+            # Assigned once, complete: threads of the service may search while it is computed.
+            empty = np.zeros(0, np.int64)
+            if self._figure("empty_documents", 0) and self._id_source is not None:
+                found, start = [], 0
+                for _, vectors in iter_shard_vectors(self._id_source):
+                    found.append(start + np.flatnonzero(~np.any(vectors != 0, axis=1)))
+                    start += len(vectors)
+                empty = np.concatenate(found).astype(np.int64)
+                logger.debug("%d documents without a known word are left out of every search", len(empty))
+            self._empty = empty
+        return self._empty
+
+    def _figure(self, path: str, default: Any = None) -> Any:
+        """A manifest value by dotted path: the one place Index reads its manifest after loading."""
+        return manifest_value(self.manifest, path, default)
 
     def _rows_of_ids(self, labels: np.ndarray) -> np.ndarray:
         """Shard row of each int64 id label (-1 stays -1)."""
@@ -156,9 +243,13 @@ class Index:
         """Flat list of hits: ``query_id``, ``rank`` (from 1), ``id``, ``score`` and ``text`` when stored."""
         if isinstance(texts, str):
             texts = [texts]
-        query_ids = list(query_ids) if query_ids is not None else list(range(1, len(texts) + 1))
-        result = self.search(texts, k)
+        return self.hits_of(self.search(texts, k), query_ids, with_text)
+
+    def hits_of(self, result: SearchResult, query_ids: Sequence[Any] | None = None,
+                with_text: bool = True) -> list[dict[str, Any]]:
+        """The hits of a :class:`SearchResult` (of :meth:`search` or :meth:`like`), empty slots left out."""
         rows = result.rows.tolist()
+        query_ids = list(query_ids) if query_ids is not None else list(range(1, len(rows) + 1))
         want_text = with_text and self._texts is not None
         text_of = {}
         if want_text:
@@ -179,3 +270,153 @@ class Index:
                     hit["text"] = text_of[row]
                 out.append(hit)
         return out
+
+    def like(self, ids: Sequence[Any], k: int = 10) -> SearchResult:
+        """The ``k`` documents nearest to each stored document's own vector, that document left out.
+
+        ``ids`` are corpus ids (digit strings are taken for an index of integer ids); an unknown id
+        raises :class:`QueryError` naming it. A document without a known word gets no hits.
+        """
+        if k <= 0:
+            raise QueryError(f"k must be at least 1, got {k}")
+        rows = self.rows_of(ids)
+        vectors = self._vectors[rows] if self._vectors is not None else self._id_source.vectors_at(rows)
+        res = self.search_vectors(vectors.reshape(len(rows), self.dim), k + 1)
+        # Drop the document itself; where the search missed it (approximate indexes), the last hit.
+        own = res.rows == rows[:, None]
+        drop = np.where(own.any(axis=1), own.argmax(axis=1), res.rows.shape[1] - 1)
+        keep = np.ones(res.rows.shape, bool)
+        keep[np.arange(len(rows)), drop] = False
+        width = res.rows.shape[1] - 1
+        return SearchResult(*(a[keep].reshape(len(rows), width) for a in (res.ids, res.scores, res.rows)))
+
+    def rows_of(self, ids: Sequence[Any]) -> np.ndarray:
+        """Shard row of each corpus id; :class:`QueryError` naming the ids the index does not hold."""
+        ids = list(ids)
+        if self._row_ids is None:  # FAISS labels are the int64 ids: binary search in the id lookup
+            keys = [_as_int(i) for i in ids]
+            labels = np.asarray([-1 if key is None else key for key in keys], dtype=np.int64)
+            rows = self._rows_of_ids(labels)
+            if self._id_order is not None:
+                sorted_ids, _ = self._id_order
+                pos = np.minimum(sorted_ids.searchsorted(labels), len(sorted_ids) - 1)
+                found = sorted_ids[pos] == labels
+            else:
+                found = (labels >= 0) & (labels < len(self))
+            found &= np.asarray([key is not None for key in keys], dtype=bool)
+        elif isinstance(self._row_ids, np.ndarray):  # an in-memory index
+            if self._id_rows is None:
+                self._id_rows = {v: r for r, v in enumerate(self._row_ids.tolist())}
+            rows = np.asarray([self._id_rows.get(_as_int(i), -1) for i in ids], dtype=np.int64)
+            found = rows >= 0
+        else:  # string ids, an Arrow array
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            at = pc.index_in(pa.array([str(i) for i in ids], pa.string()), value_set=self._row_ids)
+            rows = at.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+            found = rows >= 0
+        if not found.all():
+            missing = [ids[i] for i in np.flatnonzero(~found)[:10].tolist()]
+            shown = ", ".join(map(repr, missing))
+            raise QueryError(f"no document with id {shown} in the index" if len(missing) == 1
+                             else f"no documents with ids {shown} in the index")
+        return rows
+
+    def write_like(self, ids: Sequence[Any], k: int = 10, output: str | Path | IO[str] | None = None,
+                   fmt: str | None = None, *, with_text: bool = True) -> QueryRun:
+        """Write the hits of :meth:`like` as :meth:`write_hits` does; each hit's query_id is the document's id."""
+        fmt = format_for(output, fmt)
+        id_type = self._figure("corpus.id_type", "int64")
+        writer = HitsWriter(output, fmt, with_text=with_text and self._texts is not None, id_types=(id_type, id_type))
+        with writer:
+            result = self.like(ids, k)
+            query_ids = [_as_int(i) if id_type == "int64" else str(i) for i in ids]
+            writer.write(self.hits_of(result, query_ids, with_text))
+        answered = result.rows.max(axis=1, initial=-1) >= 0
+        return QueryRun(queries=len(query_ids), hits=writer.count, format=fmt,
+                        output=Path(output) if isinstance(output, (str, Path)) else None,
+                        unanswered=[q for q, a in zip(query_ids, answered.tolist()) if not a])
+
+    def write_hits(self, query_ids: Sequence[Any], texts: Sequence[str], k: int = 10,
+                   output: str | Path | IO[str] | None = None, fmt: str | None = None, *,
+                   batch_size: int = 1024, with_text: bool = True) -> QueryRun:
+        """Search each text and write its hits to ``output`` (a path, a text stream, None: stdout),
+        ``batch_size`` queries at a time, in ``fmt`` (default: from the file's suffix, else table).
+
+        Empty or blank queries are skipped and listed in :attr:`QueryRun.empty`; if every query is
+        empty, :class:`QueryError`.
+        """
+        return self._write_queries(list(query_ids), list(texts), k, output, fmt, [], batch_size, with_text)
+
+    def search_file(self, queries_path: str | Path, k: int = 10, output_path: str | Path | IO[str] | None = None,
+                    fmt: str | None = None, *, batch_size: int = 1024, with_text: bool = True) -> QueryRun:
+        """Search every query of a Parquet/JSONL (``id``, ``text``) or text file (one a line, ids are
+        line numbers) and write the hits as :meth:`write_hits` does. Blank lines of a text file are
+        skipped and listed in :attr:`QueryRun.empty`, as empty queries anywhere are.
+        """
+        query_ids, texts = read_queries(queries_path)
+        return self._write_queries(query_ids, texts, k, output_path, fmt, _blank_lines(Path(queries_path)),
+                                   batch_size, with_text)
+
+    def _write_queries(self, query_ids: list, texts: list, k: int, output, fmt: str | None, blank: list,
+                       batch_size: int, with_text: bool) -> QueryRun:
+        if k <= 0:
+            raise QueryError(f"k must be at least 1, got {k}")
+        if batch_size <= 0:
+            raise QueryError(f"batch_size must be at least 1, got {batch_size}")
+        fmt = format_for(output, fmt)
+        empty = [q for q, t in zip(query_ids, texts) if not isinstance(t, str) or not t.strip()]
+        kept = [(q, t) for q, t in zip(query_ids, texts) if isinstance(t, str) and t.strip()]
+        if not kept:
+            raise QueryError("every query is empty; give some text to search for")
+        if blank:  # blank lines of a text file, in line order with the other empty queries
+            empty = sorted(blank + empty)
+        qtype = "int64" if all(isinstance(q, int) and not isinstance(q, bool) for q, _ in kept) else "string"
+        writer = HitsWriter(output, fmt, with_text=with_text and self._texts is not None,
+                            id_types=(qtype, self._figure("corpus.id_type", "int64")))
+        unanswered = []
+        with writer:
+            for start in range(0, len(kept), batch_size):
+                batch = kept[start:start + batch_size]
+                ids = [q for q, _ in batch]
+                hits = self.hits([t for _, t in batch], k, query_ids=ids, with_text=with_text)
+                answered = {h["query_id"] for h in hits}
+                unanswered += [q for q in ids if q not in answered]  # with k >= 1: no known word
+                writer.write(hits)
+        return QueryRun(queries=len(query_ids) + len(blank), hits=writer.count, format=fmt,
+                        output=Path(output) if isinstance(output, (str, Path)) else None,
+                        empty=empty, unanswered=unanswered)
+
+    def __repr__(self) -> str:
+        where = repr(str(self.directory)) if self.directory is not None else "in memory"
+        family, key = self._figure("index.type"), self._figure("index.key")
+        kind = f"{family} ({key})" if family else type(self.faiss).__name__.removeprefix("Index")
+        return f"Index({where}, documents={len(self)}, dim={self.dim}, index={kind!r})"
+
+
+def _sorted_contains(sorted_values: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``np.isin(x, sorted_values)`` by binary search."""
+    pos = np.minimum(sorted_values.searchsorted(x), len(sorted_values) - 1)
+    return sorted_values[pos] == x
+
+
+def _as_int(value: Any) -> int | None:
+    """An integer id from an int or a string of digits; None otherwise."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _blank_lines(path: Path) -> list[int]:
+    """Line numbers of the blank lines of a one-query-a-line text file ([] for Parquet and JSONL),
+    which the query reader skips: they count as empty queries."""
+    with open(path, "rb") as f:
+        if f.read(4) == b"PAR1" or path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+            return []
+    return [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if not line.strip()]

@@ -184,6 +184,25 @@ class ShardReader:
 
         return pa.chunked_array([pf.read(columns=[name]).column(0).combine_chunks() for pf in self._files])
 
+    def vectors_at(self, rows: np.ndarray) -> np.ndarray:
+        """float32 (len(rows), dim) vectors of the given global rows, reading only their row groups."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out: np.ndarray | None = None
+        shard = np.searchsorted(self.starts, rows, side="right") - 1
+        for s in np.unique(shard).tolist():
+            pf = self._files[s]
+            group_starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
+            at = np.flatnonzero(shard == s)
+            local = rows[at] - self.starts[s]
+            group = np.searchsorted(group_starts, local, side="right") - 1
+            for g in np.unique(group).tolist():
+                vectors = vectors_from_arrow(pf.read_row_group(g, columns=["vector"]).column(0))
+                if out is None:
+                    out = np.empty((len(rows), vectors.shape[1]), np.float32)
+                sel = group == g
+                out[at[sel]] = vectors[local[sel] - group_starts[g]]
+        return out if out is not None else np.zeros((0, 0), np.float32)
+
 
 def vectors_from_arrow(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """float32 (n, dim) from a fixed_size_list<float32> column."""

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ..errors import QueryError, ServeError
+from ..index.info import summary
 from ..index.search import Index
 
 try:
@@ -70,21 +71,20 @@ class BadRequest(Exception):
 
 
 def manifest_figures(index: Index) -> dict[str, Any]:
-    """What /info and the page show about an index. The only reader of the manifest in this package."""
-    m = index.manifest
-    built = m.get("index", {})
-    tuning = built.get("tuning") or {}
+    """What /info and the page show about an index, from the index summary (glovefaiss info)."""
+    s = summary(index.manifest)
+    tuning = s["tuning"] or {}
     return {
         "documents": len(index),
         "dimension": index.dim,
-        "family": built.get("type"),
-        "key": built.get("key"),
-        "params": built.get("params", {}),
+        "family": s["index"]["family"],
+        "key": s["index"]["key"],
+        "params": s["index"]["params"],
         "recall": tuning.get("recall"),
         "recall_k": tuning.get("k"),
         "target_recall": tuning.get("target_recall"),
-        "texts": bool(m.get("store_text")),
-        "additions": len(m.get("additions", [])),
+        "texts": s["texts"],
+        "additions": len(s["additions"]),
     }
 
 
