@@ -17,11 +17,10 @@ def manifest_value(manifest: Any, path: str, default: Any = None) -> Any:
     """
     value = manifest
     for key in path.split("."):
-        if isinstance(value, dict):
-            value = value.get(key, default)
-        else:
-            value = getattr(value, key, default)
-        if value is default:
+        # A dict or the typed Manifest (whose get() also finds keys it keeps in ``extra``); a
+        # section recorded as None (an optional one the build left out) counts as absent.
+        value = value.get(key) if hasattr(value, "get") else getattr(value, key, None)
+        if value is None:
             return default
     return value
 
