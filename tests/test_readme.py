@@ -69,9 +69,11 @@ def workdir(tmp_path):
     pq.write_table(pa.table({"doc_id": table["id"], "body": table["text"]}), tmp_path / "docs" / "part-0.parquet")
     pq.write_table(pa.table({"id": pa.array(range(251, 251 + len(texts[250:])), pa.int64()), "text": texts[250:]}),
                    tmp_path / "more.parquet")
+    queries = ["interest rates", "bushfires near Sydney", "cricket"]
     with open(tmp_path / "queries.jsonl", "w", encoding="utf-8") as f:
-        for i, q in enumerate(["interest rates", "bushfires near Sydney", "cricket"], 1):
+        for i, q in enumerate(queries, 1):
             f.write(json.dumps({"id": f"q{i}", "text": q}) + "\n")
+    pq.write_table(pa.table({"id": [f"q{i}" for i in range(1, 4)], "text": queries}), tmp_path / "queries.parquet")
     os.symlink(ROOT / "configs", tmp_path / "configs")
     return tmp_path
 
