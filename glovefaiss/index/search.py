@@ -14,7 +14,7 @@ from ..errors import IndexDirError, QueryError
 from ..tower.encoder import TextEncoder, load_encoder
 from . import faiss_ops as faiss_index
 from .layout import check_sizes, read_manifest
-from .shards import ShardReader, TextStore, load_id_lookup
+from .shards import ColumnStore, ShardReader, TextStore, load_id_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class Index:
         self.manifest = manifest or {}
         self._id_order: tuple[np.ndarray, np.ndarray] | None = None
         self._id_source = None
+        self._columns: ColumnStore | None = None  # build --columns: corpus columns returned in every hit
 
     @classmethod
     def in_memory(cls, encoder: TextEncoder, doc_vectors: np.ndarray, texts: Sequence[str]) -> Index:
@@ -88,6 +89,8 @@ class Index:
         texts = TextStore(directory, manifest.shards) if manifest.store_text else None
         self = cls(encoder, idx, None, texts, manifest)
         self._id_source = reader
+        if manifest.corpus.get("columns"):
+            self._columns = ColumnStore(directory, manifest.shards, manifest.corpus["columns"])
         if manifest.id_lookup:
             self._id_order = load_id_lookup(directory, mmap=mmap)
         if by_row:
@@ -178,4 +181,11 @@ class Index:
                 if want_text:
                     hit["text"] = text_of[row]
                 out.append(hit)
+        self._attach_columns(out, [r for q_rows in rows for r in q_rows if r >= 0])
         return out
+
+    def _attach_columns(self, hits: list[dict[str, Any]], rows: list[int]) -> None:
+        """The stored corpus columns (``build --columns``) of each hit's row, added to the hit."""
+        if self._columns is not None and hits:
+            for hit, values in zip(hits, self._columns.take(rows)):
+                hit.update(values)
