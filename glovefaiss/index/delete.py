@@ -155,7 +155,7 @@ def delete_documents(directory: str | Path, ids: Iterable, *, missing_ok: bool =
                  "seconds": round(time.perf_counter() - t0, 3)}]
             write_manifest(tmp, m)
             publish_dir(tmp, directory)
-    logger.info("deleted %d documents from %s", deleted, directory)
+    logger.debug("deleted %d documents from %s", deleted, directory)
     return DeleteResult(directory, deleted, missing, m.documents, round(time.perf_counter() - t0, 3), m)
 
 
