@@ -15,7 +15,7 @@ from glovefaiss.index.delete import delete_documents
 from glovefaiss.index.layout import read_manifest, verify
 from glovefaiss.index.search import Index
 
-from .helpers import config_for, write_corpus, write_glove_text
+from .helpers import config_for, topic_vectors, write_corpus, write_glove_text
 
 N = 3000
 
@@ -25,13 +25,8 @@ def docs(tmp_path_factory):
     """3,000 seeded documents over 12 topics of 16-d word vectors; every 50th has no known word."""
     d = tmp_path_factory.mktemp("docs")
     rng = np.random.default_rng(5)
-    dim, topics, per_topic = 16, 12, 20
-    centres = rng.standard_normal((topics, dim))
-    words, rows = [], []
-    for t in range(topics):
-        for j in range(per_topic):
-            words.append(f"t{t}w{j}")
-            rows.append(centres[t] + 0.6 * rng.standard_normal(dim))
+    topics, per_topic = 12, 20
+    words, rows = topic_vectors(rng, 16, topics, per_topic, 0.6)
     vec = write_glove_text(d / "v.txt", words, np.asarray(rows, np.float32))
     texts = []
     for i in range(N):
@@ -52,6 +47,15 @@ def _corpus(path, ids, texts, string_ids):
     return write_corpus(path, ids, texts, None if string_ids else pa.int64())
 
 
+def _built(tmp_path, docs, kind, string_ids):
+    """(ids, texts, queries, config) of the index of every document at ``tmp_path/idx``."""
+    _, vec, texts, queries = docs
+    ids = _ids(string_ids)
+    cfg = config_for(vec, index=kind, shard_rows=1000, tune_queries=200)
+    build([_corpus(tmp_path / "full.parquet", ids, texts, string_ids)], tmp_path / "idx", cfg, progress=False)
+    return ids, texts, queries, cfg
+
+
 def _same_answers(a, b, queries):
     ra, rb = Index.load(a).search(queries, k=10), Index.load(b).search(queries, k=10)
     assert ra.ids.tolist() == rb.ids.tolist()
@@ -69,11 +73,7 @@ def _same_counts(a, b):
 @pytest.mark.parametrize("kind", ["flat", "ivf"])
 @pytest.mark.parametrize("string_ids", [False, True])
 def test_delete_equals_a_fresh_build_without_the_documents(tmp_path, docs, kind, string_ids):
-    _, vec, texts, queries = docs
-    ids = _ids(string_ids)
-    cfg = config_for(vec, index=kind, shard_rows=1000, tune_queries=200)
-    full = _corpus(tmp_path / "full.parquet", ids, texts, string_ids)
-    build([full], tmp_path / "idx", cfg, progress=False)
+    ids, texts, queries, cfg = _built(tmp_path, docs, kind, string_ids)
     # All of the second shard, scattered rows of the others (empty documents among them).
     gone = set(range(1000, 2000)) | set(range(7, N, 50)[:10]) | set(range(3, N, 97))
     keep = [i for i in range(N) if i not in gone]
@@ -119,10 +119,7 @@ def test_unknown_ids_delete_nothing_unless_missing_ok(tmp_path, docs):
 @pytest.mark.parametrize("kind", ["flat", "ivf"])
 @pytest.mark.parametrize("string_ids", [False, True])
 def test_upsert_equals_a_fresh_build_of_old_minus_replaced_plus_new(tmp_path, docs, kind, string_ids):
-    _, vec, texts, queries = docs
-    ids = _ids(string_ids)
-    cfg = config_for(vec, index=kind, shard_rows=1000, tune_queries=200)
-    build([_corpus(tmp_path / "full.parquet", ids, texts, string_ids)], tmp_path / "idx", cfg, progress=False)
+    ids, texts, queries, cfg = _built(tmp_path, docs, kind, string_ids)
     # 20 replaced (an empty document among them gets words, a document loses its words), 10 new.
     replaced = list(range(0, 2000, 100)) + [7]
     new_ids = [ids[i] for i in replaced] + _ids(string_ids, N + 10)[N:]
