@@ -92,9 +92,11 @@ def human_bytes(n: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="A trained model directory (glovefaiss train): documents through its document tower.")
+@click.option("--columns", help="Extra corpus columns to store with each document and return in every hit, "
+                                "e.g. title,url (config build.columns).")
 def build(corpus, out, config_path, id_column, text_column, glove, batch_size, shard_rows, threads,
           store_text, index_kind, index_key, max_index_memory, target_recall, tuning_queries, overwrite, resume,
-          as_json, model_dir):
+          as_json, model_dir, columns):
     """Encode Parquet CORPUS files (or directories of them) into an index at --out."""
     from .config import load_config
     from .index.build import build as run_build
@@ -112,6 +114,7 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
         "build.store_text": store_text, "build.index": index_kind, "build.index_key": index_key,
         "build.max_index_memory": max_index_memory, "build.target_recall": target_recall,
         "build.tuning_queries": str(tuning_queries) if tuning_queries is not None else None,
+        "build.columns": columns,
     })
     result = run_build(list(corpus), out, config=config, overwrite=overwrite, resume=resume, progress=_progress())
     if as_json:
@@ -235,17 +238,42 @@ def info(index_dir, as_json):
 @click.option("--id-column", help="Column with document ids (default: the one the index was built from).")
 @click.option("--text-column", help="Column with document text (default: the one the index was built from).")
 @click.option("--threads", type=click.IntRange(min=1), help="Encoding threads (default: all cores).")
-def add(index_dir, corpus, id_column, text_column, threads):
+@click.option("--upsert", is_flag=True, help="Replace the documents whose ids are already in the index.")
+def add(index_dir, corpus, id_column, text_column, threads, upsert):
     """Append Parquet CORPUS files to the index at INDEX_DIR."""
     from .index.add import add_documents
 
     r = add_documents(index_dir, list(corpus), threads=threads, id_column=id_column, text_column=text_column,
-                      progress=_progress())
-    _note(f"added {r.added:,} documents to {r.out_dir} in {r.seconds:.1f} s; it now holds {r.documents:,}")
+                      progress=_progress(), upsert=upsert)
+    replaced = f" ({r.replaced:,} of them replacing documents with the same id)" if upsert else ""
+    _note(f"added {r.added:,} documents{replaced} to {r.out_dir} in {r.seconds:.1f} s; it now holds {r.documents:,}")
     if r.retuned:
         t, k = r.retuned, r.manifest.index["tuning"]["k"]
         _note(f"search retuned: {_params(t['params_before'])} -> {_params(t['params'])}, recall@{k} "
               f"{t['recall']:.3f}{'' if t['reached'] else ' (target not reached)'}, p50 {t['p50_ms']:.3f} ms")
+
+
+@cli.command()
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@click.argument("ids", nargs=-1)
+@click.option("--ids-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="More ids to delete, one per line.")
+@click.option("--missing-ok", is_flag=True, help="Skip ids the index does not hold instead of refusing.")
+def delete(index_dir, ids, ids_file, missing_ok):
+    """Remove the documents with IDS (and those of --ids-file) from the index at INDEX_DIR."""
+    from .index.delete import delete_documents
+
+    ids = list(ids)
+    if ids_file is not None:
+        try:
+            ids += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except OSError as e:
+            raise click.BadParameter(f"cannot read {ids_file} ({e.strerror})", param_hint="'--ids-file'") from None
+    if not ids:
+        raise click.UsageError("give at least one ID, or --ids-file FILE")
+    r = delete_documents(index_dir, ids, missing_ok=missing_ok)
+    skipped = f" ({len(r.missing):,} ids not in the index, skipped)" if r.missing else ""
+    _note(f"deleted {r.deleted:,} documents from {r.out_dir}{skipped} in {r.seconds:.1f} s; it now holds {r.documents:,}")
 
 
 def _params(params: dict) -> str:

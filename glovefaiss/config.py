@@ -96,6 +96,7 @@ class BuildConfig:
     tuning_queries: str | None = None
     auto_latency_ms: float = 0.5
     threads: int | None = None
+    columns: tuple[str, ...] = ()  # extra corpus columns stored with each document and returned in hits
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,9 @@ class Config:
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain JSON values (lists of names as lists), as a manifest holds them."""
+        return dataclasses.asdict(self, dict_factory=lambda items: {k: list(v) if isinstance(v, tuple) else v
+                                                                    for k, v in items})
 
     def replace(self, overrides: dict[str, Any]) -> Config:
         """Return a copy with dotted-key overrides (``{"build.batch_size": 10}``); None values are ignored."""
@@ -140,6 +143,11 @@ def _merge(base: dict, over: dict) -> dict:
 
 def _check_type(value: Any, tp: Any, where: str, origin: str) -> Any:
     args = typing.get_args(tp)
+    if typing.get_origin(tp) is tuple:  # a list of names; YAML may also give "a,b"
+        items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+        if isinstance(items, (list, tuple)) and all(isinstance(v, str) and v for v in items):
+            return tuple(items)
+        raise ConfigError(f"{origin}: '{where}' must be a list of names, got {value!r}")
     if value is None:
         if type(None) in args:
             return None

@@ -23,6 +23,18 @@ def write_glove_text(path: Path, words: list[str], matrix: np.ndarray) -> Path:
     return path
 
 
+def topic_vectors(rng: np.random.Generator, dim: int, topics: int, per_topic: int,
+                  spread: float) -> tuple[list[str], list[np.ndarray]]:
+    """Words ``t{topic}w{j}`` whose vectors cluster round one random centre per topic."""
+    centres = rng.standard_normal((topics, dim))
+    words, rows = [], []
+    for t in range(topics):
+        for j in range(per_topic):
+            words.append(f"t{t}w{j}")
+            rows.append(centres[t] + spread * rng.standard_normal(dim))
+    return words, rows
+
+
 def random_texts(rng: np.random.Generator, n: int, words: list[str], oov_rate: float = 0.1) -> list[str]:
     texts = []
     for _ in range(n):

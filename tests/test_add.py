@@ -69,7 +69,8 @@ def test_add_refuses_ids_already_present(tmp_path, tiny_vectors, tiny_corpus):
     dup = write_corpus(tmp_path / "d.parquet", [10, 99], ["cat", "dog"], pa.int64())
     with pytest.raises(CorpusError) as e:
         add_documents(out, [dup], progress=False)
-    assert str(e.value) == "1 ids of the new documents are already in the index or repeated (e.g. 10); ids must be unique"
+    assert str(e.value) == ("1 ids of the new documents are already in the index or repeated (e.g. 10); ids must be "
+                            "unique (pass --upsert to replace documents already in the index)")
     assert (out / "manifest.json").read_text() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".idx")] == []
     strings = write_corpus(tmp_path / "s.parquet", ["x"], ["cat"])

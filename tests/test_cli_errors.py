@@ -70,3 +70,123 @@ def test_dictionary_encoded_text_column_is_read_as_strings(tmp_path, tiny_vector
     assert result.exit_code == 0, result.stderr
     hits = Index.load(tmp_path / "idx").hits("dog", 1)
     assert [(h["id"], h["text"]) for h in hits] == [(2, "the dog barked")]
+
+
+def _built(tmp_path, tiny_vectors, tiny_corpus, string_ids=False):
+    out = tmp_path / "idx"
+    corpus = tiny_corpus[0]
+    if string_ids:
+        corpus = tmp_path / "s.parquet"
+        pq.write_table(pa.table({"id": [f"d{i}" for i in tiny_corpus[1]], "text": tiny_corpus[2]}), corpus)
+    assert run("build", corpus, "--out", out, "--glove", tiny_vectors[0]).exit_code == 0
+    return out
+
+
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_delete_removes_documents_and_says_so(tmp_path, tiny_vectors, tiny_corpus, string_ids):
+    out = _built(tmp_path, tiny_vectors, tiny_corpus, string_ids)
+    gone = ["d10", "d11"] if string_ids else ["10", "11"]
+    (tmp_path / "ids.txt").write_text(f"{gone[1]}\n\n", encoding="utf-8")
+    result = run("delete", out, gone[0], "--ids-file", tmp_path / "ids.txt")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(f"deleted 2 documents from {out} in ")
+    assert result.stderr.rstrip().endswith("it now holds 6")
+    ids = {h["id"] for h in Index.load(out).hits(tiny_corpus[2][:6], k=8)}
+    assert ids and not ids & ({"d10", "d11"} if string_ids else {10, 11})
+    assert run("verify", out).exit_code == 0
+
+
+def test_delete_of_unknown_ids_is_refused_or_skipped(tmp_path, tiny_vectors, tiny_corpus):
+    out = _built(tmp_path, tiny_vectors, tiny_corpus)
+    result = run("delete", out, "99")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"Error: id 99 is not in {out}; nothing was deleted (pass --missing-ok to skip unknown ids)"]
+    result = run("delete", out, "10", "98", "99")
+    assert result.stderr.splitlines() == [
+        f"Error: 2 of the 3 ids to delete are not in {out} (98, 99); nothing was deleted "
+        "(pass --missing-ok to skip unknown ids)"]
+    assert len(Index.load(out)) == 8
+    result = run("delete", out, "10", "98", "99", "--missing-ok")
+    assert result.exit_code == 0
+    assert result.stderr.startswith(f"deleted 1 documents from {out} (2 ids not in the index, skipped) in ")
+    result = run("delete", out, "abc")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [f"Error: id 'abc' is not an integer; the index at {out} has integer ids"]
+    result = run("delete", out, *range(11, 18))
+    assert result.stderr.splitlines() == [
+        f"Error: deleting these 7 ids would leave {out} empty; build a new index instead"]
+    result = run("delete", out)
+    assert result.exit_code == 2 and "give at least one ID, or --ids-file FILE" in result.stderr
+    result = run("delete", tmp_path / "nope", "1")
+    assert result.stderr.splitlines() == [f"Error: index directory not found: {tmp_path / 'nope'}"]
+
+
+def test_add_upsert_replaces_and_plain_add_still_refuses(tmp_path, tiny_vectors, tiny_corpus):
+    out = _built(tmp_path, tiny_vectors, tiny_corpus)
+    new = tmp_path / "new.parquet"
+    pq.write_table(pa.table({"id": pa.array([16, 30], pa.int64()), "text": ["river boat", "stock market"]}), new)
+    result = run("add", out, new)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "Error: 1 ids of the new documents are already in the index or repeated (e.g. 16); ids must be unique "
+        "(pass --upsert to replace documents already in the index)"]
+    result = run("add", out, new, "--upsert")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(
+        f"added 2 documents (1 of them replacing documents with the same id) to {out} in ")
+    assert result.stderr.rstrip().endswith("it now holds 9")
+    idx = Index.load(out)
+    assert [h["text"] for h in idx.hits(["river boat"], k=8) if h["id"] == 16] == ["river boat"]
+    assert idx.manifest.empty_documents == 1  # document 16 was empty; its replacement has words
+
+
+def test_resume_of_a_complete_index_says_so(tmp_path, tiny_vectors, tiny_corpus):
+    out = _built(tmp_path, tiny_vectors, tiny_corpus)
+    result = run("build", tiny_corpus[0], "--out", out, "--glove", tiny_vectors[0], "--resume")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"Error: {out} is already a complete index; nothing to resume (pass --overwrite to rebuild it)"]
+    result = run("build", tiny_corpus[0], "--out", out, "--glove", tiny_vectors[0], "--resume", "--overwrite")
+    assert result.exit_code == 0
+
+
+def test_resume_with_changed_input_is_refused_without_overwrite(tmp_path, tiny_vectors, tiny_corpus):
+    import dataclasses
+
+    from glovefaiss.index.build import build
+    from glovefaiss.io.corpus import Corpus, open_corpus
+
+    from .helpers import config_for
+
+    class Interrupted(Corpus):
+        def batches(self, batch_size):
+            for i, batch in enumerate(super().batches(batch_size)):
+                if i == 2:
+                    raise KeyboardInterrupt
+                yield batch
+
+    out = tmp_path / "idx"
+    plain = open_corpus([tiny_corpus[0]])
+    with pytest.raises(KeyboardInterrupt):
+        build(Interrupted(**{f.name: getattr(plain, f.name) for f in dataclasses.fields(Corpus)}), out,
+              config_for(tiny_vectors[0], shard_rows=2, batch_size=2, threads=1), progress=False)
+    partial = tmp_path / ".idx.partial"
+    assert (partial / "build-state.json").is_file()
+    args = ["build", tiny_corpus[0], "--out", out, "--glove", tiny_vectors[0], "--batch-size", 2, "--resume"]
+    result = run(*args, "--shard-rows", 3)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"Error: cannot resume {out}: the config changed since the interrupted build; pass --overwrite to start "
+        "it afresh"]
+    assert (partial / "build-state.json").is_file()  # kept for a resume with the original input
+    other = tmp_path / "other.parquet"
+    pq.write_table(pq.read_table(tiny_corpus[0]), other)
+    result = run(*[other if a == tiny_corpus[0] else a for a in args], "--shard-rows", 2)
+    assert result.stderr.splitlines()[-1] == (
+        f"Error: cannot resume {out}: the corpus files changed since the interrupted build; pass --overwrite to "
+        "start it afresh")
+    result = run(*args, "--shard-rows", 3, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert "building from the start (--overwrite)" in result.stderr
+    assert Index.load(out).manifest.timings["resumed_documents"] == 0

@@ -15,7 +15,7 @@ from glovefaiss.index.build import build
 from glovefaiss.index.search import Index
 from glovefaiss.index.tuning import exact_topk, knn_recall, tune
 
-from .helpers import config_for, write_corpus, write_glove_text
+from .helpers import config_for, topic_vectors, write_corpus, write_glove_text
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +24,7 @@ def topic_corpus(tmp_path_factory):
     d = tmp_path_factory.mktemp("topics")
     rng = np.random.default_rng(4)
     dim, topics, per_topic = 16, 40, 25
-    centres = rng.standard_normal((topics, dim))
-    words, rows = [], []
-    for t in range(topics):
-        for j in range(per_topic):
-            words.append(f"t{t}w{j}")
-            rows.append(centres[t] + 0.5 * rng.standard_normal(dim))
+    words, rows = topic_vectors(rng, dim, topics, per_topic, 0.5)
     background = [f"b{j}" for j in range(200)]
     words += background
     rows += list(rng.standard_normal((200, dim)))

@@ -382,3 +382,45 @@ def test_a_failing_shard_write_stops_write_shards(tmp_path):
     with pytest.raises(OSError, match="disk full"):
         write_shards(corpus, tmp_path / "out", ENCODER, bc, store_text=False, row_group_rows=3, on_shard=on_shard)
     assert seen == ["shards/part-00000.parquet"]
+
+
+_HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from glovefaiss.index.update import index_lock
+with index_lock(Path(sys.argv[1]), sys.argv[2]):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("holder", ["build", "add", "delete"])
+def test_a_second_writer_is_told_who_holds_the_index(tmp_path, tiny_vectors, tiny_corpus, holder):
+    import os
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from glovefaiss.cli import cli
+
+    out = tmp_path / "idx"
+    build([tiny_corpus[0]], out, config_for(tiny_vectors[0]), progress=False)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out), holder], stdout=subprocess.PIPE, env=env,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        want = f"Error: another {holder} is writing {out} (pid {proc.pid})"
+        for args in (["build", tiny_corpus[0], "--out", out, "--glove", tiny_vectors[0], "--overwrite"],
+                     ["add", out, tiny_corpus[0]], ["delete", out, "10"]):
+            result = CliRunner().invoke(cli, [str(a) for a in args])
+            assert result.exit_code == 1 and result.stderr.splitlines() == [want]
+        assert not (tmp_path / ".idx.partial").exists()
+    finally:
+        proc.kill()
+        proc.wait()
+    # The kernel released the lock with the process, whatever file it left.
+    result = CliRunner().invoke(cli, ["delete", str(out), "10"])
+    assert result.exit_code == 0, result.output

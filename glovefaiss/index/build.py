@@ -34,9 +34,10 @@ from .layout import (
     write_manifest,
 )
 from .shards import TEXTS_DIR
+from .update import index_lock
 from .writer import finish_index, new_manifest, write_shards
 
-__all__ = ["STATE", "BuildResult", "build"]
+__all__ = ["STATE", "BuildResult", "ResumeMismatch", "build"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,14 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
         raise IndexDirError(f"{out} exists and is not a glovefaiss index; refusing to overwrite it, choose another --out")
 
 
+class ResumeMismatch(IndexDirError):
+    """``--resume`` of a build whose corpus, config or towers changed; the partial directory is kept."""
+
+
+def _partial(out: Path) -> Path:
+    return out.with_name(f".{out.name}.partial")
+
+
 class _BuildState:
     """The partial directory's journal: what the build is of, and which shards are complete."""
 
@@ -75,13 +84,20 @@ class _BuildState:
         self.shards: list[dict] = []
 
     def load_completed(self) -> bool:
-        """Adopt the shards of an earlier, interrupted run of the same build; False if there is none."""
+        """Adopt the shards of an earlier, interrupted run of the same build; False if there is none.
+
+        Raises :class:`ResumeMismatch` naming what changed when the earlier run was of other input.
+        """
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
-        if data.get("fingerprint") != self.fingerprint:
-            return False
+        old = data.get("fingerprint") or {}
+        if old != self.fingerprint:
+            changed = [name for key, name in (("corpus", "corpus files"), ("config", "config"),
+                                              ("tower", "towers (word vectors or model)"))
+                       if old.get(key) != self.fingerprint.get(key)]
+            raise ResumeMismatch(f"the {' and the '.join(changed) or 'input'} changed since the interrupted build")
         root = self.path.parent
         for shard in data.get("shards", []):
             files = [shard, *shard.get("texts", [])]
@@ -108,7 +124,7 @@ def _fingerprint(config: Config, corpus: Corpus, tower_files: dict) -> dict:
 
 
 def _prepare_partial(out: Path, resume: bool) -> Path:
-    tmp = out.with_name(f".{out.name}.partial")
+    tmp = _partial(out)
     if tmp.exists() and not resume:
         if not (tmp / STATE).exists() and any(tmp.iterdir()):
             raise IndexDirError(f"{tmp} exists and was not made by glovefaiss; move it away and build again")
@@ -147,8 +163,19 @@ def build(
     bc = config.build
     t0 = time.perf_counter()
     if not isinstance(corpus, Corpus):
-        corpus = open_corpus(corpus, bc.id_column, bc.text_column)
+        corpus = open_corpus(corpus, bc.id_column, bc.text_column, bc.columns)
     out = Path(out).absolute()
+    with index_lock(out, "build"):
+        return _locked_build(corpus, out, config, overwrite, resume, progress, encoder, query_encoder,
+                             extra_manifest, t0)
+
+
+def _locked_build(corpus: Corpus, out: Path, config: Config, overwrite: bool, resume: bool, progress: bool | None,
+                  encoder: TextEncoder | None, query_encoder: TextEncoder | None, extra_manifest: dict | None,
+                  t0: float) -> BuildResult:
+    bc = config.build
+    if resume and not overwrite and (out / MANIFEST).is_file() and not (_partial(out) / STATE).is_file():
+        raise IndexDirError(f"{out} is already a complete index; nothing to resume (pass --overwrite to rebuild it)")
     _check_out_dir(out, overwrite)
 
     vectors_info: dict[str, Any] = {}
@@ -174,7 +201,7 @@ def build(
     tmp = _prepare_partial(out, resume)
     try:
         manifest = _build_into(tmp, corpus, config, encoder, query_encoder or encoder, vectors_info, progress, resume,
-                               extra_manifest, pooling_info)
+                               extra_manifest, pooling_info, overwrite)
         manifest.timings["load_vectors_s"] = round(t_vectors, 3)
         if "fit_s" in pooling_info:
             manifest.timings["pooling_fit_s"] = pooling_info["fit_s"]
@@ -185,6 +212,8 @@ def build(
     except KeyboardInterrupt:
         logger.warning("interrupted; completed shards are kept in %s: build again with --resume to continue", tmp)
         raise
+    except ResumeMismatch as e:  # the interrupted build's shards stay, for a --resume with its input
+        raise ResumeMismatch(f"cannot resume {out}: {e}; pass --overwrite to start it afresh") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -203,7 +232,7 @@ def build(
 
 def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder, query_encoder: TextEncoder,
                 vectors_info: dict, progress: bool | None, resume: bool, extra: dict | None,
-                pooling: dict) -> Manifest:
+                pooling: dict, overwrite: bool = False) -> Manifest:
     bc = config.build
     if query_encoder.dim != encoder.dim:
         raise ModelError(f"the query tower gives {query_encoder.dim}-d vectors but the document tower "
@@ -216,8 +245,13 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
         save_encoder(encoder, tmp / DOCUMENT_TOWER_DIR)
         doc_files = {p.name: sha256_file(p) for p in sorted((tmp / DOCUMENT_TOWER_DIR).iterdir())}
     state = _BuildState(tmp, _fingerprint(config, corpus, {"query": tower_files, "document": doc_files}))
-    if resume and not state.load_completed():
-        logger.info("nothing to resume in %s; building from the start", tmp)
+    try:
+        if resume and not state.load_completed():
+            logger.info("nothing to resume in %s; building from the start", tmp)
+    except ResumeMismatch as e:
+        if not overwrite:
+            raise
+        logger.info("%s; building from the start (--overwrite)", e)
     done = {f["file"] for s in state.shards for f in [s, *s.get("texts", [])]}
     for sub in (SHARDS_DIR, TEXTS_DIR):
         for stray in (tmp / sub).glob("*") if (tmp / sub).exists() else []:

@@ -20,7 +20,7 @@ DOCUMENT_TOWER_DIR = "document_tower"  # only when documents were encoded by ano
 
 
 # Sections a build writes only when they apply; absent (None) they are left out of the file.
-_OPTIONAL = ("document_tower", "id_lookup", "pooling", "additions")
+_OPTIONAL = ("document_tower", "id_lookup", "pooling", "additions", "deletions")
 
 
 @dataclass
@@ -58,6 +58,7 @@ class Manifest:
     extra: dict[str, Any] = field(default_factory=dict)
     pooling: dict[str, Any] | None = None
     additions: list[dict[str, Any]] | None = None
+    deletions: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:

@@ -17,7 +17,7 @@ from . import faiss_ops as faiss_index
 from .hits import HitsWriter, format_for
 from .info import manifest_value
 from .layout import check_sizes, read_manifest
-from .shards import ShardReader, TextStore, iter_shard_vectors, load_id_lookup
+from .shards import ColumnStore, ShardReader, TextStore, iter_shard_vectors, load_id_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class Index:
         self._vectors: np.ndarray | None = None  # document vectors of an in-memory index
         self._empty: np.ndarray | None = None  # sorted rows of documents with a zero vector
         self.directory: Path | None = None
+        self._columns: ColumnStore | None = None  # build --columns: corpus columns returned in every hit
 
     @classmethod
     def in_memory(cls, encoder: TextEncoder, doc_vectors: np.ndarray, texts: Sequence[str]) -> Index:
@@ -119,6 +120,8 @@ class Index:
         self = cls(encoder, idx, None, texts, manifest)
         self.directory = directory
         self._id_source = reader
+        if manifest.corpus.get("columns"):
+            self._columns = ColumnStore(directory, manifest.shards, manifest.corpus["columns"])
         if manifest.id_lookup:
             self._id_order = load_id_lookup(directory, mmap=mmap)
         if by_row:
@@ -269,6 +272,7 @@ class Index:
                 if want_text:
                     hit["text"] = text_of[row]
                 out.append(hit)
+        self._attach_columns(out, [r for q_rows in rows for r in q_rows if r >= 0])
         return out
 
     def like(self, ids: Sequence[Any], k: int = 10) -> SearchResult:
@@ -420,3 +424,8 @@ def _blank_lines(path: Path) -> list[int]:
         if f.read(4) == b"PAR1" or path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
             return []
     return [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if not line.strip()]
+    def _attach_columns(self, hits: list[dict[str, Any]], rows: list[int]) -> None:
+        """The stored corpus columns (``build --columns``) of each hit's row, added to the hit."""
+        if self._columns is not None and hits:
+            for hit, values in zip(hits, self._columns.take(rows)):
+                hit.update(values)

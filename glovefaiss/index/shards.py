@@ -1,4 +1,4 @@
-"""Vector shards: Parquet files of (id, vector[, text]), written atomically, read by column or batch.
+"""Vector shards: Parquet files of (id, vector[, text][, extra columns]), written atomically, read by column or batch.
 
 For each shard with texts, the same texts packed for the query path (see :mod:`.strings`) in a
 sibling directory, so that the shards directory stays all Parquet: ``texts/part-NNNNN.text``
@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # annotations only: imported where used, see the module docst
     import pyarrow.parquet as pq
 
 
-def shard_schema(id_type: str, dim: int, store_text: bool) -> pa.Schema:
+def shard_schema(id_type: str, dim: int, store_text: bool, columns: tuple[pa.Field, ...] = ()) -> pa.Schema:
+    """id, vector, text (when stored), then the corpus columns kept with ``build --columns``."""
     import pyarrow as pa
 
     fields = [
@@ -36,7 +37,17 @@ def shard_schema(id_type: str, dim: int, store_text: bool) -> pa.Schema:
     ]
     if store_text:
         fields.append(pa.field("text", pa.string()))
-    return pa.schema(fields)
+    return pa.schema(fields + list(columns))
+
+
+def extra_columns(schema: pa.Schema) -> list[str]:
+    """The names of a shard schema's corpus columns (those after id, vector and text)."""
+    return [n for n in schema.names if n not in ("id", "vector", "text")]
+
+
+def next_shard_number(shards: list[dict]) -> int:
+    """The number for a new shard after ``shards`` (deletions can leave gaps, so not their count)."""
+    return 1 + max((int(Path(s["file"]).stem.rsplit("-", 1)[1]) for s in shards), default=-1)
 
 
 def vectors_to_arrow(vectors: np.ndarray) -> pa.FixedSizeListArray:
@@ -74,13 +85,17 @@ class ShardWriter:
             self._texts_dir.mkdir(exist_ok=True)
         self._rows_in_shard = 0
 
-    def write(self, ids: pa.Array, vectors: np.ndarray, texts: pa.Array | None = None) -> None:
+    def write(self, ids: pa.Array, vectors: np.ndarray, texts: pa.Array | None = None,
+              columns: list[pa.Array] | tuple = ()) -> None:
         import pyarrow as pa
 
         arrays = [ids, vectors_to_arrow(vectors)]
         if "text" in self.schema.names:
             arrays.append(texts)
-        batch = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        self.write_batch(pa.RecordBatch.from_arrays(arrays + list(columns), schema=self.schema))
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        """Rows already in the shard schema (as read back from a shard)."""
         self._pending.append(batch)
         self._pending_rows += batch.num_rows
         self._flush(final=False)
@@ -118,7 +133,8 @@ class ShardWriter:
             self._writer = pq.ParquetWriter(
                 self._sink,
                 self.schema,
-                compression={"id": "zstd", "vector": "none", "text": "zstd"},
+                compression={"id": "zstd", "vector": "none", "text": "zstd",
+                             **{c: "zstd" for c in extra_columns(self.schema)}},
                 use_dictionary=False,  # ids and texts are (nearly) all distinct: dictionaries only cost
                 write_statistics=["id"],
             )
@@ -244,6 +260,33 @@ def _text_paths(stem: Path) -> tuple[Path, Path]:
 
 def _tmp_name(path: Path) -> Path:
     return path.with_name(path.name + ".tmp")
+
+
+class ColumnStore:
+    """The corpus columns of ``build --columns`` by global row, each shard's read memory-mapped on first use."""
+
+    def __init__(self, root: Path, shards: list[dict], names: list[str]):
+        self.names = list(names)
+        self._files = [Path(root) / s["file"] for s in shards]
+        self._starts = np.cumsum([0] + [s["rows"] for s in shards])
+        self._tables: dict[int, pa.Table] = {}
+
+    def take(self, rows: list[int]) -> list[dict]:
+        """``{column: value}`` for each of ``rows``."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows_arr = np.asarray(rows, dtype=np.int64)
+        part = np.searchsorted(self._starts, rows_arr, side="right") - 1
+        out: list = [None] * len(rows_arr)
+        for p in set(part.tolist()):
+            if p not in self._tables:
+                self._tables[p] = pq.read_table(self._files[p], columns=self.names, memory_map=True)
+            at = np.flatnonzero(part == p)
+            picked = self._tables[p].take(pa.array(rows_arr[at] - self._starts[p])).to_pylist()
+            for i, values in zip(at.tolist(), picked):
+                out[i] = values
+        return out
 
 
 class TextStore:

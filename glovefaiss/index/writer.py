@@ -37,8 +37,14 @@ from ..tower.encoder import EncodeStats, TextEncoder
 from . import faiss_ops as faiss_index
 from .families import build_index, resolve_index
 from .layout import DOCUMENT_TOWER_DIR, INDEX_FILE, SHARDS_DIR, TOWER_DIR, Manifest
-from .shards import ShardReader, ShardWriter, iter_shard_vectors, shard_schema, write_id_lookup
-from .tuning import WINDOW_QUERIES, corpus_window_queries, file_tuning_queries
+from .shards import ShardReader, ShardWriter, TextStore, iter_shard_vectors, shard_schema, write_id_lookup
+from .tuning import (
+    WINDOW_QUERIES,
+    corpus_window_queries,
+    file_tuning_queries,
+    window_queries,
+    window_sample,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,25 +116,26 @@ class SerialCalls:
             self._pool.shutdown(wait=True)
 
 
-def _aligned(batches: Iterable[tuple[pa.Array, pa.Array]], shard_rows: int, skip: int) -> Iterator[tuple[pa.Array, pa.Array]]:
-    """Batches cut so that none crosses a shard boundary, after skipping ``skip`` rows.
+def _aligned(batches: Iterable[tuple], shard_rows: int, skip: int) -> Iterator[tuple]:
+    """Batches (tuples of ids, texts, [columns]) cut so that none crosses a shard boundary, after skipping ``skip`` rows.
 
     Each shard's counts can then be recorded with it, which is what lets a build resume.
     """
     pos = 0
-    for ids, texts in batches:
+    for ids, texts, columns in batches:
         n = len(ids)
         start = max(0, skip - pos)
         while start < n:
             end = min(n, start + shard_rows - (pos + start) % shard_rows)
-            yield ids.slice(start, end - start), texts.slice(start, end - start)
+            yield (ids.slice(start, end - start), texts.slice(start, end - start),
+                   [c.slice(start, end - start) for c in columns])
             start = end
         pos += n
 
 
 def encode_corpus(corpus: Corpus, encoder: TextEncoder, bc: BuildConfig, skip: int = 0,
                   backend: str = "scipy") -> Iterator:
-    """(ids, texts, vectors, stats) per batch, in corpus order, batches encoded on ``bc.threads`` threads.
+    """(ids, texts, vectors, stats, columns) per batch, in corpus order, encoded on ``bc.threads`` threads.
 
     Batches never cross a multiple of ``bc.shard_rows`` (counted from the corpus start), and
     the first ``skip`` rows are passed over. ``backend``: see :func:`pooling_backend`.
@@ -136,12 +143,12 @@ def encode_corpus(corpus: Corpus, encoder: TextEncoder, bc: BuildConfig, skip: i
     encoder = encoder.for_batches(backend)
 
     def encode(batch):
-        ids, texts = batch
+        ids, texts, columns = batch
         s = EncodeStats()
         vectors = encoder.encode(texts, stats=s, top_oov=TOP_OOV)
-        return ids, texts, vectors, s
+        return ids, texts, vectors, s, columns
 
-    batches = _aligned(corpus.batches(bc.batch_size), bc.shard_rows, skip)
+    batches = _aligned(corpus.batches_with_columns(bc.batch_size), bc.shard_rows, skip)
     return _ordered_map(encode, batches, bc.threads or os.cpu_count() or 1)
 
 
@@ -209,7 +216,7 @@ def write_shards(corpus: Corpus, directory: Path, encoder: TextEncoder, bc: Buil
         if on_shard is not None:
             on_shard(entry)
 
-    writer = ShardWriter(directory / SHARDS_DIR, shard_schema(corpus.id_type, encoder.dim, store_text),
+    writer = ShardWriter(directory / SHARDS_DIR, shard_schema(corpus.id_type, encoder.dim, store_text, corpus.columns),
                          bc.shard_rows, row_group_rows, first_shard=first_shard, on_shard=shard_done)
 
     # One-time set-up, timed apart from the per-document encoding: the torch import, the
@@ -219,17 +226,17 @@ def write_shards(corpus: Corpus, directory: Path, encoder: TextEncoder, bc: Buil
     encoder = encoder.for_batches(backend)
     t_setup = time.perf_counter() - t_setup
 
-    def write(ids, texts, vectors, s) -> None:  # on the writing thread, in batch order
+    def write(ids, texts, vectors, s, columns) -> None:  # on the writing thread, in batch order
         current.add(s)
         total.add(s)
-        writer.write(ids, vectors, texts if store_text else None)
+        writer.write(ids, vectors, texts if store_text else None, columns)
 
     ids: list[pa.Array] = []
     t_encode = time.perf_counter()
     with tqdm(total=corpus.num_rows, initial=skip, unit="doc", unit_scale=True, desc="encoding",
               disable=None if progress is None else not progress, leave=False) as bar, SerialCalls() as writes:
-        for batch_ids, texts, vectors, s in encode_corpus(corpus, encoder, bc, skip=skip, backend=backend):
-            writes.submit(write, batch_ids, texts, vectors, s)
+        for batch_ids, texts, vectors, s, columns in encode_corpus(corpus, encoder, bc, skip=skip, backend=backend):
+            writes.submit(write, batch_ids, texts, vectors, s, columns)
             ids.append(batch_ids)
             bar.update(len(batch_ids))
         writes.submit(writer.close)
@@ -243,12 +250,13 @@ def duplicate_ids(ids: pa.ChunkedArray | pa.Array) -> list:
     return pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1)).to_pylist()
 
 
-def check_unique(ids: pa.ChunkedArray | pa.Array, problem: str = "the corpus has {n} duplicate ids") -> None:
-    """Raise :class:`CorpusError` (``problem`` with the count, and examples) if an id repeats."""
+def check_unique(ids: pa.ChunkedArray | pa.Array, problem: str = "the corpus has {n} duplicate ids",
+                 hint: str = "") -> None:
+    """Raise :class:`CorpusError` (``problem`` with the count, and examples, then ``hint``) if an id repeats."""
     dups = duplicate_ids(ids)
     if dups:
         shown = ", ".join(map(repr, dups[:5]))
-        raise CorpusError(f"{problem.format(n=len(dups))} (e.g. {shown}); ids must be unique")
+        raise CorpusError(f"{problem.format(n=len(dups))} (e.g. {shown}); ids must be unique{hint}")
 
 
 def save_index(index, directory: Path) -> dict:
@@ -275,29 +283,44 @@ class FinishedIndex:
     index_s: float
 
 
-def finish_index(directory: Path, shards: list[dict], ids: pa.ChunkedArray, corpus: Corpus, config: Config,
+def stored_window_queries(directory: Path, shards: list[dict], encoder: TextEncoder, n: int,
+                          seed: int) -> np.ndarray:
+    """Window queries cut from the texts stored in ``shards``: the same as those of a corpus of these rows."""
+    rows, rng = window_sample(sum(s["rows"] for s in shards), n, seed)
+    return window_queries(TextStore(directory, shards).take(rows), encoder, n, rng)
+
+
+def finish_index(directory: Path, shards: list[dict], ids: pa.ChunkedArray, corpus: Corpus | None, config: Config,
                  query_encoder: TextEncoder, dim: int) -> FinishedIndex:
     """Check that ``ids`` (of every shard, in row order) are unique, write the id lookup and make the index.
 
     The index is made from the finished shards in ``directory``, so it never depends on how
     encoding was batched, split into parts or resumed. Int ids are the FAISS labels; string ids
     get row numbers, mapped back through the shards' id column. An approximate index is tuned
-    with the build's ``tuning_queries`` file or with windows of documents of ``corpus``.
+    with the build's ``tuning_queries`` file or with windows of documents of ``corpus``; without
+    a corpus (after a delete) with windows of the shards' stored texts, which gives the same
+    queries as a corpus of those rows.
     """
     bc = config.build
     check_unique(ids)
-    with_ids = corpus.id_type == "int64"
+    with_ids = pa.types.is_integer(ids.type)
     id_lookup = write_id_lookup(directory, ids.to_numpy()) if with_ids else {}
     t_index = time.perf_counter()
     queries = None
-    if resolve_index(bc, corpus.num_rows, dim)[1] not in ("Flat", "flat"):  # approximate: tuned
-        if bc.tuning_queries:
+    if resolve_index(bc, len(ids), dim)[1] not in ("Flat", "flat"):  # approximate: tuned
+        if bc.tuning_queries and (corpus is not None or Path(bc.tuning_queries).is_file()):
             queries, source = file_tuning_queries(bc.tuning_queries, query_encoder, bc.tune_queries, config.seed)
-        else:
+        elif corpus is not None:
             queries = corpus_window_queries(corpus, query_encoder, bc.tune_queries, config.seed)
             source = WINDOW_QUERIES
+        elif all("texts" in s for s in shards):
+            queries = stored_window_queries(directory, shards, query_encoder, bc.tune_queries, config.seed)
+            source = WINDOW_QUERIES
+        else:  # no texts to cut queries from: the documents themselves (flatters recall)
+            logger.warning("no stored texts and no tuning queries file: tuning with the documents as queries")
+            source = "the documents themselves"
     index, info = build_index(directory, shards, dim, bc, with_ids, config.seed, queries=queries)
-    if "tuning" in info and queries is not None:
+    if "tuning" in info:
         info["tuning"]["query_source"] = source
     saved = save_index(index, directory)
     t_index = time.perf_counter() - t_index
@@ -306,17 +329,21 @@ def finish_index(directory: Path, shards: list[dict], ids: pa.ChunkedArray, corp
     return FinishedIndex(index, info, id_lookup, t_index)
 
 
-def with_stats(manifest: Manifest, stats: EncodeStats) -> Manifest:
-    """``manifest`` with the documents of ``stats`` counted in (its top unknown words merged)."""
+def with_stats(manifest: Manifest, stats: EncodeStats, sign: int = 1) -> Manifest:
+    """``manifest`` with the documents of ``stats`` counted in (``sign=-1``: out), its top unknown words merged.
+
+    Counting out is exact for the totals; the top words can only be merged within the recorded top list.
+    """
     m = replace(manifest)
-    m.documents = manifest.documents + stats.texts
-    m.empty_documents = manifest.empty_documents + stats.empty_texts
-    m.tokens = manifest.tokens + stats.tokens
-    m.oov_tokens = manifest.oov_tokens + stats.oov_tokens
+    m.documents = manifest.documents + sign * stats.texts
+    m.empty_documents = manifest.empty_documents + sign * stats.empty_texts
+    m.tokens = manifest.tokens + sign * stats.tokens
+    m.oov_tokens = manifest.oov_tokens + sign * stats.oov_tokens
     m.oov_rate = round(m.oov_tokens / m.tokens, 6) if m.tokens else 0.0
     merged = dict(manifest.top_oov_words)
     for w, c in stats.oov_words.items():
-        merged[w] = merged.get(w, 0) + c
+        merged[w] = merged.get(w, 0) + sign * c
+    merged = {w: c for w, c in merged.items() if c > 0}
     m.top_oov_words = [[w, c] for w, c in sorted(merged.items(), key=lambda x: (-x[1], x[0]))[:TOP_OOV]]
     return m
 
@@ -341,7 +368,8 @@ def new_manifest(config: Config, corpus: Corpus, encoder: TextEncoder, shards: l
         vectors=vectors_info,
         tokeniser=encoder.tokeniser.describe(),
         corpus={"files": [str(f) for f in corpus.files], "id_column": corpus.id_column,
-                "text_column": corpus.text_column, "id_type": corpus.id_type},
+                "text_column": corpus.text_column, "id_type": corpus.id_type,
+                **({"columns": [c.name for c in corpus.columns]} if corpus.columns else {})},
     ), stats)
     # Mean cosine of the documents to their centroid: near 1 means every vector points the same way.
     m.anisotropy = None if stats.anisotropy is None else round(stats.anisotropy, 6)
