@@ -95,3 +95,22 @@ def test_add_needs_the_stored_columns_with_their_types(tmp_path, tiny_vectors):
                              "year": ["1999"]}), typed)
     with pytest.raises(CorpusError, match="column 'year' has type string in the new documents but int32 in the index"):
         add_documents(tmp_path / "idx", [typed], progress=False)
+
+
+def test_stored_columns_in_table_csv_and_parquet_output(tmp_path):
+    from glovefaiss.index.hits import render
+
+    hits = [{"query_id": 1, "rank": 1, "id": 7, "score": 0.5, "year": 2001, "title": "A", "text": "cat"},
+            {"query_id": 1, "rank": 2, "id": 8, "score": 0.25, "year": 1999, "title": "B", "text": "dog"}]
+    table = render(hits, "table").splitlines()
+    assert table[0].split() == ["query_id", "rank", "id", "score", "year", "title", "text"]
+    assert table[2].split() == ["1", "1", "7", "0.5000", "2001", "A", "cat"]
+    assert render(hits, "csv").splitlines() == ["query_id,rank,id,score,year,title,text",
+                                                "1,1,7,0.5,2001,A,cat", "1,2,8,0.25,1999,B,dog"]
+    from glovefaiss.index.hits import HitsWriter
+
+    with HitsWriter(tmp_path / "h.parquet") as w:
+        w.write(hits)
+    got = pq.read_table(tmp_path / "h.parquet")
+    assert got.column_names == ["query_id", "rank", "id", "score", "text", "year", "title"]
+    assert got.column("year").to_pylist() == [2001, 1999] and got.column("title").to_pylist() == ["A", "B"]

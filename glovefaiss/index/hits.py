@@ -112,7 +112,7 @@ class HitsWriter:
             raise OutputError(f"cannot write {self._path or 'the output'}: {e.strerror or e}") from None
 
     def _fields(self, hits: list[dict]) -> list[str]:
-        return list(FIELDS) + (["text"] if self.with_text and hits and "text" in hits[0] else [])
+        return fields_of(hits, self.with_text)
 
     def _write_jsonl(self, hits):
         self._stream.write("".join(json.dumps(self._trim(h), ensure_ascii=False) + "\n" for h in hits))
@@ -174,6 +174,8 @@ class HitsWriter:
                   pa.field("id", id_type("id", d_hint)), pa.field("score", pa.float32())]
         if self.with_text and (hits and "text" in hits[0]):
             fields.append(pa.field("text", pa.string()))
+        for name in stored_columns(hits):  # build --columns: typed from the values themselves
+            fields.append(pa.field(name, pa.array([h.get(name) for h in hits]).type))
         return pa.schema(fields)
 
     def _trim(self, hit: dict) -> dict:
@@ -214,10 +216,22 @@ class HitsWriter:
                 self._tmp.unlink(missing_ok=True)
 
 
+def stored_columns(hits: list[dict]) -> list[str]:
+    """The corpus columns a build stored with its documents (``build --columns``), as the hits carry them."""
+    return [k for k in hits[0] if k not in FIELDS and k != "text"] if hits else []
+
+
+def fields_of(hits: list[dict], with_text: bool = True) -> list[str]:
+    """The columns of a tabular output: the hit's fields, stored corpus columns, then the text."""
+    return list(FIELDS) + stored_columns(hits) + (["text"] if with_text and hits and "text" in hits[0] else [])
+
+
 def render_table(hits: list[dict], with_text: bool = True) -> str:
     """Aligned columns, texts cut to one line of 80 characters."""
-    fields = list(FIELDS) + (["text"] if with_text and hits and "text" in hits[0] else [])
+    fields = fields_of(hits, with_text)
+    extra = stored_columns(hits)
     rows = [[str(h["query_id"]), str(h["rank"]), str(h["id"]), f"{h['score']:.4f}"]
+            + [snippet(str(h.get(c, ""))) for c in extra]
             + ([snippet(h["text"])] if "text" in fields else []) for h in hits]
     widths = [max([len(f)] + [len(r[i]) for r in rows]) for i, f in enumerate(fields)]
     lines = ["  ".join(f.ljust(w) for f, w in zip(fields, widths)).rstrip()]

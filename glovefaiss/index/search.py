@@ -275,6 +275,12 @@ class Index:
         self._attach_columns(out, [r for q_rows in rows for r in q_rows if r >= 0])
         return out
 
+    def _attach_columns(self, hits: list[dict[str, Any]], rows: list[int]) -> None:
+        """The stored corpus columns (``build --columns``) of each hit's row, added to the hit."""
+        if self._columns is not None and hits:
+            for hit, values in zip(hits, self._columns.take(rows)):
+                hit.update(values)
+
     def like(self, ids: Sequence[Any], k: int = 10) -> SearchResult:
         """The ``k`` documents nearest to each stored document's own vector, that document left out.
 
@@ -424,8 +430,3 @@ def _blank_lines(path: Path) -> list[int]:
         if f.read(4) == b"PAR1" or path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
             return []
     return [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if not line.strip()]
-    def _attach_columns(self, hits: list[dict[str, Any]], rows: list[int]) -> None:
-        """The stored corpus columns (``build --columns``) of each hit's row, added to the hit."""
-        if self._columns is not None and hits:
-            for hit, values in zip(hits, self._columns.take(rows)):
-                hit.update(values)
