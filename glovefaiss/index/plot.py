@@ -47,6 +47,7 @@ def tuning_curve(manifest, path: str | Path) -> Path:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         raise PlotError(MISSING) from None
     info = manifest["index"] if isinstance(manifest, dict) else manifest.index
@@ -55,20 +56,28 @@ def tuning_curve(manifest, path: str | Path) -> Path:
         raise PlotError(f"index {info.get('type')} was not tuned (exact search): there is no curve to draw")
     tuning = info["tuning"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    kept_kf = tuning["params"].get("k_factor")
     for line in lines:
-        pts = sorted((e["p50_ms"], _worst(e)) for e in line["tried"] if e.get("p50_ms"))
-        ax.plot(*zip(*pts), marker="o", ms=3, lw=1.5 if line["kept"] else 1,
-                label=f"{line['family']} ({line['key']}), worst bucket")
-        if line["kept"]:
-            for name in line["tried"][0].get("buckets", {}):
-                bpts = sorted((e["p50_ms"], e["buckets"][name]["recall"]) for e in line["tried"] if e.get("p50_ms"))
-                ax.plot(*zip(*bpts), lw=0.6, ls=":", label=f"  {name}")
+        for kf in sorted({e.get("k_factor") for e in line["tried"]}, key=lambda v: -1 if v is None else v):
+            group = sorted((e for e in line["tried"] if e.get("k_factor") == kf and e.get("p50_ms")),
+                           key=lambda e: e["p50_ms"])
+            if not group:
+                continue
+            label = f"{line['family']} ({line['key']})" + (f" k_factor {kf:g}" if kf is not None else "")
+            ax.plot([e["p50_ms"] for e in group], [_worst(e) for e in group], marker="o", ms=3,
+                    lw=1.5 if line["kept"] else 1, label=label + ", worst bucket")
+            if line["kept"] and kf == kept_kf:
+                for name in group[0].get("buckets", {}):
+                    ax.plot([e["p50_ms"] for e in group], [e["buckets"][name]["recall"] for e in group],
+                            lw=0.7, ls=":", label=f"  {name}")
     kept = next((e for e in tuning["tried"] if all(e.get(k) == v for k, v in tuning["params"].items())), None)
     if kept is not None:
         ax.plot([kept["p50_ms"]], [_worst(kept)], marker="*", ms=14, color="black", ls="none",
                 label="kept: " + ", ".join(f"{k}={v}" for k, v in tuning["params"].items()))
     ax.axhline(tuning["target_recall"], color="red", lw=0.8, ls="--", label=f"target {tuning['target_recall']}")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("single query p50 (ms, one thread, FAISS only)")
     ax.set_ylabel(f"recall@{tuning['k']} vs exact search")
     ax.set_title(f"tuning curve, {info.get('ntotal', 0):,} vectors")
