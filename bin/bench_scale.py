@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import report  # noqa: E402
-from benchlib.corpus import GLOVE, topic_corpus, window_queries, zipf_corpus  # noqa: E402
+from benchlib.corpus import GLOVE, length_mix_queries, topic_corpus, zipf_corpus  # noqa: E402
 from benchlib.env import ROOT, describe_machine, log, machine_info, set_prog  # noqa: E402
-from benchlib.measure import cold_queries, each_once, pct, run_build, timed  # noqa: E402
+from benchlib.measure import cold_queries, pct, run_build, timed  # noqa: E402
 
 FLAVOURS = ("topics", "zipf")
 
@@ -40,26 +42,41 @@ def exact_reference(index_dir: Path, queries: np.ndarray, k: int) -> np.ndarray:
 
 
 def measure_queries(index_dir: Path, texts: list[str], k: int = 10, warmup: int = 50) -> dict:
+    """Recall vs exact and single-query latency (hits / search taking turns, each text timed once), per length bucket."""
     import faiss
+    import pyarrow as pa
 
     import glovefaiss
-    from glovefaiss.index.tuning import knn_recall
+    from glovefaiss.index.tuning import QuerySet, bucket_recall, knn_recall, recall_per_query
 
     idx = glovefaiss.Index.load(index_dir)
     vecs = idx.encode(texts)
     keep = np.flatnonzero(np.any(vecs != 0, axis=1))
     texts = [texts[i] for i in keep]
-    vecs = vecs[keep]
+    qs = QuerySet(vecs[keep], np.asarray(idx.encoder.token_rows(pa.array(texts, pa.string()))[1]))
+    bucket_of = np.empty(len(qs), dtype=object)
+    for name, rows in qs.buckets().items():
+        bucket_of[rows] = name
     for t in texts[:warmup]:
         idx.hits(t, k)
-    lat = each_once({"hits": lambda i: idx.hits(texts[i], k), "search": lambda i: idx.search(texts[i], k)},
-                    range(warmup, len(texts)))
-    truth = exact_reference(index_dir, vecs, k)
-    recall = knn_recall(idx.search(texts, k).ids, truth)
+    variants = {"hits": lambda i: idx.hits(texts[i], k), "search": lambda i: idx.search(texts[i], k)}
+    lat: dict = {v: [] for v in variants}
+    by_bucket: dict = {v: {} for v in variants}
+    for j, i in enumerate(range(warmup, len(texts))):
+        v = ("hits", "search")[j % 2]
+        t = time.perf_counter()
+        variants[v](i)
+        dt = time.perf_counter() - t
+        lat[v].append(dt)
+        by_bucket[v].setdefault(bucket_of[i], []).append(dt)
+    truth = exact_reference(index_dir, qs.vectors, k)
+    found = idx.search(texts, k).ids
+    per_query = recall_per_query(found, truth)
     batch = texts[:2000]
     idx.search(batch[:100], k)
     qps = len(batch) / timed(idx.search, batch, k)[1]
-    return {"queries": len(texts), "recall": recall, "lat_s": lat, "batch": len(batch), "batch_qps": qps,
+    return {"queries": len(texts), "recall": knn_recall(found, truth), "lat_s": lat, "bucket_lat_s": by_bucket,
+            "buckets": bucket_recall(per_query, qs.buckets()), "batch": len(batch), "batch_qps": qps,
             "threads": faiss.omp_get_max_threads()}
 
 
@@ -81,15 +98,19 @@ def measure(args, res: report.Results) -> None:
         extra = ["--index", args.index, "--target-recall", str(args.target_recall)]
         if args.max_index_memory:
             extra += ["--max-index-memory", args.max_index_memory]
+        load_before = os.getloadavg()
         b = run_build(corpus, index_dir, extra)
-        texts = window_queries(corpus, args.queries, args.seed)
+        texts = length_mix_queries(corpus, args.queries, args.seed)
         log(f"{flavour}: measuring {len(texts)} text queries")
         q = measure_queries(index_dir, texts)
         c = cold_queries(index_dir, texts[0], args.cold_runs)
-        res["flavours"] = res["flavours"] + [{"flavour": flavour, "corpus": meta, "build": b, "queries": q, "cold": c}]
+        load = {"before_build": load_before, "after_queries": os.getloadavg()}
+        res["flavours"] = res["flavours"] + [{"flavour": flavour, "corpus": meta, "build": b, "queries": q, "cold": c,
+                                              "loadavg": load}]
         ix = b["manifest"]["index"]
         log(f"{flavour}: {ix['key']} {ix['params']} tuned recall {(ix.get('tuning') or {}).get('recall')}, "
-            f"text-query recall {q['recall']:.3f}, hits p50 {pct(q['lat_s']['hits'], 50) / 1e3:.3f} ms")
+            f"text-query recall {q['recall']:.3f}, hits p50 {pct(q['lat_s']['hits'], 50) / 1e3:.3f} ms; "
+            + "; ".join(f"{n} {bq['recall']:.3f}" for n, bq in q["buckets"].items()))
 
 
 def render(data: dict) -> str:
@@ -116,7 +137,23 @@ def render(data: dict) -> str:
     row("search params kept", lambda r: ", ".join(f"{k}={v}" for k, v in ix(r)["params"].items()) or "-")
     row("tuner: recall@10 on its held-out queries", lambda r: f"{(ix(r).get('tuning') or {}).get('recall', 1.0):.3f}")
     row("tuner: target reached", lambda r: str((ix(r).get("tuning") or {}).get("reached", True)))
-    row("recall@10 of text queries vs exact", lambda r: f"{r['queries']['recall']:.3f} ({r['queries']['queries']} queries)")
+    row("recall@10 of text queries vs exact, all lengths", lambda r: f"{r['queries']['recall']:.3f} ({r['queries']['queries']} queries)")
+    names = [n for n in ("1-3 tokens", "4-12 tokens", "13+ tokens") if any(n in r["queries"].get("buckets", {})
+                                                                           for r in rows)]
+    for name in names:
+        row(f"recall@10 vs exact, {name} queries", lambda r, name=name: (
+            f"{r['queries']['buckets'][name]['recall']:.3f} ({r['queries']['buckets'][name]['queries']})"
+            if name in r["queries"].get("buckets", {}) else "-"))
+    for name in names:
+        row(f"single query p50 / p99, hits, {name} (ms)", lambda r, name=name: (
+            f"{pct(r['queries']['bucket_lat_s']['hits'][name], 50) / 1e3:.3f} / "
+            f"{pct(r['queries']['bucket_lat_s']['hits'][name], 99) / 1e3:.3f}"
+            if name in r["queries"].get("bucket_lat_s", {}).get("hits", {}) else "-"))
+    row("tuner: recall@10 per bucket (lower bound)", lambda r: "; ".join(
+        f"{n} {b['recall']:.3f} ({b['recall_lower_bound']:.3f})"
+        for n, b in ((ix(r).get("tuning") or {}).get("buckets") or {}).items()) or "-")
+    row("load average before build / after queries", lambda r: " / ".join(
+        f"{x[0]:.1f}" for x in (r.get("loadavg") or {}).values()) or "-")
     row("single query p50 / p99, text in, hits out, each text new (ms)",
         lambda r: f"{ms(r, 'hits', 50):.3f} / {ms(r, 'hits', 99):.3f}")
     row("single query p50 / p99, `search` ids only, other texts (ms)",

@@ -100,6 +100,7 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
     """Encode Parquet CORPUS files (or directories of them) into an index at --out."""
     from .config import load_config
     from .index.build import build as run_build
+    from .index.tuning import bucket_summary
 
     if model_dir is not None:
         if glove is not None:
@@ -130,13 +131,17 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
     if tuning:
         params = _params(tuning["params"])
         lb = tuning.get("recall_lower_bound", tuning["recall"])
+        short = ", ".join(tuning.get("short_buckets", []))
         verdict = ("" if tuning["reached"] else
-                   f" - target {tuning['target_recall']} NOT reached (short by {tuning['target_recall'] - lb:.3f})")
+                   f" - target {tuning['target_recall']} NOT reached{' for ' + short if short else ''} "
+                   f"(short by {tuning['target_recall'] - lb:.3f})")
         _note(
             f"index {m.index['type']} ({m.index['key']}): recall@{tuning['k']} {tuning['recall']:.3f} "
             f"(95% lower bound {lb:.3f}) "
             f"with {params}; single query p50 {tuning['p50_ms']:.3f} ms, p99 {tuning['p99_ms']:.3f} ms; "
             f"batch {tuning['batch_qps']:,.0f} queries/s{verdict}")
+        if tuning.get("buckets"):
+            _note(bucket_summary(tuning))
     candidates = m.index.get("candidates", [])
     if candidates:
         _note("index auto compared: " + "; ".join(
@@ -465,6 +470,52 @@ def eval_sts(pairs, index_dir, model_dir, config_path, glove, fit_on, fmt):
             encoder = shared or sts_encoder(config, a + b, vectors)[0]
             reports.append(evaluate_sts(encoder, a, b, s, name=p.name))
     _emit_reports(reports, fmt)
+
+
+# --- eval recall and info --plot: the index's recall per query length and its tuning curve (issue 13) ---
+
+
+@eval_group.command("recall")
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@click.option("--queries", "queries_file", type=click.Path(path_type=Path),
+              help="Query file (text lines, JSONL or Parquet); default: queries sampled from the stored texts.")
+@click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True)
+@click.option("-n", "n", type=click.IntRange(1), default=1000, show_default=True, help="Queries to sample.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def eval_recall(index_dir, queries_file, k, n, fmt):
+    """Recall@k of the index in INDEX_DIR against exact search of its own shards, per query length."""
+    from .index.recall import index_recall
+    from .io.rows import read_queries
+
+    texts = read_queries(queries_file)[1] if queries_file is not None else None
+    r = index_recall(index_dir, texts, k=k, n=n)
+    if fmt == "json":
+        click.echo(json.dumps(r, indent=2))
+        return
+    click.echo(f"recall@{k} {r['recall']:.3f} over {r['queries']} queries")
+    for name, b in r["buckets"].items():
+        click.echo(f"  {name:>12}: {b['recall']:.3f} (95% lower bound {b['recall_lower_bound']:.3f}, "
+                   f"{b['queries']} queries)")
+
+
+@cli.command("info")
+@click.argument("index_dir", type=click.Path(path_type=Path))
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
+              help="Draw the tuning curve (recall against latency) to this image file; needs glovefaiss[plot].")
+def info_plot(index_dir, plot_path):
+    """The index's tuning (per query length), and with --plot its tuning curve."""
+    from .index.layout import read_manifest
+    from .index.plot import tuning_curve
+    from .index.tuning import bucket_summary
+
+    m = read_manifest(index_dir)
+    tuning = m.index.get("tuning")
+    click.echo(f"{index_dir}: {m.documents:,} documents, index {m.index['type']} ({m.index['key']}) "
+               f"{_params(m.index.get('params', {})) if tuning else 'exact'}")
+    if tuning and tuning.get("buckets"):
+        click.echo(bucket_summary(tuning))
+    if plot_path is not None:
+        _note(f"tuning curve written to {tuning_curve(m, plot_path)}")
 
 
 @cli.command()

@@ -122,7 +122,7 @@ def test_add_retunes_the_index_for_the_enlarged_corpus(tmp_path, random_setup):
     retuned = m["additions"][-1]["retuned"]
     assert retuned["params_before"] == before["params"] and retuned["params"] == m["index"]["params"]
     assert m["index"]["tuning"]["queries"] > 0 and m["index"]["tuning"]["tried"] != before["tuning"]["tried"]
-    assert m["index"]["tuning"]["query_source"] == "windows of 2-8 words from sampled documents"
+    assert m["index"]["tuning"]["query_source"] == "windows of 1-3 and 4-12 tokens and whole documents, from sampled documents"
     params = ", ".join(f"{k}={v}" for k, v in retuned["params"].items())
     assert (f"search retuned: nprobe={before['params']['nprobe']} -> {params}, "
             f"recall@10 {retuned['recall']:.3f}, p50 ") in r.stderr
@@ -145,7 +145,7 @@ def test_add_without_texts_keeps_the_parameters_when_too_few_tuning_queries(tmp_
     assert r.retuned is None
     m = json.loads((out / "manifest.json").read_text())
     assert m["index"]["params"] == before["params"] and m["index"]["tuning"] == before["tuning"]
-    assert "only 1 tuning queries (windows of 2-8 words from sampled documents (the added ones)), fewer than " \
+    assert "only 1 tuning queries (windows of 1-3 and 4-12 tokens and whole documents, from sampled documents (the added ones)), fewer than " \
            "100: search parameters kept ({'nprobe': " in caplog.text
     assert 5000 in Index.load(out).search("w1 w2 w3 w4 w5", k=5).ids[0].tolist()
     # Enough added documents: retuned with windows of the added ones.

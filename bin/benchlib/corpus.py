@@ -219,6 +219,21 @@ def window_queries(corpus: Path, n: int, seed: int) -> list[str]:
     return out
 
 
+def length_mix_queries(corpus: Path, n: int, seed: int) -> list[str]:
+    """Queries of every length a user sends, in turn: 1-3 consecutive words, 4-12, a whole document."""
+    rng = np.random.default_rng([seed, 4])
+    out = []
+    for i, t in enumerate(sample_texts(corpus, n, rng)):
+        w = t.split()
+        if i % 3 == 2:
+            out.append(t)
+            continue
+        length = int(rng.integers(1, 4)) if i % 3 == 0 else int(rng.integers(4, 13))
+        a = int(rng.integers(0, max(1, len(w) - length + 1)))
+        out.append(" ".join(w[a:a + length]))
+    return out
+
+
 def sample_texts(corpus: Path, n: int, rng: np.random.Generator) -> list[str]:
     """``min(n, rows)`` texts of the corpus at random rows, in corpus order."""
     column = pq.read_table(corpus, columns=["text"]).column(0)

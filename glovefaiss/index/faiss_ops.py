@@ -139,6 +139,29 @@ def _seed(index: faiss.Index, seed: int) -> None:
             sub.pq.cp.seed = seed
 
 
+def centroids_of(index: faiss.Index) -> np.ndarray | None:
+    """The trained IVF centroids of an index (None without inverted lists or before training)."""
+    for sub in _chain(index):
+        if isinstance(sub, faiss.IndexIVF) and sub.quantizer.ntotal == sub.nlist:
+            return sub.quantizer.reconstruct_n(0, sub.nlist)
+    return None
+
+
+def give_centroids(index: faiss.Index, centroids: np.ndarray) -> bool:
+    """Make ``centroids`` the IVF centroids of an untrained index, so that training skips k-means.
+
+    False (and nothing changed) when the index has no flat IVF quantizer of that many lists.
+    """
+    for sub in _chain(index):
+        if isinstance(sub, faiss.IndexIVF):
+            q = faiss.downcast_index(sub.quantizer)
+            if sub.nlist != len(centroids) or q.ntotal or not isinstance(q, faiss.IndexFlat):
+                return False
+            q.add(np.ascontiguousarray(centroids, dtype=np.float32))
+            return True
+    return False
+
+
 def add(index: faiss.Index, vectors: np.ndarray, labels: np.ndarray | None = None) -> None:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if labels is None:

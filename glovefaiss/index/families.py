@@ -12,7 +12,7 @@ import numpy as np
 from ..config import BuildConfig
 from . import faiss_ops as faiss_index
 from .shards import ShardReader, iter_shard_vectors
-from .tuning import exact_topk, tune, warn_if_few
+from .tuning import QuerySet, exact_topk, tune, warn_if_few
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def resolve_index(bc: BuildConfig, n: int, dim: int) -> tuple[str, str]:
 
 
 def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
-                with_ids: bool, seed: int = 0, queries: np.ndarray | None = None) -> tuple[Any, dict]:
+                with_ids: bool, seed: int = 0, queries: QuerySet | np.ndarray | None = None) -> tuple[Any, dict]:
     """Create the index ``bc`` asks for over every shard vector; tune it if it is approximate.
 
     ``queries``: the vectors to tune with (default: a sample of the documents themselves, which
@@ -74,8 +74,9 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
     for alt in (faiss_index.alternatives(kind, n, dim, faiss_index.parse_bytes(bc.max_index_memory)) if slow else []):
         logger.info("index %s needs %.2f ms per query at recall %.3f; trying %s too", key,
                     info["tuning"]["p50_ms"], info["tuning"]["recall"], alt)
+        # The first family's centroids serve the alternative (same list count): no second k-means.
         alt_index, alt_info = _build_one(reader, alt, faiss_index.factory_key(alt, n, dim), dim, with_ids, seed,
-                                         np.random.default_rng(seed))
+                                         np.random.default_rng(seed), centroids=faiss_index.centroids_of(index))
         alt_info["requested"] = bc.index
         _tune_into(alt_index, alt_info, queries, truth, bc)
         tried.append(alt_info)
@@ -87,7 +88,7 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
 
 
 def retune(index, directory: Path, shards: list[dict], bc: BuildConfig, with_ids: bool,
-           queries: np.ndarray) -> dict:
+           queries: QuerySet | np.ndarray) -> dict:
     """Tune ``index`` again against exact search over ``shards`` (after documents were added).
 
     Returns ``{"params", "tuning", "tune_s"}``; the index is left set to the new parameters.
@@ -98,32 +99,42 @@ def retune(index, directory: Path, shards: list[dict], bc: BuildConfig, with_ids
     return info
 
 
-def _tuning_set(reader: ShardReader, with_ids: bool, queries: np.ndarray, bc: BuildConfig):
+def _tuning_set(reader: ShardReader, with_ids: bool, queries: QuerySet | np.ndarray,
+                bc: BuildConfig) -> tuple[QuerySet, np.ndarray]:
     """(queries with a known word, their exact top-``tune_k`` labels over every shard vector)."""
-    queries = np.ascontiguousarray(queries[np.any(queries != 0, axis=1)], dtype=np.float32)
-    warn_if_few(queries)
-    return queries, exact_topk(_chunks(reader, with_ids), queries, bc.tune_k)
+    qs = QuerySet.of(queries).known()
+    qs = QuerySet(np.ascontiguousarray(qs.vectors, dtype=np.float32), qs.tokens)
+    warn_if_few(qs.vectors)
+    return qs, exact_topk(_chunks(reader, with_ids), qs.vectors, bc.tune_k)
 
 
 def _build_one(reader: ShardReader, kind: str, key: str, dim: int, with_ids: bool, seed: int,
-               rng: np.random.Generator) -> tuple[Any, dict]:
-    """A trained and filled index of ``key`` (training on a seeded sample of the shard vectors)."""
+               rng: np.random.Generator, centroids: np.ndarray | None = None) -> tuple[Any, dict]:
+    """A trained and filled index of ``key`` (training on a seeded sample of the shard vectors).
+
+    ``centroids``: IVF centroids to reuse when the index has that many lists (then only the
+    codes, e.g. PQ, are trained, on a smaller sample).
+    """
     n = reader.num_rows
     index = faiss_index.make_index(dim, key, with_ids)
     t0 = time.perf_counter()
+    reused = centroids is not None and faiss_index.give_centroids(index, centroids)
     if not index.is_trained:
         nlist = faiss_index.nlist_for(n)
-        m = min(n, max(50_000, 40 * nlist))  # faiss asks for at least 39 points per list
+        m = min(n, 50_000 if reused else max(50_000, 40 * nlist))  # faiss asks for at least 39 points per list
         vectors = _sample_rows(reader, np.sort(rng.choice(n, m, replace=False)))
         logger.info("training %s on %d of %d vectors", key, len(vectors), n)
         faiss_index.train(index, vectors, seed)
     t_train = time.perf_counter() - t0
     faiss_index.add_all(index, ((v, lab if with_ids else None) for v, lab in _chunks(reader, with_ids)))
     t_add = time.perf_counter() - t0 - t_train
-    return index, {"type": kind, "key": key, "params": {}, "train_s": round(t_train, 3), "add_s": round(t_add, 3)}
+    info = {"type": kind, "key": key, "params": {}, "train_s": round(t_train, 3), "add_s": round(t_add, 3)}
+    if reused:
+        info["centroids"] = "reused from the first family"
+    return index, info
 
 
-def _tune_into(index, info: dict, queries: np.ndarray, truth: np.ndarray, bc: BuildConfig) -> None:
+def _tune_into(index, info: dict, queries: QuerySet, truth: np.ndarray, bc: BuildConfig) -> None:
     t0 = time.perf_counter()
     tuning = tune(index, queries, truth, bc.tune_k, bc.target_recall)
     info["params"] = tuning.params
@@ -144,4 +155,4 @@ def _summary(info: dict) -> dict:
     t = info["tuning"]
     return {"type": info["type"], "key": info["key"], "params": info["params"], "recall": t["recall"],
             "recall_lower_bound": t["recall_lower_bound"], "reached": t["reached"], "p50_ms": t["p50_ms"],
-            "train_s": info["train_s"], "add_s": info["add_s"], "tune_s": info["tune_s"]}
+            "train_s": info["train_s"], "add_s": info["add_s"], "tune_s": info["tune_s"], "tried": t["tried"]}

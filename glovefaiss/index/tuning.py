@@ -39,7 +39,11 @@ FEW_QUERIES = 100
 
 @dataclass
 class Tuning:
-    """The setting kept, what it reached, and every setting tried."""
+    """The setting kept, what it reached (overall and per token-count bucket), and every setting tried.
+
+    ``recall_lower_bound`` is the worst bucket's bound: the one the target is tuned for.
+    ``short_buckets``: the buckets whose bound stays below the target with the kept setting.
+    """
 
     params: dict
     recall: float
@@ -51,6 +55,8 @@ class Tuning:
     p50_ms: float | None = None
     p99_ms: float | None = None
     batch_qps: float | None = None
+    buckets: dict = field(default_factory=dict)
+    short_buckets: list = field(default_factory=list)
     tried: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -104,110 +110,211 @@ def warn_if_few(queries: np.ndarray) -> None:
         logger.warning("tuning on only %d queries: the recall reached is a rough estimate", len(queries))
 
 
-def _latency(index: faiss.Index, queries: np.ndarray, k: int, n: int = 200) -> tuple[float, float]:
-    """Single-query p50/p99 in ms on one thread."""
+def _latency(index: faiss.Index, queries: np.ndarray, k: int) -> np.ndarray:
+    """Single-query latencies in ms on one thread, each query timed once."""
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
-        times = []
-        for q in queries[:n]:
+        times = np.empty(len(queries))
+        for i, q in enumerate(queries):
             t = time.perf_counter()
             index.search(q[None, :], k)
-            times.append(time.perf_counter() - t)
+            times[i] = time.perf_counter() - t
     finally:
         faiss.omp_set_num_threads(threads)
-    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
+    return times * 1e3
 
 
 def _grid(fam: str, nlist: int) -> list[list[dict]]:
-    """Candidate settings as lines of increasing cost; a line stops at the first that reaches the target."""
+    """Candidate settings as lines of increasing cost; a line stops at the first that reaches the target.
+
+    Lines with re-ranking go from the deepest re-ranking down: a shallower one never needs fewer
+    probes, so each line starts where the one before it stopped (see :func:`tune`).
+    """
     nprobes = [p for p in NPROBES if p <= nlist] or [nlist]
     if fam == "ivf":
         return [[{"nprobe": p} for p in nprobes]]
     if fam == "ivf-refine":
-        return [[{"nprobe": p, "k_factor": kf} for p in nprobes] for kf in K_FACTORS]
+        return [[{"nprobe": p, "k_factor": kf} for p in nprobes] for kf in reversed(K_FACTORS)]
     if fam == "hnsw":
         return [[{"efSearch": ef} for ef in EF_SEARCH]]
     return [[{}]]
 
 
-def tune(index: faiss.Index, queries: np.ndarray, truth: np.ndarray, k: int = 10,
-         target_recall: float = 0.95) -> Tuning:
-    """The fastest setting reaching ``target_recall`` (recall@k of ``queries`` against ``truth``).
+def bucket_recall(per_query: np.ndarray, buckets: dict[str, np.ndarray]) -> dict[str, dict]:
+    """{bucket: {"queries", "recall", "recall_lower_bound"}} of per-query recalls."""
+    return {name: {"queries": len(rows), "recall": round(float(per_query[rows].mean()), 4),
+                   "recall_lower_bound": round(lower_bound(per_query[rows]), 4)} for name, rows in buckets.items()}
 
-    Reaching means that the lower confidence bound of the recall (see ``Z``) is at the target,
-    so that other queries of the same kind reach it too. Each line of the grid is walked until the target is met; the candidates that meet it are
-    timed (one thread, single queries) and the fastest is kept. If none meets it, the cheapest
-    setting within ``PLATEAU`` of the best recall is kept and ``reached`` is False; a line stops
-    early once two more steps gain less than ``PLATEAU``.
+
+def _timing_rows(buckets: dict[str, np.ndarray], per_bucket: int) -> np.ndarray:
+    """Up to ``per_bucket`` queries of each bucket (the first ones: the sets are already shuffled)."""
+    return np.concatenate([rows[:per_bucket] for rows in buckets.values()])
+
+
+def _best_short(tried: list[dict], target_recall: float) -> dict:
+    """With no setting reaching the target everywhere: the one reaching it in the most buckets, and
+    among those the first tried (the cheapest) within ``PLATEAU`` of their best worst-bucket recall."""
+    def reached(e):
+        return sum(b["recall_lower_bound"] >= target_recall for b in e["buckets"].values())
+
+    def worst(e):
+        return min(b["recall"] for b in e["buckets"].values())
+
+    most = max(reached(e) for e in tried)
+    pool = [e for e in tried if reached(e) == most]
+    top = max(worst(e) for e in pool)
+    return next(e for e in pool if worst(e) >= top - PLATEAU)
+
+
+TIME_PER_BUCKET = 40  # single queries timed per bucket for each setting tried (the tuning curve)
+TIME_KEPT_PER_BUCKET = 200  # and for the setting kept
+
+
+def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, k: int = 10,
+         target_recall: float = 0.95) -> Tuning:
+    """The fastest setting whose recall@k reaches ``target_recall`` in every token-count bucket of ``queries``.
+
+    Reaching means that the lower confidence bound of the recall (see ``Z``) of the worst bucket
+    is at the target, so that other queries of every length reach it too. Each line of the grid
+    is walked until the target is met; every setting tried is timed (one thread, single queries:
+    the tuning curve) and the fastest that meets it is kept. If none meets it, the cheapest
+    setting within ``PLATEAU`` of the best worst-bucket recall is kept and ``reached`` is False;
+    a line stops early once two more steps (three for HNSW) gain less than ``PLATEAU``.
     """
+    qs = QuerySet.of(queries)
+    vectors = np.ascontiguousarray(qs.vectors, dtype=np.float32)
+    buckets = qs.buckets()
+    timing = vectors[_timing_rows(buckets, TIME_PER_BUCKET)]
     fam = faiss_index.family(index)
+    stall = 3 if fam == "hnsw" else 2  # HNSW's recall on single words can stall for two steps, then jump
     tried, winners = [], []
-    best: tuple[float, dict, float] = (-1.0, {}, -1.0)
+    start = 0
     for line in _grid(fam, faiss_index.nlist_of(index)):
         history: list[float] = []
-        for params in line:
+        reached_line = False
+        for pos in range(start, len(line)):
+            params = line[pos]
             faiss_index.set_params(index, params)
-            _, found = index.search(queries, k)
+            _, found = index.search(vectors, k)
             per_query = recall_per_query(found, truth)
-            r, lb = float(per_query.mean()), lower_bound(per_query)
-            tried.append({**params, "recall": round(r, 4), "recall_lower_bound": round(lb, 4)})
-            history.append(r)
-            if r > best[0] + PLATEAU:  # on a plateau, the cheaper setting is the better one
-                best = (r, params, lb)
+            per_bucket = bucket_recall(per_query, buckets)
+            lb = min(b["recall_lower_bound"] for b in per_bucket.values())
+            entry = {**params, "recall": round(float(per_query.mean()), 4), "recall_lower_bound": lb,
+                     "buckets": per_bucket, "p50_ms": round(float(np.median(_latency(index, timing, k))), 4)}
+            tried.append(entry)
+            history.append(float(np.mean([b["recall"] for b in per_bucket.values()])))
             if lb >= target_recall:
-                winners.append((r, params, lb))
+                winners.append(entry)
+                reached_line, start = True, pos
                 break
-            if len(history) >= 3 and history[-1] - history[-3] < PLATEAU:
+            if len(history) > stall and history[-1] - history[-1 - stall] < PLATEAU:
                 break  # quantisation, not the search, limits recall now: more cost buys nothing
-    if winners:
-        timed = []
-        for r, params, lb in winners:
-            faiss_index.set_params(index, params)
-            p50, p99 = _latency(index, queries, k)
-            timed.append((p50, p99, r, params, lb))
-            next(t for t in tried if all(t.get(key) == v for key, v in params.items()))["p50_ms"] = round(p50, 4)
-        p50, p99, r, params, lb = min(timed, key=lambda t: t[0])
-        reached = True
-    else:
-        r, params, lb = best
-        reached = False
-        faiss_index.set_params(index, params)
-        p50, p99 = _latency(index, queries, k)
-        logger.warning("recall@%d target %.3f not reached: best %.3f, lower bound %.3f (short by %.3f) with %s",
-                       k, target_recall, r, lb, target_recall - lb, params or "exact search")
+        if not reached_line:
+            break  # shallower re-ranking than a line that fell short cannot do better
+    chosen = min(winners, key=lambda e: e["p50_ms"]) if winners else _best_short(tried, target_recall)
+    params = {key: v for key, v in chosen.items() if key in ("nprobe", "k_factor", "efSearch")}
     faiss_index.set_params(index, params)
+    kept = _timing_rows(buckets, TIME_KEPT_PER_BUCKET)
+    lat = _latency(index, vectors[kept], k)
+    per_bucket = {name: dict(b) for name, b in chosen["buckets"].items()}
+    offset = 0
+    for name, rows in buckets.items():  # kept rows are bucket by bucket, in this order
+        m = min(len(rows), TIME_KEPT_PER_BUCKET)
+        per_bucket[name]["p50_ms"] = round(float(np.median(lat[offset:offset + m])), 4)
+        offset += m
+    short = [name for name, b in per_bucket.items() if b["recall_lower_bound"] < target_recall]
+    reached = not short
+    if not reached:
+        logger.warning("recall@%d target %.3f not reached in %s: lower bound %.3f (short by %.3f) with %s",
+                       k, target_recall, ", ".join(short), chosen["recall_lower_bound"],
+                       target_recall - chosen["recall_lower_bound"], params or "exact search")
     t = time.perf_counter()
-    index.search(queries, k)
-    qps = len(queries) / (time.perf_counter() - t)
-    return Tuning(params=params, recall=round(r, 4), recall_lower_bound=round(lb, 4), target_recall=target_recall,
-                  k=k, queries=len(queries),
-                  reached=reached, p50_ms=round(p50, 4), p99_ms=round(p99, 4), batch_qps=round(qps, 1), tried=tried)
+    index.search(vectors, k)
+    qps = len(vectors) / (time.perf_counter() - t)
+    return Tuning(params=params, recall=chosen["recall"], recall_lower_bound=chosen["recall_lower_bound"],
+                  target_recall=target_recall, k=k, queries=len(vectors), reached=reached,
+                  p50_ms=round(float(np.percentile(lat, 50)), 4), p99_ms=round(float(np.percentile(lat, 99)), 4),
+                  batch_qps=round(qps, 1), buckets=per_bucket, short_buckets=short, tried=tried)
 
 
-WINDOW_QUERIES = "windows of 2-8 words from sampled documents"  # the tuning queries' source, as recorded
+# Token-count buckets of tuning and evaluation queries: (name, fewest tokens, most tokens or None).
+BUCKETS = (("1-3 tokens", 1, 3), ("4-12 tokens", 4, 12), ("13+ tokens", 13, None))
+WINDOW_QUERIES = "windows of 1-3 and 4-12 tokens and whole documents, from sampled documents"  # as recorded
+
+
+@dataclass
+class QuerySet:
+    """Query vectors with each query's token count (-1 when unknown, e.g. documents' own vectors)."""
+
+    vectors: np.ndarray
+    tokens: np.ndarray
+
+    @classmethod
+    def of(cls, queries: QuerySet | np.ndarray) -> QuerySet:
+        """``queries`` as a QuerySet (plain vectors get unknown token counts: one bucket, "all")."""
+        if isinstance(queries, QuerySet):
+            return queries
+        return cls(np.asarray(queries), np.full(len(queries), -1, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def take(self, rows: np.ndarray) -> QuerySet:
+        return QuerySet(self.vectors[rows], self.tokens[rows])
+
+    def known(self) -> QuerySet:
+        """The queries with a word in the vocabulary (a zero vector has no neighbours to find)."""
+        return self.take(np.flatnonzero(np.any(self.vectors != 0, axis=1)))
+
+    def buckets(self) -> dict[str, np.ndarray]:
+        """{bucket name: positions of its queries}, non-empty buckets only, in ``BUCKETS`` order."""
+        if np.all(self.tokens < 0):
+            return {"all": np.arange(len(self))}
+        out = {}
+        for name, lo, hi in BUCKETS:
+            rows = np.flatnonzero((self.tokens >= lo) & ((self.tokens <= hi) if hi is not None else True))
+            if len(rows):
+                out[name] = rows
+        return out
+
+
+def encode_queries(texts: list[str], encoder: TextEncoder) -> QuerySet:
+    """Vectors and token counts of query texts."""
+    arr = pa.array(texts, pa.string())
+    return QuerySet(encoder.encode(arr), np.asarray(encoder.token_rows(arr)[1], dtype=np.int64))
 
 
 def window_sample(num_rows: int, n: int, seed: int) -> tuple[np.ndarray, np.random.Generator]:
-    """(sorted rows of the documents to cut ``n`` window queries from, the generator that cuts them)."""
+    """(sorted rows of the documents to cut ``n`` tuning queries from, the generator that cuts them)."""
     rng = np.random.default_rng([seed, 11])
     return np.sort(rng.choice(num_rows, min(2 * n, num_rows), replace=False)), rng
 
 
-def window_queries(texts: list[str], encoder: TextEncoder, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Up to ``n`` query vectors, each a random window of 2-8 tokens of one of ``texts``."""
+def window_queries(texts: list[str], encoder: TextEncoder, n: int, rng: np.random.Generator) -> QuerySet:
+    """Up to ``n`` queries cut from ``texts`` in turn: a window of 1-3 tokens, one of 4-12, the whole text.
+
+    The lengths users send, from one word to a whole document (a "more like this" query); the
+    order of ``texts`` is shuffled first so that each kind samples the whole corpus.
+    """
+    token_lists = encoder.tokeniser.tokenise_arrow(pa.array(texts, pa.string())).to_pylist()
     queries = []
-    for tokens in encoder.tokeniser.tokenise_arrow(pa.array(texts, pa.string())).to_pylist():
-        if tokens:
-            length = int(rng.integers(2, 9))
-            start = int(rng.integers(0, max(1, len(tokens) - length + 1)))
-            queries.append(" ".join(tokens[start:start + length]))
-    vectors = encoder.encode(pa.array(queries, pa.string()))
-    return vectors[np.any(vectors != 0, axis=1)][:n]
+    for i, tokens in enumerate(token_lists[j] for j in rng.permutation(len(token_lists))):
+        if not tokens:
+            continue
+        kind = i % 3
+        if kind == 2:
+            queries.append(" ".join(tokens))
+            continue
+        length = int(rng.integers(1, 4)) if kind == 0 else int(rng.integers(4, 13))
+        start = int(rng.integers(0, max(1, len(tokens) - length + 1)))
+        queries.append(" ".join(tokens[start:start + length]))
+    qs = encode_queries(queries, encoder).known()
+    return qs.take(np.arange(min(n, len(qs))))
 
 
-def corpus_window_queries(corpus: Corpus, encoder: TextEncoder, n: int, seed: int) -> np.ndarray:
-    """Query vectors like a user's: windows of 2-8 tokens from documents sampled (seeded) from the corpus."""
+def corpus_window_queries(corpus: Corpus, encoder: TextEncoder, n: int, seed: int) -> QuerySet:
+    """Queries like a user's (see :func:`window_queries`) from documents sampled (seeded) from the corpus."""
     rows, rng = window_sample(corpus.num_rows, n, seed)
     texts: list[str] = []
     pos = 0
@@ -219,18 +326,26 @@ def corpus_window_queries(corpus: Corpus, encoder: TextEncoder, n: int, seed: in
     return window_queries(texts, encoder, n, rng)
 
 
-def file_tuning_queries(path: str | Path, encoder: TextEncoder, n: int, seed: int) -> tuple[np.ndarray, str]:
-    """(vectors, description) of up to ``n`` queries of a query file (a seeded sample when it holds more)."""
+def file_tuning_queries(path: str | Path, encoder: TextEncoder, n: int, seed: int) -> tuple[QuerySet, str]:
+    """(queries, description) of up to ``n`` queries of a query file (a seeded sample when it holds more)."""
     from ..io.rows import read_queries
 
     try:
         _, texts = read_queries(path)
     except QueryError as e:
         raise ConfigError(f"--tuning-queries: {e}") from None
-    vectors = encoder.encode(pa.array(texts, pa.string()))
-    vectors = vectors[np.any(vectors != 0, axis=1)]
-    if not len(vectors):
+    qs = encode_queries([str(t) for t in texts], encoder).known()
+    if not len(qs):
         raise ConfigError(f"--tuning-queries: none of the {len(texts)} queries in {path} has a word in the vocabulary")
-    if len(vectors) > n:
-        vectors = vectors[np.sort(np.random.default_rng([seed, 12]).choice(len(vectors), n, replace=False))]
-    return vectors, f"{len(vectors)} queries from {path}"
+    if len(qs) > n:
+        qs = qs.take(np.sort(np.random.default_rng([seed, 12]).choice(len(qs), n, replace=False)))
+    return qs, f"{len(qs)} queries from {path}"
+
+
+def bucket_summary(tuning: dict) -> str:
+    """One line: recall@k, its lower bound and p50 per token-count bucket of a manifest's ``index.tuning``."""
+    parts = [f"{name} {b['recall']:.3f} (lower bound {b['recall_lower_bound']:.3f}"
+             + (f", p50 {b['p50_ms']:.3f} ms" if b.get("p50_ms") is not None else "") + ")"
+             + (" SHORT" if name in tuning.get("short_buckets", []) else "")
+             for name, b in tuning["buckets"].items()]
+    return f"recall@{tuning['k']} by query length: " + "; ".join(parts)

@@ -1,0 +1,54 @@
+"""How much of the exact top-k an index directory's search finds, per query-length bucket."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import QueryError
+from .search import Index
+from .shards import ShardReader, TextStore, iter_shard_vectors
+from .tuning import QuerySet, bucket_recall, encode_queries, exact_topk, recall_per_query, window_queries, window_sample
+
+logger = logging.getLogger(__name__)
+
+
+def shard_rows(directory: Path, shards: list[dict]):
+    """(vectors, row numbers) of every shard, in row order: the exact reference's input."""
+    start = 0
+    for ids, vectors in iter_shard_vectors(ShardReader(directory, shards)):
+        yield vectors, np.arange(start, start + len(ids), dtype=np.int64)
+        start += len(ids)
+
+
+def index_recall(directory: str | Path, texts: list[str] | None = None, k: int = 10, n: int = 1000,
+                 seed: int = 0) -> dict:
+    """Recall@k of the index in ``directory`` against exact search over its own shard vectors.
+
+    ``texts``: the queries; None samples ``n`` like the build's default tuning queries (windows of
+    1-3 and 4-12 tokens and whole documents) from the stored texts, which then must be stored.
+    Returns ``{"k", "queries", "recall", "buckets": {name: {"queries", "recall", "recall_lower_bound"}}}``.
+    """
+    directory = Path(directory)
+    idx = Index.load(directory)
+    m = idx.manifest
+    if texts is None:
+        if not m.store_text:
+            raise QueryError(f"{directory} stores no texts to sample queries from; give a query file (--queries)")
+        rows, rng = window_sample(len(idx), n, seed)
+        qs = window_queries(TextStore(directory, m.shards).take(rows), idx.encoder, n, rng)
+    else:
+        qs = encode_queries([str(t) for t in texts], idx.encoder).known()
+    if not len(qs):
+        raise QueryError("none of the queries has a word in the vocabulary")
+    return recall_of(idx, qs, k, exact_topk(shard_rows(directory, m.shards), qs.vectors, k))
+
+
+def recall_of(idx: Index, qs: QuerySet, k: int, truth_rows: np.ndarray) -> dict:
+    """Recall@k of ``idx.search_vectors`` on ``qs`` against exact top-k row numbers."""
+    found = idx.search_vectors(qs.vectors, k).rows
+    per_query = recall_per_query(found, truth_rows)
+    return {"k": k, "queries": len(qs), "recall": round(float(per_query.mean()), 4),
+            "buckets": bucket_recall(per_query, qs.buckets())}

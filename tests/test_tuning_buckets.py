@@ -1,0 +1,132 @@
+"""Tuning and evaluation per query-length bucket: brute-force references, a bucket that falls short, the curve."""
+
+import json
+
+import faiss
+import numpy as np
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from glovefaiss.cli import cli
+from glovefaiss.index import faiss_ops as faiss_index
+from glovefaiss.index.build import build
+from glovefaiss.index.recall import index_recall
+from glovefaiss.index.search import Index
+from glovefaiss.index.tuning import BUCKETS, QuerySet, bucket_summary, tune
+
+from .helpers import config_for, write_corpus, write_glove_text
+
+
+@pytest.fixture(scope="module")
+def clustered(tmp_path_factory):
+    """3,000 documents of 3-30 words over 20 word clusters in 12 dimensions, and an IVF index of them."""
+    d = tmp_path_factory.mktemp("buckets")
+    rng = np.random.default_rng(13)
+    words = [f"w{i}" for i in range(400)]
+    centres = rng.standard_normal((20, 12))
+    rows = centres[np.arange(400) % 20] + 0.7 * rng.standard_normal((400, 12))
+    vec = write_glove_text(d / "v.txt", words, rows.astype(np.float32))
+    texts = []
+    for _ in range(3000):
+        c = rng.integers(20)
+        own = [words[j] for j in range(c, 400, 20)]
+        texts.append(" ".join(rng.choice(own, rng.integers(1, 20)).tolist() + rng.choice(words, rng.integers(2, 11)).tolist()))
+    corpus = write_corpus(d / "c.parquet", list(range(3000)), texts, pa.int64())
+    out = d / "idx"
+    build([corpus], out, config_for(vec, index="ivf", tune_queries=300), progress=False)
+    return out, texts
+
+
+def _brute_force_recall(idx, out, queries, k):
+    """Recall per bucket computed here from scratch: numpy scores over every document vector."""
+    x = np.concatenate([v for v in _vectors(out)])
+    buckets = {}
+    for q in queries:
+        v = idx.encode([q])[0]
+        if not np.any(v):
+            continue
+        truth = set(np.argsort(-(x @ v), kind="stable")[:k].tolist())
+        found = set(idx.search_vectors(v[None, :], k).rows[0].tolist())
+        n = len(idx.encoder.tokeniser.tokenise_arrow(pa.array([q])).to_pylist()[0])
+        name = next(b for b, lo, hi in BUCKETS if n >= lo and (hi is None or n <= hi))
+        buckets.setdefault(name, []).append(len(truth & found) / k)
+    return {b: float(np.mean(r)) for b, r in buckets.items()}
+
+
+def _vectors(out):
+    from glovefaiss.index.shards import ShardReader, iter_shard_vectors
+
+    m = json.loads((out / "manifest.json").read_text())
+    return [v for _, v in iter_shard_vectors(ShardReader(out, m["shards"]))]
+
+
+def test_recall_per_bucket_matches_a_brute_force_reference(clustered):
+    out, texts = clustered
+    idx = Index.load(out)
+    faiss_index.set_params(idx.faiss, {"nprobe": 2})  # an approximate setting: recall below 1 to compare
+    rng = np.random.default_rng(1)
+    queries = [" ".join(t.split()[:n]) for t, n in zip(texts[:240], rng.integers(1, 25, 240))]
+    from glovefaiss.index.recall import recall_of, shard_rows
+    from glovefaiss.index.tuning import encode_queries, exact_topk
+
+    qs = encode_queries(queries, idx.encoder).known()
+    r = recall_of(idx, qs, 10, exact_topk(shard_rows(out, idx.manifest.shards), qs.vectors, 10))
+    ref = _brute_force_recall(idx, out, queries, 10)
+    assert set(r["buckets"]) == set(ref) == {b for b, _, _ in BUCKETS}
+    for name, b in r["buckets"].items():
+        assert b["recall"] == pytest.approx(ref[name], abs=1e-4)
+    assert min(b["recall"] for b in r["buckets"].values()) < 1.0
+    # The index as built reaches what its manifest says, per bucket, on queries of its own kind.
+    built = index_recall(out, n=300)
+    assert set(built["buckets"]) == {b for b, _, _ in BUCKETS} and built["queries"] > 200
+
+
+def test_the_build_tunes_for_the_worst_bucket_and_records_the_curve(clustered):
+    out, _ = clustered
+    t = json.loads((out / "manifest.json").read_text())["index"]["tuning"]
+    assert set(t["buckets"]) == {b for b, _, _ in BUCKETS}
+    assert t["recall_lower_bound"] == min(b["recall_lower_bound"] for b in t["buckets"].values())
+    assert t["reached"] and t["recall_lower_bound"] >= 0.95 and t["short_buckets"] == []
+    assert all("buckets" in e and e["p50_ms"] > 0 for e in t["tried"])
+    # Every cheaper setting tried had a bucket below the target.
+    assert all(e["recall_lower_bound"] < 0.95 for e in t["tried"] if e["nprobe"] < t["params"]["nprobe"])
+
+
+def test_a_bucket_that_cannot_reach_the_target_is_reported_short():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4000, 16)).astype(np.float32)
+    faiss.normalize_L2(x)
+    idx = faiss_index.make_index(16, "IVF16,PQ4x4", with_ids=False)
+    faiss_index.train(idx, x)
+    idx.add(x)
+    q = x[:300] + 0.01 * rng.standard_normal((300, 16)).astype(np.float32)
+    faiss.normalize_L2(q)
+    truth = faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT)[1]
+    faiss_index.set_params(idx, {"nprobe": 16})
+    reachable = idx.search(q, 10)[1]  # what the codes can find: a "bucket" whose target is reachable
+    truth[:200] = reachable[:200]
+    tokens = np.where(np.arange(300) < 200, 2, 20)  # 200 short queries, 100 long ones
+    t = tune(idx, QuerySet(q, tokens), truth, 10, target_recall=0.95)
+    assert not t.reached and t.short_buckets == ["13+ tokens"]
+    assert t.buckets["1-3 tokens"]["recall_lower_bound"] >= 0.95 > t.buckets["13+ tokens"]["recall_lower_bound"]
+    line = bucket_summary(t.to_dict())
+    assert "13+ tokens" in line and line.endswith("SHORT") and "1-3 tokens" in line
+
+
+def test_eval_recall_cli_and_info_plot(clustered, tmp_path):
+    out, texts = clustered
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("\n".join(t.split()[0] for t in texts[:50]) + "\n")
+    r = CliRunner().invoke(cli, ["eval", "recall", str(out), "--queries", str(qfile), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["k"] == 10 and list(d["buckets"]) == ["1-3 tokens"] and d["buckets"]["1-3 tokens"]["queries"] == 50
+    r = CliRunner().invoke(cli, ["info", str(out), "--plot", str(tmp_path / "curve.png")])
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert r.exit_code != 0 and "pip install 'glovefaiss[plot]'" in r.output
+        return
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
