@@ -202,11 +202,19 @@ def query(index_dir, text, k, queries, like, fmt, output, batch_size, mmap, mode
 @cli.command()
 @click.argument("index_dir", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="The summary as JSON on stdout.")
-def info(index_dir, as_json):
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
+              help="Also draw the tuning curve (recall against latency per setting tried) to this PNG; "
+                   "needs glovefaiss[plot].")
+def info(index_dir, as_json, plot_path):
     """A short summary of INDEX_DIR: documents, vectors, index and tuning, sizes, provenance."""
     from .index.info import summary
 
     s = summary(index_dir)
+    if plot_path is not None:
+        from .index.layout import read_manifest
+        from .index.plot import tuning_curve
+
+        _note(f"tuning curve written to {tuning_curve(read_manifest(index_dir), plot_path)}")
     if as_json:
         click.echo(json.dumps(s, indent=2))
         return
@@ -223,6 +231,10 @@ def info(index_dir, as_json):
     if tuning:
         lines.append(f"tuning: recall@{tuning['k']} {tuning['recall']:.3f} with {_params(tuning['params'])}, target "
                      f"{tuning['target_recall']} {'reached' if tuning['reached'] else 'NOT reached'}")
+        if tuning.get("buckets"):
+            from .index.tuning import bucket_summary
+
+            lines.append(bucket_summary(tuning))
     towers = ", ".join(f"{k.replace('_', ' ')} {human_bytes(v)}" for k, v in size.items()
                        if k not in ("index", "shards") and v is not None)
     lines.append(f"sizes: index {human_bytes(size['index'] or 0)}, {towers}, shards {human_bytes(size['shards'])}")
@@ -472,9 +484,6 @@ def eval_sts(pairs, index_dir, model_dir, config_path, glove, fit_on, fmt):
     _emit_reports(reports, fmt)
 
 
-# --- eval recall and info --plot: the index's recall per query length and its tuning curve (issue 13) ---
-
-
 @eval_group.command("recall")
 @click.argument("index_dir", type=click.Path(path_type=Path))
 @click.option("--queries", "queries_file", type=click.Path(path_type=Path),
@@ -496,26 +505,6 @@ def eval_recall(index_dir, queries_file, k, n, fmt):
     for name, b in r["buckets"].items():
         click.echo(f"  {name:>12}: {b['recall']:.3f} (95% lower bound {b['recall_lower_bound']:.3f}, "
                    f"{b['queries']} queries)")
-
-
-@cli.command("info")
-@click.argument("index_dir", type=click.Path(path_type=Path))
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path),
-              help="Draw the tuning curve (recall against latency) to this image file; needs glovefaiss[plot].")
-def info_plot(index_dir, plot_path):
-    """The index's tuning (per query length), and with --plot its tuning curve."""
-    from .index.layout import read_manifest
-    from .index.plot import tuning_curve
-    from .index.tuning import bucket_summary
-
-    m = read_manifest(index_dir)
-    tuning = m.index.get("tuning")
-    click.echo(f"{index_dir}: {m.documents:,} documents, index {m.index['type']} ({m.index['key']}) "
-               f"{_params(m.index.get('params', {})) if tuning else 'exact'}")
-    if tuning and tuning.get("buckets"):
-        click.echo(bucket_summary(tuning))
-    if plot_path is not None:
-        _note(f"tuning curve written to {tuning_curve(m, plot_path)}")
 
 
 @cli.command()
