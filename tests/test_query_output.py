@@ -251,5 +251,5 @@ def test_summary_reports_tuning(built):
         assert s["tuning"] == {"params": t["params"], "k": 10, "recall": t["recall"],
                                "recall_lower_bound": t["recall_lower_bound"], "target_recall": 0.95,
                                "reached": t["reached"], "buckets": t["buckets"], "short_buckets": t["short_buckets"]}
-        assert set(t["buckets"]) == {"1-3 tokens", "4-12 tokens", "13+ tokens"}
+        assert t["buckets"] and set(t["buckets"]) <= {"1-3 tokens", "4-12 tokens", "13+ tokens"}
         assert s["index"]["params"] == index.manifest["index"]["params"]
