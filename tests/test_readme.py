@@ -74,6 +74,10 @@ def workdir(tmp_path):
         for i, q in enumerate(queries, 1):
             f.write(json.dumps({"id": f"q{i}", "text": q}) + "\n")
     pq.write_table(pa.table({"id": [f"q{i}" for i in range(1, 4)], "text": queries}), tmp_path / "queries.parquet")
+    pq.write_table(pa.table({"id": pa.array([5, 6], pa.int64()), "text": ["Rain eases the bushfire threat.",
+                                                                          "Interest rates are left on hold."]}),
+                   tmp_path / "changed.parquet")
+    (tmp_path / "stale-ids.txt").write_text("7\n8\n", encoding="utf-8")
     os.symlink(ROOT / "configs", tmp_path / "configs")
     return tmp_path
 
