@@ -70,8 +70,22 @@ def human_bytes(n: float) -> str:
     return f"{n} B"
 
 
+def _engine_options(fn):
+    """--engine, --ray-address and --workers (see docs/distributed.md)."""
+    fn = click.option("--workers", type=click.IntRange(min=1),
+                      help="Ray workers (default: one per CPU of the cluster).")(fn)
+    fn = click.option("--ray-address",
+                      help="Join this Ray cluster ('auto', 'ray://host:port'); default: a local Ray instance.")(fn)
+    return click.option("--engine", type=click.Choice(["local", "ray"]),
+                        help="Where to run: this process (local, the default) or a Ray cluster.")(fn)
+
+
+# Corpus arguments stay strings: a Path would fold the '//' of an s3:// or file:// URI.
+CORPUS = click.argument("corpus", nargs=-1, required=True, type=str)
+
+
 @cli.command()
-@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
+@CORPUS
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Index directory to write.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML config (may `extends` another).")
 @click.option("--id-column", help="Column with document ids (default: id).")
@@ -93,19 +107,19 @@ def human_bytes(n: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="A trained model directory (glovefaiss train): documents through its document tower.")
+@_engine_options
 def build(corpus, out, config_path, id_column, text_column, glove, batch_size, shard_rows, threads,
           store_text, index_kind, index_key, max_index_memory, target_recall, tuning_queries, overwrite, resume,
-          as_json, model_dir):
-    """Encode Parquet CORPUS files (or directories of them) into an index at --out."""
+          as_json, model_dir, engine, ray_address, workers):
+    """Encode Parquet CORPUS files (or directories, or URIs pyarrow reads: s3://, gs://, hdfs://, file://)
+    into an index at --out."""
     from .config import load_config
-    from .index.build import build as run_build
+    from .engine import build as run_build
 
     if model_dir is not None:
         if glove is not None:
             raise click.UsageError("--glove cannot be combined with --model: the model fixes the word vectors")
-        from .index.with_model import build_with_model
-
-        run_build = functools.partial(build_with_model, model_dir=model_dir)  # noqa: F811
+        run_build = functools.partial(run_build, model_dir=model_dir)  # noqa: F811
 
     config = load_config(config_path).replace({
         "build.id_column": id_column, "build.text_column": text_column, "embedding.model_name": glove,
@@ -113,6 +127,7 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
         "build.store_text": store_text, "build.index": index_kind, "build.index_key": index_key,
         "build.max_index_memory": max_index_memory, "build.target_recall": target_recall,
         "build.tuning_queries": str(tuning_queries) if tuning_queries is not None else None,
+        "build.engine": engine, "build.ray_address": ray_address, "build.workers": workers,
     })
     result = run_build(list(corpus), out, config=config, overwrite=overwrite, resume=resume, progress=_progress())
     if as_json:
@@ -185,7 +200,8 @@ def _snippet(text: str | None, width: int = 80) -> str:
               help="Memory-map the index instead of reading it (a one-shot query reads only what it needs).")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="Check that the index was built with this trained model (refuse a mismatch).")
-def query(index_dir, text, k, queries, fmt, output, mmap, model_dir):
+@_engine_options
+def query(index_dir, text, k, queries, fmt, output, mmap, model_dir, engine, ray_address, workers):
     """Search INDEX_DIR for each TEXT (or each query of --queries)."""
     from .index.search import Index
     from .io.rows import read_queries
@@ -195,12 +211,19 @@ def query(index_dir, text, k, queries, fmt, output, mmap, model_dir):
     if queries is None and not text:
         raise click.UsageError("give at least one query TEXT, or --queries FILE")
     qids, qtexts = read_queries(queries) if queries is not None else (list(range(1, len(text) + 1)), list(text))
-    index = Index.load(index_dir, mmap=mmap)
+    index = Index.load(index_dir, mmap=True if engine == "ray" else mmap)
     if model_dir is not None:
         from .tower.model_dir import check_index_model
 
         check_index_model(index.manifest, index_dir, model_dir)
-    hits = index.hits(qtexts, k=k, query_ids=qids)
+    if engine == "ray":
+        from .engine import batch_hits
+
+        hits = batch_hits(index_dir, qtexts, k=k, query_ids=qids, ray_address=ray_address, workers=workers)
+    else:
+        if ray_address or workers:
+            raise click.UsageError("--ray-address and --workers need --engine ray")
+        hits = index.hits(qtexts, k=k, query_ids=qids)
     answered = {h["query_id"] for h in hits}
     unanswered = [q for q in qids if q not in answered]  # with k >= 1, only queries without a known word
     if unanswered:
@@ -215,16 +238,17 @@ def query(index_dir, text, k, queries, fmt, output, mmap, model_dir):
 
 @cli.command()
 @click.argument("index_dir", type=click.Path(path_type=Path))
-@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
+@CORPUS
 @click.option("--id-column", help="Column with document ids (default: the one the index was built from).")
 @click.option("--text-column", help="Column with document text (default: the one the index was built from).")
 @click.option("--threads", type=click.IntRange(min=1), help="Encoding threads (default: all cores).")
-def add(index_dir, corpus, id_column, text_column, threads):
-    """Append Parquet CORPUS files to the index at INDEX_DIR."""
-    from .index.add import add_documents
+@_engine_options
+def add(index_dir, corpus, id_column, text_column, threads, engine, ray_address, workers):
+    """Append Parquet CORPUS files (or URIs) to the index at INDEX_DIR."""
+    from .engine import add as add_documents
 
     r = add_documents(index_dir, list(corpus), threads=threads, id_column=id_column, text_column=text_column,
-                      progress=_progress())
+                      progress=_progress(), engine=engine or "local", ray_address=ray_address, workers=workers)
     _note(f"added {r.added:,} documents to {r.out_dir} in {r.seconds:.1f} s; it now holds {r.documents:,}")
     if r.retuned:
         t, k = r.retuned, r.manifest.index["tuning"]["k"]

@@ -47,3 +47,7 @@ class ModelError(GloveFaissError):
 
 class ServeError(GloveFaissError):
     """The HTTP service cannot start: a missing extra, a bad name or limit."""
+
+
+class EngineError(GloveFaissError):
+    """An execution engine (``--engine ray``) is missing, unreachable or failed."""

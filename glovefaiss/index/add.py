@@ -31,7 +31,7 @@ from .tuning import (
     window_queries,
     window_sample,
 )
-from .writer import append_shards, check_unique, save_index, with_stats, write_shards
+from .writer import LocalEngine, check_unique, save_index, with_stats
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _link_tree(src: Path, dst: Path, names: list[str]) -> None:
 
 def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progress: bool | None = None,
                   threads: int | None = None, id_column: str | None = None,
-                  text_column: str | None = None) -> AddResult:
+                  text_column: str | None = None, engine: LocalEngine | None = None) -> AddResult:
     """Encode ``corpus`` with the index's document tower and add it to the index at ``directory``.
 
     ``id_column`` / ``text_column``: the new files' columns (default: those the index was built from).
@@ -67,8 +67,10 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
     trained centroids). An approximate index is tuned again for its recall target over the
     enlarged corpus (:func:`_tuning_queries` says with which queries): more documents per cell
     can need more cells probed. The updated directory is assembled beside the old one from hard
-    links and swapped in with a rename, so readers of the old index are unaffected.
+    links and swapped in with a rename, so readers of the old index are unaffected. ``engine``:
+    where encoding and adding run (default: :class:`.writer.LocalEngine`, this process).
     """
+    engine = engine or LocalEngine()
     t0 = time.perf_counter()
     directory = Path(directory).absolute()
     manifest = read_manifest(directory)
@@ -91,15 +93,15 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
         keep = [f["file"] for s in manifest.shards for f in [s, *s.get("texts", [])]] + manifest.tower_files()
         _link_tree(directory, tmp, keep)
 
-        written = write_shards(corpus, tmp, encoder, bc, store_text=manifest.store_text,
-                               row_group_rows=manifest.row_group_rows, first_shard=len(manifest.shards),
-                               progress=progress)
+        written = engine.write_shards(corpus, tmp, encoder, tmp / manifest.document_tower_dir, bc,
+                                      store_text=manifest.store_text, row_group_rows=manifest.row_group_rows,
+                                      first_shard=len(manifest.shards), progress=progress)
         new_shards = [{k: v for k, v in s.items() if k != "stats"} for s in written.shards]
         all_ids = pa.chunked_array([old_reader.column("id").combine_chunks(), *written.ids])
         check_unique(all_ids, "{n} ids of the new documents are already in the index or repeated")
 
         index = faiss_index.load(directory / manifest.index_file)
-        append_shards(index, tmp, new_shards, manifest.labels_are_ids)
+        engine.append(index, tmp, new_shards, manifest.labels_are_ids)
         id_lookup = write_id_lookup(tmp, all_ids.to_numpy()) if manifest.id_lookup else {}
 
         stats = written.stats
@@ -111,7 +113,7 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
         m.additions = (manifest.additions or []) + [
             {"documents": stats.texts, "files": [str(f) for f in corpus.files],
              "id_column": corpus.id_column, "text_column": corpus.text_column,
-             "seconds": round(time.perf_counter() - t0, 3)}]
+             "engine": engine.describe(), "seconds": round(time.perf_counter() - t0, 3)}]
         retuned = None
         if manifest.index.get("tuning"):
             queries, source = _tuning_queries(tmp, m, config, corpus)  # all with a known word

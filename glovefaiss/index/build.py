@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from ..config import Config
 from ..errors import IndexDirError, ModelError
-from ..io.corpus import Corpus, open_corpus
+from ..io.corpus import Corpus, file_signature, open_corpus
 from ..io.files import publish_dir, sha256_file, write_json_atomic
 from ..tower import sif as weighting
 from ..tower.encoder import TextEncoder, encoder_from_config, save_encoder
@@ -34,7 +34,7 @@ from .layout import (
     write_manifest,
 )
 from .shards import TEXTS_DIR
-from .writer import finish_index, new_manifest, write_shards
+from .writer import LocalEngine, finish_index, new_manifest
 
 __all__ = ["STATE", "BuildResult", "build"]
 
@@ -101,9 +101,9 @@ def _intact(path: Path, size: int, digest: str) -> bool:
 
 def _fingerprint(config: Config, corpus: Corpus, tower_files: dict) -> dict:
     cfg = config.to_dict()
-    for k in ("batch_size", "threads"):  # do not change the output
+    for k in ("batch_size", "threads", "engine", "ray_address", "workers"):  # do not change the output
         cfg["build"].pop(k, None)
-    files = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in corpus.files]
+    files = [file_signature(f) for f in corpus.files]
     return {"config": cfg, "corpus": files, "tower": tower_files}
 
 
@@ -129,6 +129,7 @@ def build(
     encoder: TextEncoder | None = None,
     query_encoder: TextEncoder | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    engine: LocalEngine | None = None,
 ) -> BuildResult:
     """Encode every document of ``corpus`` and write an index directory at ``out``.
 
@@ -139,7 +140,9 @@ def build(
 
     ``encoder`` encodes the documents (default: the config's frozen GloVe mean); ``query_encoder``
     (default: the same) is stored for the query path. ``extra_manifest`` entries (e.g. the trained
-    model a build used) are added to the manifest.
+    model a build used) are added to the manifest. ``engine`` encodes the shards and fills the
+    FAISS index (default: :class:`.writer.LocalEngine`, this process); the manifest's ``engine``
+    records which one did.
     """
     config = config or Config()
     if config.build.tuning_queries:  # absolute, so that `add` finds the file from any directory
@@ -174,7 +177,7 @@ def build(
     tmp = _prepare_partial(out, resume)
     try:
         manifest = _build_into(tmp, corpus, config, encoder, query_encoder or encoder, vectors_info, progress, resume,
-                               extra_manifest, pooling_info)
+                               extra_manifest, pooling_info, engine or LocalEngine())
         manifest.timings["load_vectors_s"] = round(t_vectors, 3)
         if "fit_s" in pooling_info:
             manifest.timings["pooling_fit_s"] = pooling_info["fit_s"]
@@ -203,7 +206,7 @@ def build(
 
 def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder, query_encoder: TextEncoder,
                 vectors_info: dict, progress: bool | None, resume: bool, extra: dict | None,
-                pooling: dict) -> Manifest:
+                pooling: dict, engine: LocalEngine) -> Manifest:
     bc = config.build
     if query_encoder.dim != encoder.dim:
         raise ModelError(f"the query tower gives {query_encoder.dim}-d vectors but the document tower "
@@ -231,10 +234,12 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
     if state.shards:
         logger.info("resuming after %d complete shards (%d documents)", len(state.shards), done_rows)
 
-    written = write_shards(corpus, tmp, encoder, bc, store_text=bc.store_text, row_group_rows=bc.row_group_rows,
-                           first_shard=len(state.shards), skip=done_rows, on_shard=state.add, progress=progress)
+    tower_dir = tmp / (TOWER_DIR if encoder is query_encoder else DOCUMENT_TOWER_DIR)
+    written = engine.write_shards(corpus, tmp, encoder, tower_dir, bc, store_text=bc.store_text,
+                                  row_group_rows=bc.row_group_rows, first_shard=len(state.shards), skip=done_rows,
+                                  on_shard=state.add, progress=progress)
     finished = finish_index(tmp, state.shards, pa.chunked_array(ids + written.ids), corpus, config, query_encoder,
-                            encoder.dim)
+                            encoder.dim, engine)
     encoded, t_encode = written.stats.texts, written.encode_s
     timings = {"pooling_backend": written.backend, "encoder_setup_s": round(written.setup_s, 3),
                "encode_s": round(t_encode, 3), "index_s": round(finished.index_s, 3),
@@ -242,4 +247,4 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
                "docs_per_s": round(encoded / t_encode, 1) if t_encode and encoded else None}
     return new_manifest(config, corpus, encoder, state.shards, finished, vectors_info,
                         {"query": {"files": tower_files, **tower_meta}, "document": doc_files}, timings,
-                        extra=extra, pooling=pooling)
+                        extra={**(extra or {}), "engine": engine.describe()}, pooling=pooling)
