@@ -247,4 +247,4 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
                "docs_per_s": round(encoded / t_encode, 1) if t_encode and encoded else None}
     return new_manifest(config, corpus, encoder, state.shards, finished, vectors_info,
                         {"query": {"files": tower_files, **tower_meta}, "document": doc_files}, timings,
-                        extra={**(extra or {}), "engine": engine.describe()}, pooling=pooling)
+                        extra=extra, pooling=pooling, engine=engine.describe())

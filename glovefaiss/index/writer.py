@@ -308,6 +308,7 @@ def finish_index(directory: Path, shards: list[dict], ids: pa.ChunkedArray, corp
     encoding was batched, split into parts or resumed. Int ids are the FAISS labels; string ids
     get row numbers, mapped back through the shards' id column. An approximate index is tuned
     with the build's ``tuning_queries`` file or with windows of documents of ``corpus``.
+    ``engine`` adds the vectors to the trained index (default: here, as :class:`LocalEngine`).
     """
     bc = config.build
     check_unique(ids)
@@ -322,7 +323,8 @@ def finish_index(directory: Path, shards: list[dict], ids: pa.ChunkedArray, corp
             queries = corpus_window_queries(corpus, query_encoder, bc.tune_queries, config.seed)
             source = WINDOW_QUERIES
     index, info = build_index(directory, shards, dim, bc, with_ids, config.seed, queries=queries,
-                              fill=lambda index: engine.append(index, directory, shards, with_ids))
+                              fill=None if engine is None else lambda index: engine.append(index, directory, shards,
+                                                                                          with_ids))
     if "tuning" in info and queries is not None:
         info["tuning"]["query_source"] = source
     saved = save_index(index, directory)
@@ -349,7 +351,7 @@ def with_stats(manifest: Manifest, stats: EncodeStats) -> Manifest:
 
 def new_manifest(config: Config, corpus: Corpus, encoder: TextEncoder, shards: list[dict], finished: FinishedIndex,
                  vectors_info: dict, towers: dict[str, dict], timings: dict,
-                 extra: dict | None = None, pooling: dict | None = None) -> Manifest:
+                 extra: dict | None = None, pooling: dict | None = None, engine: dict | None = None) -> Manifest:
     """The manifest of a new index over ``shards`` (entries with their statistics, as written).
 
     ``towers``: ``{"query": {"files": {name: sha256}, **meta}, "document": {name: sha256}}``,
@@ -380,6 +382,7 @@ def new_manifest(config: Config, corpus: Corpus, encoder: TextEncoder, shards: l
     m.document_tower = {"dir": DOCUMENT_TOWER_DIR, "files": towers["document"]} if towers.get("document") else None
     m.id_lookup = {"files": finished.id_lookup} if finished.id_lookup else None
     m.timings = timings
+    m.engine = engine
     m.extra = dict(extra or {})
     m.pooling = pooling
     return m
