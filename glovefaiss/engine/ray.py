@@ -13,6 +13,7 @@ IVF list (a tie to 7 digits) when workers added with one thread and the local bu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -73,6 +74,9 @@ class ShardWorker:
 
             # The encoding path's first call imports and builds what every later one reuses (1.5 s here).
             self.encoder.encode(pa.array(["warm up"]), stats=EncodeStats())
+
+    def ready(self) -> bool:
+        return True
 
     def encode(self, corpus: Corpus, part: Part, directory: str, bc: BuildConfig, store_text: bool,
                row_group_rows: int, backend_rows: int, crash: str | None = None) -> dict:
@@ -139,6 +143,10 @@ class RayEngine(LocalEngine):
         cls = self.ray.remote(ShardWorker).options(**self.cluster.actor_options(RETRIES))
         self._actors = [cls.remote(tower) for _ in range(self.workers)]
         self._tower = tower
+        # Waited for here, so that the encoding time is the encoding's: a worker's start (a process,
+        # imports, the tower mapped and warmed up) is Ray's overhead, recorded apart.
+        with _errors(self.ray):
+            self.ray.get([a.ready.remote() for a in self._actors])
         self.info["actors_start_s"] = round(time.perf_counter() - t0, 3)
         return self.ray.util.ActorPool(self._actors)
 
@@ -153,7 +161,6 @@ class RayEngine(LocalEngine):
         """The shards :func:`.writer.write_shards` would write, written by the workers; ``on_shard`` in order."""
         from tqdm.auto import tqdm
 
-        t0 = time.perf_counter()
         parts = plan_parts(corpus.num_rows, bc.shard_rows, skip=skip, first_shard=first_shard)
         if 0 < len(parts) < self.workers:
             logger.warning("%d parts for %d workers: lower --shard-rows to keep every worker busy",
@@ -161,6 +168,7 @@ class RayEngine(LocalEngine):
         threads = bc.threads or max(1, int(self.cluster.cpus_per_worker))
         part_bc = replace(bc, threads=threads)
         pool = self._pool(tower_dir)
+        t0 = time.perf_counter()
         self.info.update(parts=len(parts), threads_per_worker=threads)
         backend_rows = -(-(corpus.num_rows - skip) // self.workers)  # what each worker encodes in all
         crash = os.environ.get(CRASH_ENV)
@@ -246,10 +254,11 @@ class RayEngine(LocalEngine):
         self._actors = []
 
 
-def _unwrapped(results, ray):
-    """Results of Ray calls, a library error raised as itself (one line at the CLI), others as EngineError."""
+@contextlib.contextmanager
+def _errors(ray):
+    """A library error of a worker raised as itself (one line at the CLI), other failures as EngineError."""
     try:
-        yield from results
+        yield
     except ray.exceptions.RayTaskError as e:
         cause = getattr(e, "cause", None)
         if isinstance(cause, GloveFaissError):
@@ -257,3 +266,9 @@ def _unwrapped(results, ray):
         raise EngineError(f"a Ray worker failed: {cause or e}") from e
     except ray.exceptions.RayActorError as e:
         raise EngineError(f"a Ray worker died {RETRIES + 1} times, or its node left the cluster ({e})") from e
+
+
+def _unwrapped(results, ray):
+    """Results of Ray calls, as they come, failures translated by :func:`_errors`."""
+    with _errors(ray):
+        yield from results
