@@ -138,9 +138,9 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     set_prog("bench-ray")
     args = parse_args(argv)
-    args.out = args.out.absolute()
-    return report.drive("bench-ray", args, args.out / f"ray-{args.docs}.json", measure, render,
-                        lambda results: results.with_suffix(".md"))
+    results = args.out.absolute() / f"ray-{args.docs}.json"
+    args.out = results.parent
+    return report.drive("bench-ray", args, results, measure, render, lambda path: path.with_suffix(".md"))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from ..index.faiss_ops import index_chain
+
 logger = logging.getLogger(__name__)
 
 
@@ -54,23 +56,9 @@ def split_queries(n: int, parts: int, block: int) -> list[tuple[int, int]]:
     return [(s, min(n, s + per)) for s in range(0, n, per)]
 
 
-def _chain(index) -> list:
-    index = faiss.downcast_index(index)
-    out = []
-    while index is not None:
-        out.append(index)
-        if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexPreTransform)):
-            index = faiss.downcast_index(index.index)
-        elif isinstance(index, faiss.IndexRefine):
-            index = faiss.downcast_index(index.base_index)
-        else:
-            index = None
-    return out
-
-
 def mergeable(index) -> bool:
     """Whether parts of ``index`` filled apart merge into the same bytes as one fill (not HNSW)."""
-    for sub in _chain(index):
+    for sub in index_chain(index):
         if isinstance(sub, faiss.IndexRefine):
             if not isinstance(faiss.downcast_index(sub.refine_index), faiss.IndexFlatCodes):
                 return False
@@ -127,7 +115,7 @@ def finish_merge(index) -> None:
     Merging packs entries one by one into blocks it does not clear; a single fill leaves the
     slots zero. The codes are the same either way: only the file's bytes would differ.
     """
-    for sub in _chain(index):
+    for sub in index_chain(index):
         if not isinstance(sub, faiss.IndexIVF):
             continue
         lists = faiss.downcast_InvertedLists(sub.invlists)

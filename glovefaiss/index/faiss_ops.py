@@ -132,7 +132,7 @@ def train(index: faiss.Index, sample: np.ndarray, seed: int = 0) -> None:
 
 
 def _seed(index: faiss.Index, seed: int) -> None:
-    for sub in _chain(index):
+    for sub in index_chain(index):
         if isinstance(sub, faiss.IndexIVF):
             sub.cp.seed = seed
         if hasattr(sub, "pq"):
@@ -152,7 +152,7 @@ def add_all(index: faiss.Index, chunks: Iterable[tuple[np.ndarray, np.ndarray | 
         add(index, vectors, labels)
 
 
-def _chain(index: faiss.Index) -> list:
+def index_chain(index: faiss.Index) -> list:
     """The index and every index it wraps, outermost first."""
     out = []
     index = faiss.downcast_index(index)
@@ -169,7 +169,7 @@ def _chain(index: faiss.Index) -> list:
 
 def family(index: faiss.Index) -> str:
     """Which search parameters an index takes: 'flat', 'hnsw', 'ivf' or 'ivf-refine'."""
-    chain = _chain(index)
+    chain = index_chain(index)
     if any(isinstance(i, faiss.IndexHNSW) for i in chain):
         return "hnsw"
     if any(isinstance(i, faiss.IndexIVF) for i in chain):
@@ -179,7 +179,7 @@ def family(index: faiss.Index) -> str:
 
 def nlist_of(index: faiss.Index) -> int:
     """The IVF list count of an index (1 when it has no inverted lists)."""
-    for sub in _chain(index):
+    for sub in index_chain(index):
         if isinstance(sub, faiss.IndexIVF):
             return int(sub.nlist)
     return 1
@@ -187,7 +187,7 @@ def nlist_of(index: faiss.Index) -> int:
 
 def set_params(index: faiss.Index, params: dict) -> None:
     """Apply search parameters (nprobe, efSearch, k_factor) wherever they belong in the index."""
-    for sub in _chain(index):
+    for sub in index_chain(index):
         if "nprobe" in params and isinstance(sub, faiss.IndexIVF):
             sub.nprobe = int(params["nprobe"])
         if "efSearch" in params and isinstance(sub, faiss.IndexHNSW):
