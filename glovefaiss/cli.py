@@ -69,8 +69,22 @@ def human_bytes(n: float) -> str:
     return f"{n} B"
 
 
+def _engine_options(fn):
+    """--engine, --ray-address and --workers (see docs/distributed.md)."""
+    fn = click.option("--workers", type=click.IntRange(min=1),
+                      help="Ray workers (default: one per CPU of the cluster).")(fn)
+    fn = click.option("--ray-address",
+                      help="Join this Ray cluster ('auto', 'ray://host:port'); default: a local Ray instance.")(fn)
+    return click.option("--engine", type=click.Choice(["local", "ray"]),
+                        help="Where to run: this process (local, the default) or a Ray cluster.")(fn)
+
+
+# Corpus arguments stay strings: a Path would fold the '//' of an s3:// or file:// URI.
+CORPUS = click.argument("corpus", nargs=-1, required=True, type=str)
+
+
 @cli.command()
-@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
+@CORPUS
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Index directory to write.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), help="YAML config (may `extends` another).")
 @click.option("--id-column", help="Column with document ids (default: id).")
@@ -94,20 +108,20 @@ def human_bytes(n: float) -> str:
               help="A trained model directory (glovefaiss train): documents through its document tower.")
 @click.option("--columns", help="Extra corpus columns to store with each document and return in every hit, "
                                 "e.g. title,url (config build.columns).")
+@_engine_options
 def build(corpus, out, config_path, id_column, text_column, glove, batch_size, shard_rows, threads,
           store_text, index_kind, index_key, max_index_memory, target_recall, tuning_queries, overwrite, resume,
-          as_json, model_dir, columns):
-    """Encode Parquet CORPUS files (or directories of them) into an index at --out."""
+          as_json, model_dir, columns, engine, ray_address, workers):
+    """Encode Parquet CORPUS files (or directories, or URIs pyarrow reads: s3://, gs://, hdfs://, file://)
+    into an index at --out."""
     from .config import load_config
-    from .index.build import build as run_build
+    from .engine import build as run_build
     from .index.tuning import bucket_summary
 
     if model_dir is not None:
         if glove is not None:
             raise click.UsageError("--glove cannot be combined with --model: the model fixes the word vectors")
-        from .index.with_model import build_with_model
-
-        run_build = functools.partial(build_with_model, model_dir=model_dir)  # noqa: F811
+        run_build = functools.partial(run_build, model_dir=model_dir)  # noqa: F811
 
     config = load_config(config_path).replace({
         "build.id_column": id_column, "build.text_column": text_column, "embedding.model_name": glove,
@@ -116,6 +130,7 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
         "build.max_index_memory": max_index_memory, "build.target_recall": target_recall,
         "build.tuning_queries": str(tuning_queries) if tuning_queries is not None else None,
         "build.columns": columns,
+        "build.engine": engine, "build.ray_address": ray_address, "build.workers": workers,
     })
     result = run_build(list(corpus), out, config=config, overwrite=overwrite, resume=resume, progress=_progress())
     if as_json:
@@ -169,7 +184,8 @@ def _shown(values: list, most: int = 10) -> str:
               help="Memory-map the index instead of reading it (a one-shot query reads only what it needs).")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path),
               help="Check that the index was built with this trained model (refuse a mismatch).")
-def query(index_dir, text, k, queries, like, fmt, output, batch_size, mmap, model_dir):
+@_engine_options
+def query(index_dir, text, k, queries, like, fmt, output, batch_size, mmap, model_dir, engine, ray_address, workers):
     """Search INDEX_DIR for each TEXT (or each query of --queries, or documents like the ids given with --like)."""
     from .index.search import Index
 
@@ -178,12 +194,22 @@ def query(index_dir, text, k, queries, like, fmt, output, batch_size, mmap, mode
     if queries is None and not text:
         raise click.UsageError("give at least one document ID with --like" if like else
                                "give at least one query TEXT, or --queries FILE")
-    index = Index.load(index_dir, mmap=mmap)
+    index = Index.load(index_dir, mmap=True if engine == "ray" else mmap)
     if model_dir is not None:
         from .tower.model_dir import check_index_model
 
         check_index_model(index.manifest, index_dir, model_dir)
-    if like:
+    if engine == "ray":
+        from .engine import write_batch_hits
+        from .io.rows import read_queries
+
+        if like:
+            raise click.UsageError("--like runs in this process; drop --engine ray")
+        qids, qtexts = read_queries(queries) if queries is not None else (list(range(1, len(text) + 1)), list(text))
+        run = write_batch_hits(index_dir, qids, qtexts, k, output, fmt, ray_address=ray_address, workers=workers)
+    elif ray_address or workers:
+        raise click.UsageError("--ray-address and --workers need --engine ray")
+    elif like:
         run = index.write_like(list(text), k, output, fmt)
     elif queries is not None:
         run = index.search_file(queries, k, output, fmt, batch_size=batch_size)
@@ -251,17 +277,19 @@ def info(index_dir, as_json, plot_path):
 
 @cli.command()
 @click.argument("index_dir", type=click.Path(path_type=Path))
-@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
+@CORPUS
 @click.option("--id-column", help="Column with document ids (default: the one the index was built from).")
 @click.option("--text-column", help="Column with document text (default: the one the index was built from).")
 @click.option("--threads", type=click.IntRange(min=1), help="Encoding threads (default: all cores).")
 @click.option("--upsert", is_flag=True, help="Replace the documents whose ids are already in the index.")
-def add(index_dir, corpus, id_column, text_column, threads, upsert):
-    """Append Parquet CORPUS files to the index at INDEX_DIR."""
-    from .index.add import add_documents
+@_engine_options
+def add(index_dir, corpus, id_column, text_column, threads, upsert, engine, ray_address, workers):
+    """Append Parquet CORPUS files (or URIs) to the index at INDEX_DIR."""
+    from .engine import add as add_documents
 
     r = add_documents(index_dir, list(corpus), threads=threads, id_column=id_column, text_column=text_column,
-                      progress=_progress(), upsert=upsert)
+                      progress=_progress(), upsert=upsert, engine=engine or "local", ray_address=ray_address,
+                      workers=workers)
     replaced = f" ({r.replaced:,} of them replacing documents with the same id)" if upsert else ""
     _note(f"added {r.added:,} documents{replaced} to {r.out_dir} in {r.seconds:.1f} s; it now holds {r.documents:,}")
     if r.retuned:

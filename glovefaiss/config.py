@@ -97,6 +97,9 @@ class BuildConfig:
     auto_latency_ms: float = 0.5
     threads: int | None = None
     columns: tuple[str, ...] = ()  # extra corpus columns stored with each document and returned in hits
+    engine: str = "local"  # "local" (this process) or "ray" (see docs/distributed.md)
+    ray_address: str | None = None  # None: a Ray instance of this machine; "auto" or "ray://host:port": join one
+    workers: int | None = None  # Ray workers (default: one per CPU of the cluster)
 
 
 @dataclass(frozen=True)

@@ -51,3 +51,7 @@ class ServeError(GloveFaissError):
 
 class OutputError(GloveFaissError):
     """An output the user named cannot be written, or cannot hold the results (TREC and spaces)."""
+
+
+class EngineError(GloveFaissError):
+    """An execution engine (``--engine ray``) is missing, unreachable or failed."""

@@ -25,7 +25,7 @@ from .layout import MANIFEST, Manifest, check_sizes, read_manifest, write_manife
 from .shards import ShardReader, next_shard_number, write_id_lookup
 from .tuning import FEW_QUERIES, WINDOW_QUERIES, corpus_window_queries, file_tuning_queries
 from .update import assembled_beside, index_lock, link_files
-from .writer import append_shards, check_unique, save_index, stored_window_queries, with_stats, write_shards
+from .writer import LocalEngine, check_unique, save_index, stored_window_queries, with_stats
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ class AddResult:
 
 def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progress: bool | None = None,
                   threads: int | None = None, id_column: str | None = None,
-                  text_column: str | None = None, upsert: bool = False) -> AddResult:
+                  text_column: str | None = None, upsert: bool = False,
+                  engine: LocalEngine | None = None) -> AddResult:
     """Encode ``corpus`` with the index's document tower and add it to the index at ``directory``.
 
     ``id_column`` / ``text_column``: the new files' columns (default: those the index was built from).
@@ -54,16 +55,18 @@ def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progre
     the old document is removed (as :func:`.delete.delete_documents` does) in the same step and
     the FAISS index is made afresh over every shard. The updated directory is assembled beside
     the old one from hard links and swapped in with a rename, so readers of the old index are
-    unaffected.
+    unaffected. ``engine``: where encoding and adding run (default: :class:`.writer.LocalEngine`,
+    this process).
     """
     t0 = time.perf_counter()
+    engine = engine or LocalEngine()
     directory = Path(directory).absolute()
     with index_lock(directory, "add"):
-        return _add(directory, corpus, progress, threads, id_column, text_column, upsert, t0)
+        return _add(directory, corpus, progress, threads, id_column, text_column, upsert, t0, engine)
 
 
 def _add(directory: Path, files: Sequence[str | Path], progress: bool | None, threads: int | None,
-         id_column: str | None, text_column: str | None, upsert: bool, t0: float) -> AddResult:
+         id_column: str | None, text_column: str | None, upsert: bool, t0: float, engine: LocalEngine) -> AddResult:
     manifest = read_manifest(directory)
     check_sizes(directory, manifest)
     config = from_dict(manifest.config, origin=f"{directory}/{MANIFEST}")
@@ -92,9 +95,9 @@ def _add(directory: Path, files: Sequence[str | Path], progress: bool | None, th
             link_files(directory, tmp, [f["file"] for s in manifest.shards for f in [s, *s.get("texts", [])]])
             removed = Removed(manifest.shards, old_ids, EncodeStats(), True)
 
-        written = write_shards(corpus, tmp, encoder, bc, store_text=manifest.store_text,
-                               row_group_rows=manifest.row_group_rows, first_shard=next_shard_number(manifest.shards),
-                               progress=progress)
+        written = engine.write_shards(corpus, tmp, encoder, tmp / manifest.document_tower_dir, bc,
+                                      store_text=manifest.store_text, row_group_rows=manifest.row_group_rows,
+                                      first_shard=next_shard_number(manifest.shards), progress=progress)
         new_shards = [{k: v for k, v in s.items() if k != "stats"} for s in written.shards]
         all_ids = pa.chunked_array([removed.ids.combine_chunks(), *written.ids])
         check_unique(all_ids, "{n} ids of the new documents are already in the index or repeated",
@@ -102,13 +105,14 @@ def _add(directory: Path, files: Sequence[str | Path], progress: bool | None, th
         stats = written.stats
         addition = {"documents": stats.texts, **({"replaced": replaced} if upsert else {}),
                     "files": [str(f) for f in corpus.files], "id_column": corpus.id_column,
-                    "text_column": corpus.text_column}
+                    "text_column": corpus.text_column, "engine": engine.describe()}
         retuned = None
         if replaced:
             m = with_stats(rebuilt(tmp, manifest, removed, config, removed.shards + new_shards, all_ids), stats)
             m.additions = (manifest.additions or []) + [{**addition, "seconds": round(time.perf_counter() - t0, 3)}]
         else:
-            m, retuned = _extended(tmp, directory, manifest, config, corpus, new_shards, all_ids, stats, addition, t0)
+            m, retuned = _extended(tmp, directory, manifest, config, corpus, new_shards, all_ids, stats, addition, t0,
+                                   engine)
         write_manifest(tmp, m)
         publish_dir(tmp, directory)
     return AddResult(directory, stats.texts, m.documents, round(time.perf_counter() - t0, 3), m, retuned, replaced)
@@ -127,11 +131,12 @@ def _check_column_types(reader: ShardReader, corpus: Corpus) -> None:
 
 
 def _extended(tmp: Path, directory: Path, manifest: Manifest, config: Config, corpus: Corpus, new_shards: list[dict],
-              all_ids: pa.ChunkedArray, stats: EncodeStats, addition: dict, t0: float) -> tuple[Manifest, dict | None]:
+              all_ids: pa.ChunkedArray, stats: EncodeStats, addition: dict, t0: float,
+              engine: LocalEngine) -> tuple[Manifest, dict | None]:
     """The manifest once the existing FAISS index is extended with ``new_shards`` (and retuned) in ``tmp``."""
     bc = config.build
     index = faiss_index.load(directory / manifest.index_file)
-    append_shards(index, tmp, new_shards, manifest.labels_are_ids)
+    engine.append(index, tmp, new_shards, manifest.labels_are_ids)
     id_lookup = write_id_lookup(tmp, all_ids.to_numpy()) if manifest.id_lookup else {}
 
     m = with_stats(manifest, stats)

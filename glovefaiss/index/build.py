@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from ..config import Config
 from ..errors import IndexDirError, ModelError
-from ..io.corpus import Corpus, open_corpus
+from ..io.corpus import Corpus, file_signature, open_corpus
 from ..io.files import publish_dir, sha256_file, write_json_atomic
 from ..tower import sif as weighting
 from ..tower.encoder import TextEncoder, encoder_from_config, save_encoder
@@ -35,7 +35,7 @@ from .layout import (
 )
 from .shards import TEXTS_DIR
 from .update import index_lock
-from .writer import finish_index, new_manifest, write_shards
+from .writer import LocalEngine, finish_index, new_manifest
 
 __all__ = ["STATE", "BuildResult", "ResumeMismatch", "build"]
 
@@ -117,9 +117,9 @@ def _intact(path: Path, size: int, digest: str) -> bool:
 
 def _fingerprint(config: Config, corpus: Corpus, tower_files: dict) -> dict:
     cfg = config.to_dict()
-    for k in ("batch_size", "threads"):  # do not change the output
+    for k in ("batch_size", "threads", "engine", "ray_address", "workers"):  # do not change the output
         cfg["build"].pop(k, None)
-    files = [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in corpus.files]
+    files = [file_signature(f) for f in corpus.files]
     return {"config": cfg, "corpus": files, "tower": tower_files}
 
 
@@ -145,6 +145,7 @@ def build(
     encoder: TextEncoder | None = None,
     query_encoder: TextEncoder | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    engine: LocalEngine | None = None,
 ) -> BuildResult:
     """Encode every document of ``corpus`` and write an index directory at ``out``.
 
@@ -155,7 +156,9 @@ def build(
 
     ``encoder`` encodes the documents (default: the config's frozen GloVe mean); ``query_encoder``
     (default: the same) is stored for the query path. ``extra_manifest`` entries (e.g. the trained
-    model a build used) are added to the manifest.
+    model a build used) are added to the manifest. ``engine`` encodes the shards and fills the
+    FAISS index (default: :class:`.writer.LocalEngine`, this process); the manifest's ``engine``
+    records which one did.
     """
     config = config or Config()
     if config.build.tuning_queries:  # absolute, so that `add` finds the file from any directory
@@ -167,12 +170,12 @@ def build(
     out = Path(out).absolute()
     with index_lock(out, "build"):
         return _locked_build(corpus, out, config, overwrite, resume, progress, encoder, query_encoder,
-                             extra_manifest, t0)
+                             extra_manifest, t0, engine)
 
 
 def _locked_build(corpus: Corpus, out: Path, config: Config, overwrite: bool, resume: bool, progress: bool | None,
                   encoder: TextEncoder | None, query_encoder: TextEncoder | None, extra_manifest: dict | None,
-                  t0: float) -> BuildResult:
+                  t0: float, engine: LocalEngine | None) -> BuildResult:
     bc = config.build
     if resume and not overwrite and (out / MANIFEST).is_file() and not (_partial(out) / STATE).is_file():
         raise IndexDirError(f"{out} is already a complete index; nothing to resume (pass --overwrite to rebuild it)")
@@ -201,7 +204,7 @@ def _locked_build(corpus: Corpus, out: Path, config: Config, overwrite: bool, re
     tmp = _prepare_partial(out, resume)
     try:
         manifest = _build_into(tmp, corpus, config, encoder, query_encoder or encoder, vectors_info, progress, resume,
-                               extra_manifest, pooling_info, overwrite)
+                               extra_manifest, pooling_info, overwrite, engine or LocalEngine())
         manifest.timings["load_vectors_s"] = round(t_vectors, 3)
         if "fit_s" in pooling_info:
             manifest.timings["pooling_fit_s"] = pooling_info["fit_s"]
@@ -232,7 +235,7 @@ def _locked_build(corpus: Corpus, out: Path, config: Config, overwrite: bool, re
 
 def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder, query_encoder: TextEncoder,
                 vectors_info: dict, progress: bool | None, resume: bool, extra: dict | None,
-                pooling: dict, overwrite: bool = False) -> Manifest:
+                pooling: dict, overwrite: bool = False, engine: LocalEngine | None = None) -> Manifest:
     bc = config.build
     if query_encoder.dim != encoder.dim:
         raise ModelError(f"the query tower gives {query_encoder.dim}-d vectors but the document tower "
@@ -265,10 +268,12 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
     if state.shards:
         logger.info("resuming after %d complete shards (%d documents)", len(state.shards), done_rows)
 
-    written = write_shards(corpus, tmp, encoder, bc, store_text=bc.store_text, row_group_rows=bc.row_group_rows,
-                           first_shard=len(state.shards), skip=done_rows, on_shard=state.add, progress=progress)
+    tower_dir = tmp / (TOWER_DIR if encoder is query_encoder else DOCUMENT_TOWER_DIR)
+    written = engine.write_shards(corpus, tmp, encoder, tower_dir, bc, store_text=bc.store_text,
+                                  row_group_rows=bc.row_group_rows, first_shard=len(state.shards), skip=done_rows,
+                                  on_shard=state.add, progress=progress)
     finished = finish_index(tmp, state.shards, pa.chunked_array(ids + written.ids), corpus, config, query_encoder,
-                            encoder.dim)
+                            encoder.dim, engine)
     encoded, t_encode = written.stats.texts, written.encode_s
     timings = {"pooling_backend": written.backend, "encoder_setup_s": round(written.setup_s, 3),
                "encode_s": round(t_encode, 3), "index_s": round(finished.index_s, 3),
@@ -276,4 +281,4 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
                "docs_per_s": round(encoded / t_encode, 1) if t_encode and encoded else None}
     return new_manifest(config, corpus, encoder, state.shards, finished, vectors_info,
                         {"query": {"files": tower_files, **tower_meta}, "document": doc_files}, timings,
-                        extra=extra, pooling=pooling)
+                        extra=extra, pooling=pooling, engine=engine.describe())

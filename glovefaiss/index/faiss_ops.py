@@ -132,7 +132,7 @@ def train(index: faiss.Index, sample: np.ndarray, seed: int = 0) -> None:
 
 
 def _seed(index: faiss.Index, seed: int) -> None:
-    for sub in _chain(index):
+    for sub in index_chain(index):
         if isinstance(sub, faiss.IndexIVF):
             sub.cp.seed = seed
         if hasattr(sub, "pq"):
@@ -141,7 +141,7 @@ def _seed(index: faiss.Index, seed: int) -> None:
 
 def centroids_of(index: faiss.Index) -> np.ndarray | None:
     """The trained IVF centroids of an index (None without inverted lists or before training)."""
-    for sub in _chain(index):
+    for sub in index_chain(index):
         if isinstance(sub, faiss.IndexIVF) and sub.quantizer.ntotal == sub.nlist:
             return sub.quantizer.reconstruct_n(0, sub.nlist)
     return None
@@ -152,7 +152,7 @@ def give_centroids(index: faiss.Index, centroids: np.ndarray) -> bool:
 
     False (and nothing changed) when the index has no flat IVF quantizer of that many lists.
     """
-    for sub in _chain(index):
+    for sub in index_chain(index):
         if isinstance(sub, faiss.IndexIVF):
             q = faiss.downcast_index(sub.quantizer)
             if sub.nlist != len(centroids) or q.ntotal or not isinstance(q, faiss.IndexFlat):
@@ -175,7 +175,7 @@ def add_all(index: faiss.Index, chunks: Iterable[tuple[np.ndarray, np.ndarray | 
         add(index, vectors, labels)
 
 
-def _chain(index: faiss.Index) -> list:
+def index_chain(index: faiss.Index) -> list:
     """The index and every index it wraps, outermost first."""
     out = []
     index = faiss.downcast_index(index)
@@ -192,7 +192,7 @@ def _chain(index: faiss.Index) -> list:
 
 def family(index: faiss.Index) -> str:
     """Which search parameters an index takes: 'flat', 'hnsw', 'ivf' or 'ivf-refine'."""
-    chain = _chain(index)
+    chain = index_chain(index)
     if any(isinstance(i, faiss.IndexHNSW) for i in chain):
         return "hnsw"
     if any(isinstance(i, faiss.IndexIVF) for i in chain):
@@ -202,7 +202,7 @@ def family(index: faiss.Index) -> str:
 
 def nlist_of(index: faiss.Index) -> int:
     """The IVF list count of an index (1 when it has no inverted lists)."""
-    for sub in _chain(index):
+    for sub in index_chain(index):
         if isinstance(sub, faiss.IndexIVF):
             return int(sub.nlist)
     return 1
@@ -210,7 +210,7 @@ def nlist_of(index: faiss.Index) -> int:
 
 def set_params(index: faiss.Index, params: dict) -> None:
     """Apply search parameters (nprobe, efSearch, k_factor) wherever they belong in the index."""
-    for sub in _chain(index):
+    for sub in index_chain(index):
         if "nprobe" in params and isinstance(sub, faiss.IndexIVF):
             sub.nprobe = int(params["nprobe"])
         if "efSearch" in params and isinstance(sub, faiss.IndexHNSW):

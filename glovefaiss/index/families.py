@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,8 @@ def resolve_index(bc: BuildConfig, n: int, dim: int) -> tuple[str, str]:
 
 
 def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
-                with_ids: bool, seed: int = 0, queries: QuerySet | np.ndarray | None = None) -> tuple[Any, dict]:
+                with_ids: bool, seed: int = 0, queries: QuerySet | np.ndarray | None = None,
+                fill: Callable[[Any], None] | None = None) -> tuple[Any, dict]:
     """Create the index ``bc`` asks for over every shard vector; tune it if it is approximate.
 
     ``queries``: the vectors to tune with (default: a sample of the documents themselves, which
@@ -53,12 +55,14 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
     single-query p50 exceeds ``bc.auto_latency_ms``, other families (see
     :func:`.faiss_ops.alternatives`) are built and tuned too, and the fastest one that reaches the
     target is kept (or, if none does, the one with the highest recall); all are recorded.
+    ``fill(index)`` adds every shard vector, in row order, to a trained empty index (default:
+    here; an engine can add parts elsewhere and merge them).
     """
     reader = ShardReader(directory, shards)
     n = reader.num_rows
     kind, key = resolve_index(bc, n, dim)
     rng = np.random.default_rng(seed)
-    index, info = _build_one(reader, kind, key, dim, with_ids, seed, rng)
+    index, info = _build_one(reader, kind, key, dim, with_ids, seed, rng, fill)
     info["requested"] = bc.index_key or bc.index
     if faiss_index.family(index) == "flat":
         return index, info
@@ -76,7 +80,7 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
                     info["tuning"]["p50_ms"], info["tuning"]["recall"], alt)
         # The first family's centroids serve the alternative (same list count): no second k-means.
         alt_index, alt_info = _build_one(reader, alt, faiss_index.factory_key(alt, n, dim), dim, with_ids, seed,
-                                         np.random.default_rng(seed), centroids=faiss_index.centroids_of(index))
+                                         np.random.default_rng(seed), fill, centroids=faiss_index.centroids_of(index))
         alt_info["requested"] = bc.index
         _tune_into(alt_index, alt_info, queries, truth, bc)
         tried.append(alt_info)
@@ -109,11 +113,13 @@ def _tuning_set(reader: ShardReader, with_ids: bool, queries: QuerySet | np.ndar
 
 
 def _build_one(reader: ShardReader, kind: str, key: str, dim: int, with_ids: bool, seed: int,
-               rng: np.random.Generator, centroids: np.ndarray | None = None) -> tuple[Any, dict]:
+               rng: np.random.Generator, fill: Callable[[Any], None] | None = None,
+               centroids: np.ndarray | None = None) -> tuple[Any, dict]:
     """A trained and filled index of ``key`` (training on a seeded sample of the shard vectors).
 
-    ``centroids``: IVF centroids to reuse when the index has that many lists (then only the
-    codes, e.g. PQ, are trained, on a smaller sample).
+    ``fill``: adds the shard vectors to the trained index (default: here, shard by shard; the
+    Ray engine fills parts on its workers). ``centroids``: IVF centroids to reuse when the index
+    has that many lists (then only the codes, e.g. PQ, are trained, on a smaller sample).
     """
     n = reader.num_rows
     index = faiss_index.make_index(dim, key, with_ids)
@@ -126,7 +132,10 @@ def _build_one(reader: ShardReader, kind: str, key: str, dim: int, with_ids: boo
         logger.info("training %s on %d of %d vectors", key, len(vectors), n)
         faiss_index.train(index, vectors, seed)
     t_train = time.perf_counter() - t0
-    faiss_index.add_all(index, ((v, lab if with_ids else None) for v, lab in _chunks(reader, with_ids)))
+    if fill is not None:
+        fill(index)
+    else:
+        faiss_index.add_all(index, ((v, lab if with_ids else None) for v, lab in _chunks(reader, with_ids)))
     t_add = time.perf_counter() - t0 - t_train
     info = {"type": kind, "key": key, "params": {}, "train_s": round(t_train, 3), "add_s": round(t_add, 3)}
     if reused:

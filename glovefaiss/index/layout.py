@@ -20,7 +20,7 @@ DOCUMENT_TOWER_DIR = "document_tower"  # only when documents were encoded by ano
 
 
 # Sections a build writes only when they apply; absent (None) they are left out of the file.
-_OPTIONAL = ("document_tower", "id_lookup", "pooling", "additions", "deletions")
+_OPTIONAL = ("document_tower", "id_lookup", "pooling", "additions", "deletions", "engine")
 
 
 @dataclass
@@ -54,6 +54,7 @@ class Manifest:
     query_tower: dict[str, Any] = field(default_factory=dict)
     document_tower: dict[str, Any] | None = None
     id_lookup: dict[str, Any] | None = None
+    engine: dict[str, Any] | None = None  # where the build ran: {"engine": "local" | "ray", "workers", ...}
     timings: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     pooling: dict[str, Any] | None = None

@@ -192,7 +192,8 @@ class WrittenShards:
 
 def write_shards(corpus: Corpus, directory: Path, encoder: TextEncoder, bc: BuildConfig, *,
                  store_text: bool, row_group_rows: int, first_shard: int = 0, skip: int = 0,
-                 on_shard: Callable[[dict], None] | None = None, progress: bool | None = None) -> WrittenShards:
+                 on_shard: Callable[[dict], None] | None = None, progress: bool | None = None,
+                 backend: str | None = None) -> WrittenShards:
     """Encode ``corpus`` into ``directory/shards/part-NNNNN.parquet``, shards numbered from ``first_shard``.
 
     Shards hold ``bc.shard_rows`` rows counted from the corpus start (the last may hold fewer);
@@ -200,7 +201,7 @@ def write_shards(corpus: Corpus, directory: Path, encoder: TextEncoder, bc: Buil
     result is the same whatever ``bc.threads`` and ``bc.batch_size``. ``on_shard`` is told each
     shard's entry, in order, when its files are complete. A part of a corpus can be written
     alone: give it shard numbers of its own and pass the entries of every part to
-    :func:`finish_index`.
+    :func:`finish_index`. ``backend``: see :func:`pooling_backend` (default: by the rows to encode).
     """
     from tqdm.auto import tqdm
 
@@ -222,7 +223,7 @@ def write_shards(corpus: Corpus, directory: Path, encoder: TextEncoder, bc: Buil
     # One-time set-up, timed apart from the per-document encoding: the torch import, the
     # (weighted) rows as a tensor and the vocabulary's key table.
     t_setup = time.perf_counter()
-    backend = pooling_backend(corpus.num_rows - skip)
+    backend = backend or pooling_backend(corpus.num_rows - skip)
     encoder = encoder.for_batches(backend)
     t_setup = time.perf_counter() - t_setup
 
@@ -273,6 +274,30 @@ def append_shards(index, directory: Path, shards: list[dict], labels_are_ids: bo
         faiss_index.add(index, vectors, ids.to_numpy() if labels_are_ids else None)
 
 
+class LocalEngine:
+    """Where the writer's two heavy steps run: here, in this process (``build.engine: local``).
+
+    Another engine (:mod:`glovefaiss.engine`) gives the same two methods and the same results,
+    byte for byte, from work done elsewhere.
+    """
+
+    name = "local"
+    workers = 1
+
+    def write_shards(self, corpus: Corpus, directory: Path, encoder: TextEncoder, tower_dir: Path, bc: BuildConfig,
+                     **kwargs) -> WrittenShards:
+        """:func:`write_shards`; ``tower_dir`` (``encoder`` saved) is for engines that load it elsewhere."""
+        return write_shards(corpus, directory, encoder, bc, **kwargs)
+
+    def append(self, index, directory: Path, shards: list[dict], labels_are_ids: bool) -> None:
+        """:func:`append_shards`."""
+        append_shards(index, directory, shards, labels_are_ids)
+
+    def describe(self) -> dict:
+        """What the manifest records of the engine."""
+        return {"engine": self.name, "workers": self.workers}
+
+
 @dataclass
 class FinishedIndex:
     """The FAISS index :func:`finish_index` made, its manifest section and the id lookup's files."""
@@ -291,7 +316,7 @@ def stored_window_queries(directory: Path, shards: list[dict], encoder: TextEnco
 
 
 def finish_index(directory: Path, shards: list[dict], ids: pa.ChunkedArray, corpus: Corpus | None, config: Config,
-                 query_encoder: TextEncoder, dim: int) -> FinishedIndex:
+                 query_encoder: TextEncoder, dim: int, engine: LocalEngine | None = None) -> FinishedIndex:
     """Check that ``ids`` (of every shard, in row order) are unique, write the id lookup and make the index.
 
     The index is made from the finished shards in ``directory``, so it never depends on how
@@ -300,6 +325,7 @@ def finish_index(directory: Path, shards: list[dict], ids: pa.ChunkedArray, corp
     with the build's ``tuning_queries`` file or with windows of documents of ``corpus``; without
     a corpus (after a delete) with windows of the shards' stored texts, which gives the same
     queries as a corpus of those rows.
+    ``engine`` adds the vectors to the trained index (default: here, as :class:`LocalEngine`).
     """
     bc = config.build
     check_unique(ids)
@@ -319,7 +345,9 @@ def finish_index(directory: Path, shards: list[dict], ids: pa.ChunkedArray, corp
         else:  # no texts to cut queries from: the documents themselves (flatters recall)
             logger.warning("no stored texts and no tuning queries file: tuning with the documents as queries")
             source = "the documents themselves"
-    index, info = build_index(directory, shards, dim, bc, with_ids, config.seed, queries=queries)
+    index, info = build_index(directory, shards, dim, bc, with_ids, config.seed, queries=queries,
+                              fill=None if engine is None else lambda index: engine.append(index, directory, shards,
+                                                                                          with_ids))
     if "tuning" in info:
         info["tuning"]["query_source"] = source
     saved = save_index(index, directory)
@@ -350,7 +378,7 @@ def with_stats(manifest: Manifest, stats: EncodeStats, sign: int = 1) -> Manifes
 
 def new_manifest(config: Config, corpus: Corpus, encoder: TextEncoder, shards: list[dict], finished: FinishedIndex,
                  vectors_info: dict, towers: dict[str, dict], timings: dict,
-                 extra: dict | None = None, pooling: dict | None = None) -> Manifest:
+                 extra: dict | None = None, pooling: dict | None = None, engine: dict | None = None) -> Manifest:
     """The manifest of a new index over ``shards`` (entries with their statistics, as written).
 
     ``towers``: ``{"query": {"files": {name: sha256}, **meta}, "document": {name: sha256}}``,
@@ -382,6 +410,7 @@ def new_manifest(config: Config, corpus: Corpus, encoder: TextEncoder, shards: l
     m.document_tower = {"dir": DOCUMENT_TOWER_DIR, "files": towers["document"]} if towers.get("document") else None
     m.id_lookup = {"files": finished.id_lookup} if finished.id_lookup else None
     m.timings = timings
+    m.engine = engine
     m.extra = dict(extra or {})
     m.pooling = pooling
     return m
