@@ -112,7 +112,8 @@ def test_ray_add_is_byte_identical(ray_instance, data, tmp_path, kind):
 
 @pytest.mark.slow
 def test_ray_batch_query_equals_local(ray_instance, data, tmp_path):
-    from glovefaiss.cli import FORMATS, _render
+    from glovefaiss.index.hits import FORMATS
+    from glovefaiss.index.hits import render as _render
 
     cfg = ray_config(data["vectors"], index="ivf", engine="local")
     index_dir = build(data["int"], tmp_path / "idx", cfg, progress=False).out_dir
@@ -122,7 +123,8 @@ def test_ray_batch_query_equals_local(ray_instance, data, tmp_path):
     remote = batch_hits(index_dir, texts, k=5, query_ids=qids, workers=2)
     assert remote == local
     for fmt in FORMATS:
-        assert _render(remote, fmt) == _render(local, fmt)
+        if fmt != "parquet":  # a file format: compared through the CLI below
+            assert _render(remote, fmt) == _render(local, fmt)
     queries = tmp_path / "q.txt"
     queries.write_text("\n".join(texts[:50]) + "\n")
     runs = [CliRunner().invoke(cli, ["query", str(index_dir), "--queries", str(queries), "--format", "jsonl",

@@ -28,6 +28,7 @@ SKIPPED = {
     "curl ": "needs the server above",
     "     -d ": "the continuation of the curl line above",
     "bin/compare": "needs the public SciFact and STS-B data sets",
+    "glovefaiss build s3://": "needs a running Ray cluster and object storage",
 }
 EXTERNAL = "path/to/"  # a line naming the public data sets' place (README: 'Public data') needs them
 # Lines that need what an EXTERNAL line would have made (a model trained on the public data).
