@@ -254,8 +254,10 @@ def test_build_adapt_keeps_its_model_and_reproduces(tmp_path, tiny_vectors, corp
     a = m["adapt"]
     assert a["documents"] == 80 and a["sample_documents"] == 50 and a["model_dir"] == "model"
     assert m["model"]["dir"] == str(idx / "model") and (idx / "model" / "model.json").is_file()
-    assert f"adapted: self-supervised tower trained on 50 of 80 documents in " in r.stderr
-    assert r.stderr.rstrip().splitlines()[-1].endswith(f"; model in {idx / 'model'}") or "model in" in r.stderr
+    line = next(x for x in r.stderr.splitlines() if x.startswith("adapted: "))
+    assert line.startswith("adapted: self-supervised tower trained on 50 of 80 documents in ")
+    assert f"(kept epoch {a['best_epoch']} of 6, pseudo ndcg@10 " in line
+    assert line.endswith(f"; {a['words_added']} words added); model in {idx / 'model'}")
     assert run("verify", idx).exit_code == 0
     assert not list(tmp_path.glob(".idx.adapt-*"))
     # build --model DIR/model builds the same index.

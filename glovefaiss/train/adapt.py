@@ -31,7 +31,12 @@ MODEL_SUBDIR = "model"
 
 
 def adapt_config(config: Config) -> Config:
-    """The self-supervised recipe with the build config's word vectors, seed and ``self_supervised`` section."""
+    """The training config of ``build --adapt``: ``config`` itself when it is a self-supervised one
+    (``train.objective: self_supervised``, e.g. extending configs/self_supervised.yml, to change
+    epochs or batch size); otherwise the self-supervised recipe with ``config``'s word vectors,
+    seed and ``self_supervised`` section."""
+    if config.train.objective == "self_supervised":
+        return config
     base = recipe("self_supervised").to_dict()
     given = config.to_dict()
     base["embedding"].update(type=given["embedding"]["type"], model_name=given["embedding"]["model_name"])
