@@ -20,6 +20,9 @@ Options (one tokeniser for all but the fine-tuned towers, whose model fixes it):
 - ``glove-mean``: frozen glove.6B.50d, plain mean.
 - ``glove-sif``: SIF weights (a = 1e-3, wordfreq English frequencies).
 - ``glove-sif-pc10``: SIF + removal of 10 common components.
+- ``glove-sif-rank`` (only when ``--options`` names it): SIF with ``p(w)`` from the GloVe row
+  number (Zipf, ``pooling.frequencies: rank``; no frequency list), a = 1e-4 (the research's best
+  for SciFact; RESULTS.md finding (b)).
 - ``finetuned``: towers trained by ``glovefaiss train`` (``--model-scifact`` on SciFact train
   qrels, ``--model-stsb`` on STS-B train), when given.
 
@@ -54,6 +57,7 @@ OPTIONS = {
     "glove-mean": {},
     "glove-sif": {"pooling.weighting": "sif"},
     "glove-sif-pc10": {"pooling.weighting": "sif", "pooling.components": 10},
+    "glove-sif-rank": {"pooling.weighting": "sif", "pooling.frequencies": "rank", "pooling.sif_a": 1e-4},
     "finetuned": {},
 }
 LABELS = {
@@ -62,11 +66,13 @@ LABELS = {
     "glove-mean": "GloVe 6B 50d, frozen mean",
     "glove-sif": "GloVe 6B 50d + SIF",
     "glove-sif-pc10": "GloVe 6B 50d + SIF + 10 PCs removed",
+    "glove-sif-rank": "GloVe 6B 50d + SIF (rank-based p(w), a = 1e-4)",
     "finetuned": "fine-tuned tower (glovefaiss train)",
 }
 
 SHORT = {"lookup-random": "lookup\n(random)", "word2vec": "word2vec\n(trained here)", "glove-mean": "GloVe\nmean",
-         "glove-sif": "GloVe\nSIF", "glove-sif-pc10": "GloVe SIF\n+10 PCs", "finetuned": "fine-tuned\ntower"}
+         "glove-sif": "GloVe\nSIF", "glove-sif-pc10": "GloVe SIF\n+10 PCs",
+         "glove-sif-rank": "GloVe SIF\n(rank p)", "finetuned": "fine-tuned\ntower"}
 BEGIN, END = "<!-- bin/compare: begin -->", "<!-- bin/compare: end -->"
 
 
@@ -321,7 +327,7 @@ def main() -> int:
     p.add_argument("--markdown", metavar="PAGE",
                    help="also replace the table between the bin/compare markers of PAGE (e.g. docs/comparison.md)")
     p.add_argument("--png", help="chart path (default: comparison.png beside the results)")
-    p.add_argument("--options", nargs="*", choices=list(OPTIONS), default=[o for o in OPTIONS if o != "word2vec"],
+    p.add_argument("--options", nargs="*", choices=list(OPTIONS), default=[o for o in OPTIONS if o not in ("word2vec", "glove-sif-rank")],
                    help="options to run (default: all but word2vec, which trains a model first)")
     p.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="render saved results without measuring")
     p.add_argument("--run-option", help=argparse.SUPPRESS)

@@ -108,10 +108,13 @@ CORPUS = click.argument("corpus", nargs=-1, required=True, type=str)
               help="A trained model directory (glovefaiss train): documents through its document tower.")
 @click.option("--columns", help="Extra corpus columns to store with each document and return in every hit, "
                                 "e.g. title,url (config build.columns).")
+@click.option("--adapt/--no-adapt", default=None,
+              help="Train a self-supervised tower on the corpus first (kept in --out/model) and build through it "
+                   "(build.adapt).")
 @_engine_options
 def build(corpus, out, config_path, id_column, text_column, glove, batch_size, shard_rows, threads,
           store_text, index_kind, index_key, max_index_memory, target_recall, tuning_queries, overwrite, resume,
-          as_json, model_dir, columns, engine, ray_address, workers):
+          as_json, model_dir, columns, adapt, engine, ray_address, workers):
     """Encode Parquet CORPUS files (or directories, or URIs pyarrow reads: s3://, gs://, hdfs://, file://)
     into an index at --out."""
     from .config import load_config
@@ -123,7 +126,7 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
             raise click.UsageError("--glove cannot be combined with --model: the model fixes the word vectors")
         run_build = functools.partial(run_build, model_dir=model_dir)  # noqa: F811
 
-    config = load_config(config_path).replace({
+    config = load_config(config_path).replace({"build.adapt": adapt}).replace({
         "build.id_column": id_column, "build.text_column": text_column, "embedding.model_name": glove,
         "build.batch_size": batch_size, "build.shard_rows": shard_rows, "build.threads": threads,
         "build.store_text": store_text, "build.index": index_kind, "build.index_key": index_key,
@@ -132,10 +135,20 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
         "build.columns": columns,
         "build.engine": engine, "build.ray_address": ray_address, "build.workers": workers,
     })
+    if config.build.adapt:
+        if model_dir is not None:
+            raise click.UsageError("--adapt trains its own model; it cannot be combined with --model")
+        from .train.adapt import adapt_and_build as run_build  # noqa: F811
     result = run_build(list(corpus), out, config=config, overwrite=overwrite, resume=resume, progress=_progress())
     if as_json:
         click.echo(json.dumps(result.manifest.to_dict(), indent=2))
     m = result.manifest
+    if "adapt" in m:
+        a = m["adapt"]
+        shown = ", ".join(f"pseudo {k} {v:.2f}" for k, v in a["best_metrics"].items())
+        _note(f"adapted: self-supervised tower trained on {a['sample_documents']:,} of {a['documents']:,} documents "
+              f"in {a['train_seconds']:.1f} s (kept epoch {a['best_epoch']} of {a['epochs']}{f', {shown}' if shown else ''}; "
+              f"{a['words_added']:,} words added); model in {result.out_dir / a['model_dir']}")
     _note(
         f"built {result.out_dir}: {result.documents:,} documents in {result.seconds:.1f} s "
         f"({m.timings['docs_per_s'] or 0:,.0f} docs/s encoding), OOV rate {result.oov_rate:.1%}, "
@@ -364,31 +377,79 @@ def verify(index_dir):
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="Torch threads while training (one is fastest for these small towers).")
 @click.option("--json", "as_json", is_flag=True, help="Print model.json on stdout.")
+@click.option("--self-supervised", "self_supervised", is_flag=True,
+              help="DATA is an unlabelled corpus: train on pseudo pairs drawn from it (train.objective).")
+@click.option("--id-column", help="--self-supervised: column with document ids (default: id or _id).")
+@click.option("--text-column", help="--self-supervised: column with document text (default: text).")
+@click.option("--title-column", help="--self-supervised: column with titles (default: title, when present).")
+@click.option("--grow-vocabulary", "grow", type=click.IntRange(min=0), metavar="MIN_COUNT",
+              help="--self-supervised: corpus words the vectors lack, seen MIN_COUNT times or more, get trained "
+                   "rows (self_supervised.grow_min_count; 0: off).")
+@click.option("--init", "init", type=click.Path(path_type=Path),
+              help="Start from this model directory's checkpoint (e.g. a --self-supervised model).")
 def train(data, out, config_path, epochs, seed, validation, holdout, corpus, loss, negatives, hard_negatives_k,
-          lr, ema, spread, batch_size, hidden_dim, trainable, overwrite, threads, as_json):
+          lr, ema, spread, batch_size, hidden_dim, trainable, overwrite, threads, as_json, self_supervised,
+          id_column, text_column, title_column, grow, init):
     """Train a two-tower model on DATA and write it to --out.
 
     DATA: (query, positive[, negative]) pairs (Parquet/JSONL), a BEIR directory (its train split)
-    or one of its qrels/SPLIT.tsv files, or scored sentence pairs (CSV/TSV/Parquet).
+    or one of its qrels/SPLIT.tsv files, or scored sentence pairs (CSV/TSV/Parquet); with
+    --self-supervised, a corpus (Parquet/JSONL id, text[, title], or a BEIR directory's corpus).
+    Without --config, the recommended recipe for DATA's kind is used (the summary names it).
     """
     from .config import load_config
-    from .train.fit import train as run_train
+    from .train.recipes import recommended
 
-    config = load_config(config_path).replace({
+    if config_path is not None:
+        config, recipe_note = load_config(config_path), None
+    else:
+        config, name, why = recommended(data, self_supervised)
+        recipe_note = f"recipe: configs/{name}.yml (built in; no --config given and {why})"
+    config = config.replace({
         "loss.type": loss, "optimizer.lr": lr, "optimizer.ema": ema, "loss.spread": spread,
-        "batch_size": batch_size,
-        "encoder.hidden_dim": hidden_dim, "embedding.trainable": trainable,
+        "batch_size": batch_size, "train.objective": "self_supervised" if self_supervised else None,
+        "encoder.hidden_dim": hidden_dim, "embedding.trainable": trainable, "self_supervised.grow_min_count": grow,
     })
-    s = run_train(data, out, config, epochs=epochs, seed=seed, validation=validation, holdout=holdout,
-                  corpus=list(corpus), negatives=negatives, hard_negatives_k=hard_negatives_k, overwrite=overwrite,
-                  threads=threads, progress=_progress())
+    if config.train.objective == "self_supervised":
+        given = [f for f, v in (("--validation", validation), ("--holdout", holdout), ("--corpus", corpus),
+                                ("--init", init), ("--ema", ema), ("--spread", spread)) if v]
+        if given:
+            raise click.UsageError(f"{given[0]} does not apply to self-supervised training (it validates on "
+                                   "held-out documents of DATA)")
+        from .train.selfsup import train_self_supervised
+
+        s = train_self_supervised(data, out, config, epochs=epochs, seed=seed, id_column=id_column,
+                                  text_column=text_column, title_column=title_column, overwrite=overwrite,
+                                  threads=threads, progress=_progress())
+    else:
+        given = [f for f, v in (("--id-column", id_column), ("--text-column", text_column),
+                                ("--title-column", title_column), ("--grow-vocabulary", grow is not None)) if v]
+        if given:
+            raise click.UsageError(f"{given[0]} is for --self-supervised training")
+        from .train.fit import train as run_train
+
+        s = run_train(data, out, config, epochs=epochs, seed=seed, validation=validation, holdout=holdout,
+                      corpus=list(corpus), negatives=negatives, hard_negatives_k=hard_negatives_k,
+                      overwrite=overwrite, threads=threads, progress=_progress(), init=init)
     if as_json:
         click.echo(json.dumps(s.info, indent=2))
+    if recipe_note:
+        _note(recipe_note)
     best = s.fit.best
+    t = s.info["training"]
     shown = ", ".join(f"{k} {v:.2f}" for k, v in best.metrics.items())
+    if t.get("objective") == "self_supervised":
+        sample = "" if t["sampled_documents"] == t["documents"] else f" (a seeded sample of {t['documents']:,})"
+        _note(f"self-supervised on {t['sampled_documents']:,} documents{sample}: {t['pairs']:,} pseudo pairs "
+              f"({t['pairs_per_epoch']:,} a epoch, {t['epochs']} epochs), validated on {t['validation_queries']:,} "
+              f"span queries of {t['validation_documents']:,} held-out documents; {t['words_added']:,} words added "
+              f"(min count {t['grow_min_count']})")
+        _note(f"trained {s.out_dir} (model {s.model_id[:12]}) in {s.seconds:.1f} s: kept epoch {best.epoch}"
+              f"{f' (pseudo {shown})' if shown else ''}, peak memory {s.peak_rss_mb:.0f} MB")
+        return
     _note(
         f"trained {s.out_dir} (model {s.model_id[:12]}) in {s.seconds:.1f} s: kept epoch {best.epoch}"
-        f"{f' ({shown})' if shown else ''}, {s.info['training']['seconds_per_epoch'] or 0:.2f} s/epoch, "
+        f"{f' ({shown})' if shown else ''}, {t['seconds_per_epoch'] or 0:.2f} s/epoch, "
         f"peak memory {s.peak_rss_mb:.0f} MB")
 
 
@@ -427,7 +488,10 @@ def _emit_reports(reports, fmt: str, per_query: bool = False) -> None:
                    "commas (default: ndcg@10 recall@10 recall@100 mrr@10 map@100).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--per-query", is_flag=True, help="With --format json: every query's metrics too.")
-def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, glove, out, metrics, fmt, per_query):
+@click.option("--model", "model_dir", type=click.Path(path_type=Path),
+              help="Build the index here through this trained model's document tower (glovefaiss train).")
+def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, glove, out, metrics, fmt, per_query,
+                   model_dir):
     """nDCG@10, Recall@10/100, MRR@10, MAP@100 (or the --metric ones) of an index on DATA (a BEIR
     directory) or on --queries/--qrels; without --index, an index of the corpus is built first (--config, --glove)."""
     import tempfile
@@ -442,8 +506,12 @@ def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, 
         raise click.BadParameter(str(e), param_hint="'--metric'") from None
     if data is None and (queries is None or qrels is None):
         raise click.UsageError("give a BEIR directory DATA, or --queries and --qrels")
-    if index_dir is not None and (config_path or glove or out):
-        raise click.UsageError("--index evaluates an existing index; --config, --glove and --out are for building one")
+    if index_dir is not None and (config_path or glove or out or model_dir):
+        raise click.UsageError("--index evaluates an existing index; --config, --glove, --out and --model are for "
+                               "building one")
+    if model_dir is not None and (config_path or glove):
+        raise click.UsageError("--model brings its towers and word vectors; --config and --glove cannot be combined "
+                               "with it")
     rd = load_retrieval(data, split, corpus=corpus, queries=queries, qrels=qrels)
     with tempfile.TemporaryDirectory(prefix="glovefaiss-eval-") as tmp:
         if index_dir is None:
@@ -451,11 +519,16 @@ def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, 
 
             if rd.corpus is None:
                 raise click.UsageError("give --index, or a corpus (a BEIR directory or --corpus) to build one")
+            if model_dir is not None:
+                from .index.with_model import build_with_model
+
+                run_build = functools.partial(build_with_model, model_dir=model_dir)  # noqa: F811
             corpus_file = corpus_to_parquet(rd.corpus, Path(tmp) / "corpus.parquet")
             index_dir = out or Path(tmp) / "index"
-            result = run_build([corpus_file], index_dir, _eval_config(config_path, glove), overwrite=out is not None,
-                               progress=_progress())
-            _note(f"built {index_dir}: {result.documents:,} documents in {result.seconds:.1f} s")
+            result = run_build([corpus_file], index_dir, config=_eval_config(config_path, glove),
+                               overwrite=out is not None, progress=_progress())
+            _note(f"built {index_dir}: {result.documents:,} documents in {result.seconds:.1f} s"
+                  f"{f' through model {model_dir}' if model_dir is not None else ''}")
         report = evaluate_retrieval(Index.load(index_dir), rd, metrics,
                                     name=f"{rd.name}/{split}" if data is not None else rd.name)
     _emit_reports([report], fmt, per_query)

@@ -49,8 +49,9 @@ class PoolingConfig:
 
     ``weighting: sif`` gives word ``w`` the weight ``sif_a / (sif_a + p(w))`` and a text the vector
     ``sum(weight * vector) / n_known_words`` (as SIF and fse). ``p(w)`` comes from ``frequencies``:
-    ``wordfreq`` (English; ``wordfreq:LANG`` for another language) or ``corpus`` (counts in the
-    corpus being indexed). ``components`` > 0 removes the projection on the top principal
+    ``wordfreq`` (English; ``wordfreq:LANG`` for another language), ``corpus`` (counts in the
+    corpus being indexed) or ``rank`` (Zipf: ``p(w)`` proportional to 1 / the word's row number in
+    the vector file, frequency-ordered for GloVe; no frequency list needed). ``components`` > 0 removes the projection on the top principal
     components of ``components_sample`` document vectors (a seeded uniform sample).
     """
 
@@ -67,6 +68,7 @@ class LossConfig:
     margin: float = 0.2
     temperature: float = 0.05
     spread: float = 0.0  # scored pairs: weight of the spread-out term (losses.spread_penalty); 0 = off
+    symmetric: bool = False  # contrastive: average the query->document and document->query softmaxes
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,35 @@ class BuildConfig:
     engine: str = "local"  # "local" (this process) or "ray" (see docs/distributed.md)
     ray_address: str | None = None  # None: a Ray instance of this machine; "auto" or "ray://host:port": join one
     workers: int | None = None  # Ray workers (default: one per CPU of the cluster)
+    adapt: bool = False  # train a self-supervised tower on the corpus first, build through it (train.adapt)
+
+
+@dataclass(frozen=True)
+class SelfSupervisedConfig:
+    """Pseudo (query, positive) pairs from an unlabelled corpus, and vocabulary growth (train.selfsup).
+
+    Each epoch every training document gets one fresh pair: the query is a random contiguous
+    span of ``span_min``..``span_max`` known tokens (at most ``max_fraction`` of the document),
+    or its title with probability ``p_title``; the positive is the rest of the document.
+    ``grow_min_count`` > 0 adds corpus words the vectors lack, seen at least that often, as new
+    rows started at the mean vector of the known words within ``grow_window`` positions.
+    """
+
+    span_min: int = 5
+    span_max: int = 30
+    max_fraction: float = 0.5
+    p_title: float = 0.2
+    validation_documents: int = 500  # held out of the pairs; their span queries choose the epoch
+    validation_queries: int = 4  # span queries per held-out document
+    eval_every: int = 3  # validate every this many epochs (and after the last)
+    grow_min_count: int = 2  # 0: no growth
+    grow_window: int = 5
+    max_documents: int = 200_000  # build --adapt trains on a seeded sample of at most this many
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    objective: str = "supervised"  # supervised: labelled data; self_supervised: an unlabelled corpus
 
 
 @dataclass(frozen=True)
@@ -111,6 +142,8 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    self_supervised: SelfSupervisedConfig = field(default_factory=SelfSupervisedConfig)
     batch_size: int = 64
     epochs: int = 5
     seed: int = 0

@@ -156,7 +156,7 @@ def test_prepare_for_texts_fits_sif_and_components():
 
 @pytest.mark.parametrize("cfg, message", [
     (PoolingConfig(weighting="tfidf"), "pooling.weighting must be one of mean, sif, got 'tfidf'"),
-    (PoolingConfig(frequencies="zipf"), "pooling.frequencies must be wordfreq, wordfreq:LANG or corpus"),
+    (PoolingConfig(frequencies="zipf"), "pooling.frequencies must be wordfreq, wordfreq:LANG, corpus or rank"),
     (PoolingConfig(sif_a=0.0), "pooling.sif_a must be positive"),
     (PoolingConfig(components=-1), "pooling.components must be 0 or more"),
 ])

@@ -103,7 +103,7 @@ def load_towers(model_dir: str | Path, *, verify: bool = True) -> tuple[TextEnco
 def index_model_entry(info: dict, model_dir: str | Path) -> dict:
     """What an index built with this model records under ``manifest["model"]``."""
     return {"id": info["model_id"], "dir": str(Path(model_dir).absolute()), "tied": info.get("tied"),
-            "vectors": info.get("vectors"), "dim": info.get("dim")}
+            "vectors": info.get("vectors"), "dim": info.get("dim"), "added_words": info.get("added_words", 0)}
 
 
 def check_index_model(manifest: dict, index_dir: str | Path, model_dir: str | Path) -> dict:

@@ -21,6 +21,11 @@ arrays and so recognises its journalled shards.
   frequency 1e-8 (as fse); ``p`` is normalised over the vocabulary.
 - ``corpus``: counts of each vocabulary word among the known tokens of the corpus being
   indexed, tokenised as for encoding (one extra reading pass over the corpus).
+- ``rank``: Zipf's law over the vector file's row order, ``p(w)`` proportional to ``1 / row``
+  (row counted from 1), normalised over the vocabulary. No frequency list and no pass over the
+  corpus: the Stanford GloVe files are sorted by corpus count (Spearman -0.75 between row number
+  and wordfreq frequency over GloVe 6B's first 10k rows, -0.54 over all 400k; docs/training.md).
+  For vectors that are not frequency-ordered it is meaningless.
 """
 
 from __future__ import annotations
@@ -52,8 +57,8 @@ def check(cfg: PoolingConfig) -> None:
         raise ConfigError(f"pooling.weighting must be one of {', '.join(WEIGHTINGS)}, got {cfg.weighting!r}")
     if not cfg.sif_a > 0:
         raise ConfigError(f"pooling.sif_a must be positive, got {cfg.sif_a!r}")
-    if cfg.frequencies != "corpus" and cfg.frequencies.split(":")[0] != "wordfreq":
-        raise ConfigError(f"pooling.frequencies must be wordfreq, wordfreq:LANG or corpus, got {cfg.frequencies!r}")
+    if cfg.frequencies not in ("corpus", "rank") and cfg.frequencies.split(":")[0] != "wordfreq":
+        raise ConfigError(f"pooling.frequencies must be wordfreq, wordfreq:LANG, corpus or rank, got {cfg.frequencies!r}")
     if cfg.components < 0:
         raise ConfigError(f"pooling.components must be 0 or more, got {cfg.components}")
     if cfg.components_sample < 1:
@@ -78,6 +83,11 @@ def wordfreq_frequencies(words: Iterable[str], lang: str = "en") -> np.ndarray:
     table = wordfreq.get_frequency_dict(lang, wordlist="best")
     get = table.get
     return np.fromiter((get(w, MISSING_FREQUENCY) for w in words), dtype=np.float64)
+
+
+def rank_frequencies(n_words: int) -> np.ndarray:
+    """Zipf frequencies ``1 / rank`` of ``n_words`` frequency-ordered rows (unnormalised, float64)."""
+    return 1.0 / np.arange(1, n_words + 1, dtype=np.float64)
 
 
 def sif_weights(frequencies: np.ndarray, a: float = 1e-3) -> np.ndarray:
@@ -110,7 +120,7 @@ def sample_rows(num_rows: int, size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(num_rows, size=size, replace=False)).astype(np.int64)
 
 
-def _sampled(batches: Iterable[pa.Array], rows: np.ndarray) -> Iterator[pa.Array]:
+def sampled(batches: Iterable[pa.Array], rows: np.ndarray) -> Iterator[pa.Array]:
     """The texts at the (sorted) row numbers ``rows``, batch by batch."""
     start = 0
     for texts in batches:
@@ -168,6 +178,8 @@ def fit(encoder: TextEncoder, cfg: PoolingConfig, batches: TextBatches, num_rows
         if cfg.frequencies == "corpus":
             freqs = count_words(encoder, batches()).astype(np.float64)
             info["corpus_tokens_counted"] = int(freqs.sum())
+        elif cfg.frequencies == "rank":
+            freqs = rank_frequencies(len(encoder.vocabulary))
         else:
             lang = cfg.frequencies.partition(":")[2] or "en"
             freqs = wordfreq_frequencies(encoder.vocabulary.words.to_pylist(), lang)
@@ -177,7 +189,7 @@ def fit(encoder: TextEncoder, cfg: PoolingConfig, batches: TextBatches, num_rows
     comps = None
     if cfg.components > 0:
         rows = sample_rows(num_rows, cfg.components_sample, seed)
-        g, n = gram(encoder.with_pooling(weights=weights), _sampled(batches(), rows))
+        g, n = gram(encoder.with_pooling(weights=weights), sampled(batches(), rows))
         comps, values = top_components(g, cfg.components)
         trace = float(np.trace(g))
         info.update({"components": cfg.components, "components_sample": int(n), "components_seed": seed,
@@ -217,4 +229,4 @@ def anisotropy(vectors: np.ndarray) -> float | None:
 
 
 __all__ = ["WEIGHTINGS", "anisotropy", "check", "count_words", "fit", "gram", "is_active", "prepare",
-           "prepare_for_texts", "sample_rows", "sif_weights", "top_components", "wordfreq_frequencies"]
+           "prepare_for_texts", "rank_frequencies", "sample_rows", "sampled", "sif_weights", "top_components", "wordfreq_frequencies"]

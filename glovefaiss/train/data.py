@@ -16,6 +16,7 @@ No torch at import: only :meth:`Tokenizer.__call__` and :meth:`TokenizedTexts.ba
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -122,7 +123,11 @@ class Tokenizer:
         arr = texts if isinstance(texts, pa.Array) else pa.array(list(texts), pa.string())
         tokens = self.tokeniser.tokenise_arrow(arr)
         lengths = pc.list_value_length(tokens).fill_null(0).to_numpy().astype(np.int64)
-        rows = pc.index_in(pc.list_flatten(tokens), value_set=self.words).fill_null(-1)
+        return self.lookup(pc.list_flatten(tokens), lengths)
+
+    def lookup(self, tokens: pa.Array, lengths: np.ndarray) -> TokenizedTexts:
+        """Already tokenised texts (flat tokens, tokens per text) → model ids, unknown words dropped."""
+        rows = pc.index_in(tokens, value_set=self.words).fill_null(-1)
         rows = rows.to_numpy(zero_copy_only=False).astype(np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         known = rows > 0  # drops unknown words (-1) and a literal "<pad>" token (0)
@@ -231,6 +236,30 @@ class ScoredData:
 
 # --------------------------------------------------------------------------------------------
 # Readers
+
+
+def data_kind(path: str | Path) -> str:
+    """``pairs`` or ``scored``: what :func:`load_training_data` would read, from the path and the
+    first row's columns only (to choose a recipe before reading everything)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"training data not found: {path}")
+    if path.is_dir() or path.suffix.lower() == ".tsv" and path.parent.name == "qrels":
+        return "pairs"
+    if path.suffix.lower() in (".csv", ".tsv"):
+        return "scored"
+    if is_parquet(path):
+        import pyarrow.parquet as pq
+
+        cols = set(pq.read_schema(path).names)
+    else:
+        with open(path, encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), "{}")
+        try:
+            cols = set(json.loads(first))
+        except (ValueError, TypeError):
+            cols = set()
+    return "scored" if set(SCORED_COLUMNS) <= cols else "pairs"
 
 
 def load_training_data(path: str | Path) -> PairData | ScoredData:

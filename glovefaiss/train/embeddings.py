@@ -58,6 +58,17 @@ class BaseEmbedding(nn.Module):
         """(B, L) bool: True where the token counts in the mean (not padding, not a missing word)."""
         return self.known[ids]
 
+    @torch.no_grad()
+    def set_rows(self, ids: np.ndarray, rows: np.ndarray) -> None:
+        """Give ``ids`` (not padding) the vectors ``rows`` and count them in the mean from now on:
+        words the vectors lack get a starting row this way (vocabulary growth)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if (ids == PAD_ID).any():
+            raise ConfigError("the padding row cannot be given a vector")
+        idx = torch.from_numpy(ids)
+        self.weight[idx] = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32))
+        self.known[idx] = True
+
     def export(self) -> tuple[np.ndarray, np.ndarray]:
         """(float32 matrix (V, D), bool known (V,)) copies for the numpy query path."""
         matrix = self.weight.detach().cpu().numpy().astype(np.float32, copy=True)

@@ -11,6 +11,7 @@ Spearman x100 of the cosine for scored pairs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import resource
@@ -194,14 +195,21 @@ def fit(model, tokenizer: Tokenizer, data: PairData | ScoredData, config: Config
     ema = ema_decay(config) if ema is None else float(ema)
     if not 0.0 <= ema < 1.0:
         raise ConfigError(f"optimizer.ema must be in [0, 1), got {ema}")
-    if threads is None:
+    with torch_threads(threads):
         return _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, hard_negatives_k, export,
                     progress, ema)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Torch uses ``threads`` threads inside the block (None: leave torch's setting)."""
+    if threads is None:
+        yield
+        return
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _fit(model, tokenizer, data, config, epochs, seed, validation, negatives, hard_negatives_k, export,
-                    progress, ema)
+        yield
     finally:
         torch.set_num_threads(before)
 
@@ -436,10 +444,12 @@ def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int
           seed: int | None = None, validation: str | Path | None = None, holdout: float | None = None,
           corpus: Sequence[str | Path] = (), negatives: str = "auto", hard_negatives_k: int = 20,
           overwrite: bool = False, progress: bool | None = None, threads: int | None = 1,
-          ema: float | None = None) -> TrainSummary:
+          ema: float | None = None, init: str | Path | None = None) -> TrainSummary:
     """``glovefaiss train``: data file(s) → trained model directory at ``out``.
 
     ``ema``: weight averaging decay, overriding the config's ``optimizer.ema`` (see :func:`fit`).
+    ``init``: a model directory whose checkpoint training starts from (its tokeniser, vectors and
+    architecture; see :func:`glovefaiss.train.model_dir.init_from_model`).
     """
     from . import embeddings
     from .model_dir import check_out_dir, export_towers, save_model
@@ -464,20 +474,31 @@ def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int
             raise ConfigError("--holdout splits (query, document) pairs by query; give --validation for scored pairs")
         data, val = data.split_queries(holdout, seed)
 
+    if init is not None:
+        from ..tower.model_dir import model_config, read_model
+
+        emb_cfg = model_config(read_model(init)).embedding
+        config = config.replace({"embedding.type": emb_cfg.type, "embedding.model_name": emb_cfg.model_name})
     vectors = None
     if config.embedding.type in ("glove", "word2vec"):
         from ..vectors.sources import load_vectors
 
         vectors = load_vectors(config.embedding.model_name)
     texts = data.texts() + (_corpus_texts(corpus, config) if corpus else [])
-    tokenizer = Tokenizer.build(texts, config.tokeniser, vectors)
-    log.info("model vocabulary: %d words (from %s%s)", len(tokenizer) - 1, data.source,
-             f" and {len(corpus)} corpus file(s)" if corpus else "")
-    emb = embeddings.from_config(config.embedding, tokenizer.words, vectors=vectors, seed=seed)
-    enc = config.encoder
-    base_weights, components, pooling_info = _pooling_init(config, tokenizer, vectors, emb, texts, seed)
-    model = build_two_tower(emb, enc.arch, enc.hidden_dim, enc.tied_weights, enc.dropout, seed=seed,
-                            remove_components=components)
+    if init is not None:
+        from .model_dir import init_from_model
+
+        model, tokenizer, config = init_from_model(init, config, texts, vectors)
+        base_weights, pooling_info = None, {"weighting": "mean", "init": str(Path(init).absolute())}
+    else:
+        tokenizer = Tokenizer.build(texts, config.tokeniser, vectors)
+        emb = embeddings.from_config(config.embedding, tokenizer.words, vectors=vectors, seed=seed)
+        enc = config.encoder
+        base_weights, components, pooling_info = _pooling_init(config, tokenizer, vectors, emb, texts, seed)
+        model = build_two_tower(emb, enc.arch, enc.hidden_dim, enc.tied_weights, enc.dropout, seed=seed,
+                                remove_components=components)
+    log.info("model vocabulary: %d words (from %s%s%s)", len(tokenizer) - 1, data.source,
+             f" and {len(corpus)} corpus file(s)" if corpus else "", f", starting from {init}" if init else "")
     result = fit(model, tokenizer, data, config, epochs=epochs, seed=seed, validation=val, negatives=negatives,
                  hard_negatives_k=hard_negatives_k,
                  export=lambda m: export_towers(m, tokenizer, config, vectors, base_weights), progress=progress,
@@ -494,6 +515,7 @@ def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int
                                   if trained_epochs else None),
         "ema": ema,
         "fit_seconds": result.seconds, "torch_threads": threads or torch.get_num_threads(), "pooling_init": pooling_info,
+        "init": None if init is None else str(Path(init).absolute()),
     }
     training["peak_rss_mb"] = round(peak_rss_mb(), 1)
     info = save_model(out, model, tokenizer, config, vectors=vectors, training=training, overwrite=overwrite,

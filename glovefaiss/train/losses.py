@@ -4,7 +4,8 @@
 * ``contrastive``: in-batch negatives (InfoNCE / multiple-negatives ranking): a softmax over
   ``cos(q_i, d_j) / temperature`` for every document of the batch (positives, plus explicit
   negatives when given); the target is the query's own positive. Pairs that share a query or a
-  positive document are not used as each other's negatives.
+  positive document are not used as each other's negatives. ``symmetric`` averages it with the
+  document → query softmax over the batch's queries.
 * ``cosine``: regression of ``cos(a, b)`` onto graded scores scaled to [0, 1] (STS-style), MSE.
 * ``cosent``: a ranking loss for graded scores (CoSENT): every pair of pairs whose gold scores
   differ must be ordered the same way by their cosines; ``temperature`` scales the cosines.
@@ -50,11 +51,12 @@ def _same(keys: torch.Tensor | None, size: int) -> torch.Tensor:
 class InBatchNegativesLoss(nn.Module):
     needs_negatives = False
 
-    def __init__(self, temperature: float = 0.05):
+    def __init__(self, temperature: float = 0.05, symmetric: bool = False):
         super().__init__()
         if temperature <= 0:
             raise ConfigError(f"loss.temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
+        self.symmetric = bool(symmetric)
 
     def forward(self, q: torch.Tensor, p: torch.Tensor, n: torch.Tensor | None = None, *,
                 query_keys: torch.Tensor | None = None, doc_keys: torch.Tensor | None = None,
@@ -65,12 +67,15 @@ class InBatchNegativesLoss(nn.Module):
         # Another row's positive is not a negative when it is the same document or its query is ours.
         false_neg = (_same(doc_keys, b) | _same(query_keys, b)) & ~torch.eye(b, dtype=torch.bool)
         logits = logits.masked_fill(false_neg, float("-inf"))
+        # Symmetric: each positive must also pick out its own query among the batch's queries.
+        back = F.cross_entropy(logits.T, torch.arange(b)) if self.symmetric else None
         if n is not None:
             neg_logits = q @ n.T / self.temperature
             if doc_keys is not None and neg_keys is not None:
                 neg_logits = neg_logits.masked_fill(doc_keys.unsqueeze(1) == neg_keys.unsqueeze(0), float("-inf"))
             logits = torch.cat([logits, neg_logits], dim=1)
-        return F.cross_entropy(logits, torch.arange(b))
+        loss = F.cross_entropy(logits, torch.arange(b))
+        return loss if back is None else 0.5 * (loss + back)
 
 
 def spread_penalty(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -129,7 +134,7 @@ def from_config(config) -> nn.Module:
     if config.type == "triplet":
         return TripletLoss(config.margin)
     if config.type == "contrastive":
-        return InBatchNegativesLoss(config.temperature)
+        return InBatchNegativesLoss(config.temperature, config.symmetric)
     if config.type == "cosine":
         return CosineRegressionLoss(spread)
     return CoSENTLoss(config.temperature, spread)

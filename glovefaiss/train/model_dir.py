@@ -42,7 +42,9 @@ def export_towers(model, tokenizer, config: Config, vectors: Any = None,
 
     For GloVe / word2vec embeddings the encoders' vocabulary is the whole word-vector vocabulary
     (``vectors``, loaded from ``config.embedding.model_name`` when None) with the model's rows
-    written over it; for ``lookup`` embeddings it is the model vocabulary. Words the model does
+    written over it, then the model's words the vectors lack but the model knows (grown words,
+    :mod:`glovefaiss.train.pseudo`) appended with their rows; for ``lookup`` embeddings it is the
+    model vocabulary. Words the model does
     not know (padding, words missing from the vectors) are left out, so the numpy path drops
     them as the torch towers mask them. ``base_weights`` (one per word-vector row) scale the
     rows of words outside the model, as a SIF initialisation scaled the model's own rows.
@@ -75,7 +77,10 @@ def export_towers(model, tokenizer, config: Config, vectors: Any = None,
                 matrix *= np.asarray(base_weights, dtype=np.float32)[:, None]
             take = known & (base_rows >= 0)
             matrix[base_rows[take]] = e["matrix"][take]
-            vocab = Vocabulary(base_words)
+            grown = known & (base_rows < 0)
+            vocab = Vocabulary(pa.concat_arrays([base_words.cast(pa.string()),
+                                                 pc.filter(words, pa.array(grown)).cast(pa.string())]))
+            matrix = np.concatenate([matrix, e["matrix"][grown]])
         else:
             matrix = np.ascontiguousarray(e["matrix"][known])
             vocab = Vocabulary(pc.filter(words, pa.array(known)))
@@ -83,6 +88,16 @@ def export_towers(model, tokenizer, config: Config, vectors: Any = None,
         cache[key] = enc
         out.append(enc)
     return out[0], out[1]
+
+
+def added_words(model, tokenizer, vectors: Any) -> int:
+    """How many model words the word vectors lack but the model knows (grown words)."""
+    base = vectors.words.combine_chunks() if isinstance(vectors.words, pa.ChunkedArray) else vectors.words
+    in_base = pc.is_in(tokenizer.words, value_set=base.cast(pa.string())).to_numpy(zero_copy_only=False)
+    known = np.zeros(len(in_base), bool)
+    for emb in {id(m): m for m in (model.query_embedding, model.document_embedding)}.values():
+        known |= emb.known.detach().cpu().numpy().astype(bool)
+    return int((known & ~in_base).sum())
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
@@ -126,6 +141,7 @@ def save_model(out: str | Path, model, tokenizer, config: Config, *, vectors: An
             "embedding_dim": int(model.query_embedding.embedding_dim),
             "model_vocab_size": len(tokenizer),
             "served_vocab_size": len(q_enc.vocabulary),
+            "added_words": added_words(model, tokenizer, vectors) if vectors is not None else 0,
             "vectors": {"source": source, "sha256": getattr(vectors, "sha256", None)},
             "config": config.to_dict(),
             "towers": towers,
@@ -170,3 +186,47 @@ def load_two_tower(model_dir: str | Path):
     except (OSError, RuntimeError, KeyError) as e:
         raise ModelError(f"{model_dir}: cannot load {CHECKPOINT} ({str(e).splitlines()[0]}); train the model again") from None
     return model.eval(), tokenizer, config, info
+
+
+def init_from_model(model_dir: str | Path, config: Config, texts: list, vectors: Any):
+    """(TwoTower, Tokenizer, Config) to go on training a model directory's checkpoint (``train --init``).
+
+    Tokeniser, word vectors and architecture are the model's (its config); training settings
+    (loss, optimizer, batch, epochs, ``embedding.trainable``) are ``config``'s. Words of ``texts``
+    that the vectors have but the model vocabulary lacks are appended with their vector rows, so
+    the new training data is learnt in full; every other row and weight is the checkpoint's.
+    """
+    import torch
+
+    from . import embeddings
+    from .data import Tokenizer
+    from .towers import build_two_tower
+
+    old, old_tok, old_cfg, info = load_two_tower(model_dir)
+    trainable = config.embedding.trainable
+    merged = config.to_dict()
+    for section in ("tokeniser", "embedding", "encoder"):
+        merged[section] = old_cfg.to_dict()[section]
+    merged["embedding"]["trainable"] = trainable
+    merged["encoder"]["tied_weights"] = bool(info["tied"])
+    merged["pooling"] = Config().to_dict()["pooling"]  # the checkpoint's rows already hold any SIF scaling
+    cfg = _config_from(merged)
+    extra = Tokenizer.build(texts, cfg.tokeniser, vectors).words
+    new = pc.filter(extra, pc.invert(pc.is_in(extra, value_set=old_tok.words)))
+    tokenizer = Tokenizer(cfg.tokeniser, pa.concat_arrays([old_tok.words.cast(pa.string()), new.cast(pa.string())]))
+    emb = embeddings.from_config(cfg.embedding, tokenizer.words, vectors=vectors)
+    enc = cfg.encoder
+    model = build_two_tower(emb, enc.arch, enc.hidden_dim, enc.tied_weights, enc.dropout)
+    state = model.state_dict()
+    with torch.no_grad():
+        for key, value in old.state_dict().items():
+            # Embedding rows (weight, known) keep their ids: the old vocabulary is a prefix of the new.
+            state[key][: value.shape[0]] = value
+    model.load_state_dict(state)
+    return model, tokenizer, cfg
+
+
+def _config_from(data: dict) -> Config:
+    from ..config import from_dict
+
+    return from_dict(data, origin="train --init")

@@ -41,7 +41,10 @@ class AveragePoolingTower(nn.Module):
         mask = mask.to(torch.bool)
         # where, not multiply: a NaN/inf in an invalid slot must not reach the sum.
         summed = torch.where(mask.unsqueeze(-1), embedded, embedded.new_zeros(())).sum(dim=1)
-        counts = mask.sum(dim=1, keepdim=True)
+        return self.finish(summed, mask.sum(dim=1, keepdim=True))
+
+    def finish(self, summed: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """(B, D) sums of valid token vectors and (B, 1) their counts → (B, output_dim), as :meth:`forward`."""
         nonempty = counts > 0
         pooled = summed / counts.clamp(min=1).to(summed.dtype)
         pooled = self.dropout(pooled)
@@ -110,6 +113,26 @@ class TwoTower(nn.Module):
             raise ValueError(f"expected token ids of shape (B, L), got {tuple(ids.shape)}")
         pooled = tower(embedding(ids), embedding.valid_mask(ids))
         return torch.nn.functional.normalize(pooled, dim=-1)
+
+    @staticmethod
+    def _encode_bags(embedding: nn.Module, tower: AveragePoolingTower, ids: torch.Tensor,
+                     lengths: torch.Tensor) -> torch.Tensor:
+        # Sums by embedding_bag: no (B, L, D) padded tensor, so long documents cost their tokens only.
+        valid = embedding.valid_mask(ids).to(embedding.weight.dtype)
+        offsets = torch.cumsum(lengths, 0) - lengths
+        summed = torch.nn.functional.embedding_bag(ids, embedding.weight, offsets, mode="sum",
+                                                   per_sample_weights=valid)
+        bag = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+        counts = torch.zeros(len(lengths), dtype=valid.dtype).index_add_(0, bag, valid)
+        return torch.nn.functional.normalize(tower.finish(summed, counts.unsqueeze(1)), dim=-1)
+
+    def encode_query_bags(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """As :meth:`encode_query`, for texts given as flat ids (N,) and their lengths (B,) (sum N)."""
+        return self._encode_bags(self.query_embedding, self.query_tower, ids, lengths)
+
+    def encode_document_bags(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """As :meth:`encode_document`, for flat ids (N,) and lengths (B,)."""
+        return self._encode_bags(self.document_embedding, self.document_tower, ids, lengths)
 
     def encode_query(self, inputs) -> torch.Tensor:
         """L2-normalised query vectors (B, dim) for ids (B, L) or a list of id lists."""
