@@ -53,4 +53,3 @@ def test_vocabulary_batch_lookup_through_the_table():
     want = pc.index_in(tokens, value_set=words).fill_null(-1).to_numpy(zero_copy_only=False)
     for v in (Vocabulary(words), Vocabulary(PackedStrings.from_arrow(words))):
         np.testing.assert_array_equal(v.lookup_arrow(tokens), want)
-        assert v._keys is not None
