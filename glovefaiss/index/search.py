@@ -225,12 +225,14 @@ class Index:
                      tokens: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """FAISS's (scores, labels) and the shard row of each label; each query with the setting of its
         length when ``tokens`` are given, grouped by setting and put back in query order."""
-        if tokens is None or not self._by_length:
-            scores, labels = faiss_index.search(self.faiss, vectors, depth)
+        group = None if tokens is None or not self._by_length else \
+            _length_group([most for most, _ in self._by_length], np.asarray(tokens))
+        if group is None or (group == group[0]).all():  # one setting: no gathering (every single query)
+            params = self._by_length[group[0]][1] if group is not None and len(group) and group[0] >= 0 else None
+            scores, labels = faiss_index.search(self.faiss, vectors, depth, params)
         else:
             scores = np.empty((len(vectors), depth), np.float32)
             labels = np.empty((len(vectors), depth), np.int64)
-            group = _length_group([most for most, _ in self._by_length], np.asarray(tokens))
             for g in np.unique(group).tolist():
                 at = np.flatnonzero(group == g)
                 params = self._by_length[g][1] if g >= 0 else None
