@@ -405,9 +405,10 @@ def file_tuning_queries(path: str | Path, encoder: TextEncoder, n: int, seed: in
 
 
 def bucket_summary(tuning: dict) -> str:
-    """One line: recall@k, its lower bound and p50 per token-count bucket of a manifest's ``index.tuning``."""
+    """One line: recall@k, its lower bound, p50 and setting per token-count bucket of a manifest's ``index.tuning``."""
     parts = [f"{name} {b['recall']:.3f} (lower bound {b['recall_lower_bound']:.3f}"
-             + (f", p50 {b['p50_ms']:.3f} ms" if b.get("p50_ms") is not None else "") + ")"
+             + (f", p50 {b['p50_ms']:.3f} ms" if b.get("p50_ms") is not None else "")
+             + (", " + ", ".join(f"{k}={v}" for k, v in b["params"].items()) if b.get("params") else "") + ")"
              + (" SHORT" if name in tuning.get("short_buckets", []) else "")
              for name, b in tuning["buckets"].items()]
     return f"recall@{tuning['k']} by query length: " + "; ".join(parts)
