@@ -98,8 +98,15 @@ def measure(args, res: report.Results) -> None:
         extra = ["--index", args.index, "--target-recall", str(args.target_recall)]
         if args.max_index_memory:
             extra += ["--max-index-memory", args.max_index_memory]
+        flat = None
+        if args.flat_baseline and args.index != "flat":
+            # The exact index's build in the same run: what the approximate build's time is a ratio of.
+            fb = run_build(corpus, args.out / f"index-{flavour}-{args.docs}-flat", ["--index", "flat"])
+            flat = {"wall_s": fb["wall_s"], "index_s": fb["manifest"]["timings"]["index_s"], "load": os.getloadavg()}
+            log(f"{flavour}: flat build {fb['wall_s']:.0f} s")
         load_before = os.getloadavg()
         b = run_build(corpus, index_dir, extra)
+        b["flat_baseline"] = flat
         texts = length_mix_queries(corpus, args.queries, args.seed)
         log(f"{flavour}: measuring {len(texts)} text queries")
         q = measure_queries(index_dir, texts)
@@ -135,6 +142,9 @@ def render(data: dict) -> str:
 
     row("index (key)", lambda r: f"{ix(r)['type']} (`{ix(r)['key']}`)")
     row("search params kept", lambda r: ", ".join(f"{k}={v}" for k, v in ix(r)["params"].items()) or "-")
+    row("search params by query length (most tokens: params)", lambda r: "; ".join(
+        f"{e['max_tokens'] or 'more'}: " + ", ".join(f"{k}={v}" for k, v in e["params"].items())
+        for e in ix(r).get("params_by_length") or []) or "-")
     row("tuner: recall@10 on its held-out queries", lambda r: f"{(ix(r).get('tuning') or {}).get('recall', 1.0):.3f}")
     row("tuner: target reached", lambda r: str((ix(r).get("tuning") or {}).get("reached", True)))
     row("recall@10 of text queries vs exact, all lengths", lambda r: f"{r['queries']['recall']:.3f} ({r['queries']['queries']} queries)")
@@ -166,6 +176,9 @@ def render(data: dict) -> str:
             lambda r, key=key: f"{cold(r, key):.2f} ({cold(r, key) / cold(r, 'import_faiss'):.1f}x import faiss)")
     row("`python -c 'import faiss'` (s)", lambda r: f"{cold(r, 'import_faiss'):.2f}")
     row("build wall time (s)", lambda r: f"{r['build']['wall_s']:.0f}")
+    row("flat build wall time, same run (s); build / flat", lambda r: (
+        f"{r['build']['flat_baseline']['wall_s']:.0f}; {r['build']['wall_s'] / r['build']['flat_baseline']['wall_s']:.2f}x"
+        if r["build"].get("flat_baseline") else "-"))
     row("· encode / index (train+add+tune) (s)", lambda r: f"{r['build']['manifest']['timings']['encode_s']:.0f} / "
         f"{r['build']['manifest']['timings']['index_s']:.0f}")
     row("index bytes", lambda r: f"{ix(r)['bytes'] / 2**20:,.0f} MB")
@@ -191,6 +204,7 @@ def parse_args(argv=None):
     p.add_argument("--queries", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cold-runs", type=int, default=5, help="fresh processes per cold-query variant")
+    p.add_argument("--flat-baseline", action="store_true", help="also time a flat build of each corpus (the ratio)")
     p.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="render saved results without measuring")
     args = p.parse_args(argv)
     args.flavours = [f for f in args.flavours.split(",") if f]

@@ -49,6 +49,7 @@ def built(request, corpus):
     index = Index.load(out)
     if kind == "ivf":  # every list probed: IVF-Flat is then exact, so brute force is the reference
         faiss_ops.set_params(index.faiss, {"nprobe": faiss.extract_index_ivf(index.faiss).nlist})
+        index.set_params_by_length([])  # the setting above for every query length
     reader = ShardReader(out, index.manifest["shards"])
     vectors = np.concatenate([v for _, v in iter_shard_vectors(reader)])
     return index, ids, vectors

@@ -65,6 +65,7 @@ def test_recall_per_bucket_matches_a_brute_force_reference(clustered):
     out, texts = clustered
     idx = Index.load(out)
     faiss_index.set_params(idx.faiss, {"nprobe": 2})  # an approximate setting: recall below 1 to compare
+    idx.set_params_by_length([])  # for every query length
     rng = np.random.default_rng(1)
     queries = [" ".join(t.split()[:n]) for t, n in zip(texts[:240], rng.integers(1, 25, 240))]
     from glovefaiss.index.recall import recall_of, shard_rows
@@ -86,11 +87,19 @@ def test_the_build_tunes_for_the_worst_bucket_and_records_the_curve(clustered):
     out, _ = clustered
     t = json.loads((out / "manifest.json").read_text())["index"]["tuning"]
     assert set(t["buckets"]) == {b for b, _, _ in BUCKETS}
+    uniform = next(e for e in t["tried"] if e["nprobe"] == t["params"]["nprobe"])
     assert t["recall_lower_bound"] == min(b["recall_lower_bound"] for b in t["buckets"].values())
+    assert t["uniform_recall_lower_bound"] == min(b["recall_lower_bound"] for b in uniform["buckets"].values()) >= 0.95
     assert t["reached"] and t["recall_lower_bound"] >= 0.95 and t["short_buckets"] == []
     assert all("buckets" in e and e["p50_ms"] > 0 for e in t["tried"])
     # Every cheaper setting tried had a bucket below the target.
     assert all(e["recall_lower_bound"] < 0.95 for e in t["tried"] if e["nprobe"] < t["params"]["nprobe"])
+    # Each bucket keeps the first setting where it reached the target: never more probes than the uniform one.
+    for name, b in t["buckets"].items():
+        own = b["params"]["nprobe"]
+        assert b["recall_lower_bound"] >= 0.95 and own <= t["params"]["nprobe"]
+        assert all(e["buckets"][name]["recall_lower_bound"] < 0.95 for e in t["tried"] if e["nprobe"] < own)
+    assert [e["params"] for e in t["params_by_length"]] == [t["buckets"][name]["params"] for name, _, _ in BUCKETS]
 
 
 def test_a_bucket_that_cannot_reach_the_target_is_reported_short():
@@ -130,3 +139,73 @@ def test_eval_recall_cli_and_info_plot(clustered, tmp_path):
         return
     assert r.exit_code == 0, r.output
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _length_queries(texts, n=240, seed=2):
+    """Queries of 1 to 24 words cut from the corpus's texts: every token-count bucket."""
+    rng = np.random.default_rng(seed)
+    return [" ".join(t.split()[:m]) for t, m in zip(texts[:n], rng.integers(1, 25, n))]
+
+
+def _per_bucket_reference(out, queries, k):
+    """Each bucket's queries searched on their own, its stored params set on a second copy of the index."""
+    ref = Index.load(out)
+    ref.set_params_by_length([])
+    vectors, tokens = ref.encoder.encode_counted(queries)
+    scores = np.empty((len(queries), k), np.float32)
+    ids = np.empty((len(queries), k), np.int64)
+    for entry, (_, lo, hi) in zip(ref.manifest.index["params_by_length"], BUCKETS):
+        rows = np.flatnonzero((tokens >= lo) & ((tokens <= hi) if hi is not None else True))
+        faiss_index.set_params(ref.faiss, entry["params"])
+        res = ref.search_vectors(vectors[rows], k)
+        scores[rows], ids[rows] = res.scores, res.ids
+    return scores, ids
+
+
+def test_adaptive_search_equals_per_bucket_searches_with_the_stored_params(clustered):
+    out, texts = clustered
+    idx = Index.load(out)
+    by_length = idx.manifest.index["params_by_length"]
+    assert [e["max_tokens"] for e in by_length] == [3, 12, None]
+    assert len({e["params"]["nprobe"] for e in by_length}) > 1  # the buckets differ: something to test
+    queries = _length_queries(texts)
+    scores, ids = _per_bucket_reference(out, queries, 10)
+    res = idx.search(queries, 10)
+    assert np.array_equal(res.ids, ids) and np.array_equal(res.scores, scores)
+    # Scores stay exact cosines of the returned documents.
+    x = np.concatenate(list(_vectors(out)))
+    q = idx.encode(queries)
+    assert np.allclose(res.scores, np.einsum("qd,qkd->qk", q, x[res.rows]), atol=1e-5)
+    # Without lengths (a document's own vector), the index's one setting for every length.
+    faiss_index.set_params(idx.faiss, {"nprobe": 1})
+    idx.set_params_by_length([])
+    assert not np.array_equal(idx.search(queries, 10).ids, ids)
+
+
+def test_adaptive_search_reaches_the_target_in_every_bucket_of_the_tuning_set(clustered):
+    out, _ = clustered
+    t = json.loads((out / "manifest.json").read_text())["index"]["tuning"]
+    built = index_recall(out, n=300)  # the build's kind of queries, searched as Index.search does
+    for name, b in built["buckets"].items():
+        assert b["recall"] >= t["target_recall"] - 0.03, (name, b)
+    for b in t["buckets"].values():
+        assert b["recall_lower_bound"] >= t["target_recall"]
+
+
+def test_threads_searching_different_buckets_at_once_get_the_serial_results(clustered):
+    from concurrent.futures import ThreadPoolExecutor
+
+    out, texts = clustered
+    idx = Index.load(out)
+    words = [t.split()[0] for t in texts[:60]]  # 1 token each
+    docs = texts[:60]  # mostly 13+ tokens
+    serial = [idx.search([q], 10).ids for q in words], [idx.search([q], 10).ids for q in docs]
+
+    def run(qs):
+        return [idx.search([q], 10).ids for _ in range(5) for q in qs]
+
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.submit(run, words), pool.submit(run, docs)
+        got_a, got_b = a.result(), b.result()
+    assert all(np.array_equal(g, serial[0][i % 60]) for i, g in enumerate(got_a))
+    assert all(np.array_equal(g, serial[1][i % 60]) for i, g in enumerate(got_b))

@@ -87,6 +87,8 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
     tuning = m.index.get("tuning")
     if tuning:
         params = params_text(tuning["params"])
+        if tuning.get("params_by_length"):  # the figures are with each length's setting (next line)
+            params = f"a setting per query length ({params} for any length)"
         lb = tuning.get("recall_lower_bound", tuning["recall"])
         short = ", ".join(tuning.get("short_buckets", []))
         verdict = ("" if tuning["reached"] else
@@ -197,7 +199,9 @@ def info(index_dir, as_json, plot_path):
         f"index: {idx['family']} ({idx['key']}), search with {params_text(idx['params'])}",
     ]
     if tuning:
-        lines.append(f"tuning: recall@{tuning['k']} {tuning['recall']:.3f} with {params_text(tuning['params'])}, target "
+        setting = (f"a setting per query length ({params_text(tuning['params'])} for any length)"
+                   if tuning.get("params_by_length") else params_text(tuning["params"]))
+        lines.append(f"tuning: recall@{tuning['k']} {tuning['recall']:.3f} with {setting}, target "
                      f"{tuning['target_recall']} {'reached' if tuning['reached'] else 'NOT reached'}")
         if tuning.get("buckets"):
             from ..index.tuning import bucket_summary

@@ -219,6 +219,39 @@ def set_params(index: faiss.Index, params: dict) -> None:
             sub.k_factor = float(params["k_factor"])
 
 
+def search_parameters(index: faiss.Index, params: dict) -> faiss.SearchParameters | None:
+    """``params`` (nprobe, efSearch, k_factor) as a FAISS SearchParameters object for one search call.
+
+    Unlike :func:`set_params`, nothing in the index changes, so threads can search with different
+    settings at once. None when ``params`` is empty or the index takes none.
+    """
+    if not params:
+        return None
+    return _params_for(_chain(index), params)
+
+
+def _params_for(chain: list, params: dict) -> faiss.SearchParameters | None:
+    if not chain:
+        return None
+    sub, inner = chain[0], _params_for(chain[1:], params)
+    if isinstance(sub, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+        return inner  # an id map hands its search parameters to the index it wraps
+    if isinstance(sub, faiss.IndexPreTransform):
+        out = faiss.SearchParametersPreTransform(index_params=inner) if inner is not None else None
+    elif isinstance(sub, faiss.IndexRefine):
+        out = faiss.IndexRefineSearchParameters(k_factor=float(params.get("k_factor", sub.k_factor)),
+                                                base_index_params=inner)
+    elif isinstance(sub, faiss.IndexIVF) and "nprobe" in params:
+        out = faiss.SearchParametersIVF(nprobe=int(params["nprobe"]))
+    elif isinstance(sub, faiss.IndexHNSW) and "efSearch" in params:
+        out = faiss.SearchParametersHNSW(efSearch=int(params["efSearch"]))
+    else:
+        return inner
+    if out is not None:
+        out.wrapped = inner  # the C++ object points at the inner one: keep its Python owner alive
+    return out
+
+
 def save(index: faiss.Index, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     faiss.write_index(index, str(tmp))
@@ -246,17 +279,21 @@ def load(path: Path, mmap: bool = False) -> faiss.Index:
 SINGLE_THREAD_BELOW = 16
 
 
-def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, labels), each (n, k); missing results have label -1 and score -inf."""
+def search(index: faiss.Index, queries: np.ndarray, k: int,
+           params: faiss.SearchParameters | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, labels), each (n, k); missing results have label -1 and score -inf.
+
+    ``params``: from :func:`search_parameters`, for this call only (None: the index's own settings).
+    """
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if len(queries) < SINGLE_THREAD_BELOW:
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1)
         try:
-            scores, labels = index.search(queries, k)
+            scores, labels = index.search(queries, k, params=params)
         finally:
             faiss.omp_set_num_threads(threads)
     else:
-        scores, labels = index.search(queries, k)
+        scores, labels = index.search(queries, k, params=params)
     scores[labels < 0] = -np.inf
     return scores, labels

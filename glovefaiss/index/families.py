@@ -95,7 +95,7 @@ def retune(index, directory: Path, shards: list[dict], bc: BuildConfig, with_ids
            queries: QuerySet | np.ndarray) -> dict:
     """Tune ``index`` again against exact search over ``shards`` (after documents were added).
 
-    Returns ``{"params", "tuning", "tune_s"}``; the index is left set to the new parameters.
+    Returns ``{"params", "params_by_length", "tuning", "tune_s"}``; the index is left set to the new parameters.
     """
     queries, truth = _tuning_set(ShardReader(directory, shards), with_ids, queries, bc)
     info: dict = {}
@@ -147,6 +147,8 @@ def _tune_into(index, info: dict, queries: QuerySet, truth: np.ndarray, bc: Buil
     t0 = time.perf_counter()
     tuning = tune(index, queries, truth, bc.tune_k, bc.target_recall)
     info["params"] = tuning.params
+    # Index.search gives each query the setting of its length; without lengths, every query gets params.
+    info["params_by_length"] = tuning.params_by_length
     info["tuning"] = tuning.to_dict()
     info["tune_s"] = round(time.perf_counter() - t0, 3)
 

@@ -48,7 +48,8 @@ def summary(manifest_or_dir: Any) -> dict[str, Any]:
         tuned = {"params": get("index.tuning.params", {}), "k": get("index.tuning.k"),
                  "recall": get("index.tuning.recall"), "recall_lower_bound": get("index.tuning.recall_lower_bound"),
                  "target_recall": get("index.tuning.target_recall"), "reached": get("index.tuning.reached"),
-                 "buckets": get("index.tuning.buckets"), "short_buckets": get("index.tuning.short_buckets")}
+                 "buckets": get("index.tuning.buckets"), "short_buckets": get("index.tuning.short_buckets"),
+                 "params_by_length": get("index.params_by_length", [])}
     towers = {}
     for key, default in (("query_tower", TOWER_DIR), ("document_tower", DOCUMENT_TOWER_DIR)):
         if get(key) is not None:

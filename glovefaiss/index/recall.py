@@ -47,8 +47,10 @@ def index_recall(directory: str | Path, texts: list[str] | None = None, k: int =
 
 
 def recall_of(idx: Index, qs: QuerySet, k: int, truth_rows: np.ndarray) -> dict:
-    """Recall@k of ``idx.search_vectors`` on ``qs`` against exact top-k row numbers."""
-    found = idx.search_vectors(qs.vectors, k).rows
+    """Recall@k of ``idx.search_vectors`` on ``qs`` (each query with the setting of its length, as
+    :meth:`Index.search` does) against exact top-k row numbers."""
+    known = qs.tokens if np.all(qs.tokens >= 0) else None
+    found = idx.search_vectors(qs.vectors, k, tokens=known).rows
     per_query = recall_per_query(found, truth_rows)
     return {"k": k, "queries": len(qs), "recall": round(float(per_query.mean()), 4),
             "buckets": bucket_recall(per_query, qs.buckets())}

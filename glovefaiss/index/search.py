@@ -76,6 +76,7 @@ class Index:
         self._empty: np.ndarray | None = None  # sorted rows of documents with a zero vector
         self.directory: Path | None = None
         self._columns: ColumnStore | None = None  # build --columns: corpus columns returned in every hit
+        self._by_length: list[tuple[int | None, Any]] = []  # (most tokens, SearchParameters) per query length
 
     @classmethod
     def in_memory(cls, encoder: TextEncoder, doc_vectors: np.ndarray, texts: Sequence[str]) -> Index:
@@ -119,6 +120,7 @@ class Index:
         texts = TextStore(directory, manifest.shards) if manifest.store_text else None
         self = cls(encoder, idx, None, texts, manifest)
         self.directory = directory
+        self.set_params_by_length(manifest.index.get("params_by_length") or [])
         self._id_source = reader
         if manifest.corpus.get("columns"):
             self._columns = ColumnStore(directory, manifest.shards, manifest.corpus["columns"])
@@ -140,6 +142,16 @@ class Index:
         """Query vectors, float32 (n, dim), L2-normalised (zero for a text with no known word)."""
         return self.encoder.encode(texts)
 
+    def set_params_by_length(self, params_by_length: list[dict]) -> None:
+        """Search each query with the setting of its token count: ``[{"max_tokens", "params"}]``, counts
+        ascending, the last ``max_tokens`` None for any longer (the manifest's ``index.params_by_length``).
+
+        [] searches every query with the index's own setting. Each setting is a FAISS SearchParameters
+        object given to each search call, so threads searching queries of different lengths do not race.
+        """
+        self._by_length = [(e["max_tokens"], faiss_index.search_parameters(self.faiss, e["params"]))
+                           for e in params_by_length]
+
     def search(self, texts: Sequence[str] | str, k: int = 10) -> SearchResult:
         """Top-``k`` documents for each text, best first."""
         if isinstance(texts, str):
@@ -149,11 +161,16 @@ class Index:
         for i, t in enumerate(texts):
             if not isinstance(t, str) or not t.strip():
                 raise QueryError(f"query {i + 1} is empty; give some text to search for")
-        return self.search_vectors(self.encode(texts), k)
+        if not self._by_length:
+            return self.search_vectors(self.encode(texts), k)
+        vectors, tokens = self.encoder.encode_counted(texts)
+        return self.search_vectors(vectors, k, tokens=tokens)
 
-    def search_vectors(self, vectors: np.ndarray, k: int = 10) -> SearchResult:
+    def search_vectors(self, vectors: np.ndarray, k: int = 10, *, tokens: np.ndarray | None = None) -> SearchResult:
         """Top-``k`` for query vectors already encoded by :meth:`encode`.
 
+        ``tokens``: each query's token count, for the setting of its length (see
+        :meth:`set_params_by_length`); None: the index's own setting for every query.
         Documents without a known word (zero vectors, score 0 to every query) are never returned.
         """
         n = len(self)
@@ -162,12 +179,12 @@ class Index:
         if self._empty is None and self._figure("empty_documents", 0) and self._figure("index.type") in EXACT_SCORES:
             # Stored vectors exact: an empty document scores exactly 0, so a top k without a 0 holds
             # none, and the shards (pyarrow) are read only when one does.
-            scores, labels, rows = self._search_rows(vectors, width)
+            scores, labels, rows = self._search_rows(vectors, width, tokens)
             if not (scores[~zero] == 0).any():
                 return self._result(scores, labels, rows, zero)
         empty = self._empty_rows()
         depth = min(k + min(len(empty), k), max(n, 1))
-        scores, labels, rows = self._search_rows(vectors, depth)
+        scores, labels, rows = self._search_rows(vectors, depth, tokens)
         if len(empty):
             keep = ~_sorted_contains(empty, rows)
             # Deeper only for the queries that lost more than min(#empty, k) slots: then the first
@@ -175,7 +192,7 @@ class Index:
             short = np.flatnonzero((keep.sum(axis=1) < width) & (depth < n) & ~zero)
             if len(short):
                 full = min(k + len(empty), n)
-                s2, l2, r2 = self._search_rows(vectors[short], full)
+                s2, l2, r2 = self._search_rows(vectors[short], full, None if tokens is None else tokens[short])
                 pad = full - depth
                 scores, labels, rows = (np.pad(a, ((0, 0), (0, pad)), constant_values=c)
                                         for a, c in ((scores, -np.inf), (labels, -1), (rows, -1)))
@@ -204,9 +221,22 @@ class Index:
         ids[~found] = None
         return SearchResult(ids=ids, scores=scores, rows=rows)
 
-    def _search_rows(self, vectors: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """FAISS's (scores, labels) and the shard row of each label."""
-        scores, labels = faiss_index.search(self.faiss, vectors, depth)
+    def _search_rows(self, vectors: np.ndarray, depth: int,
+                     tokens: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """FAISS's (scores, labels) and the shard row of each label; each query with the setting of its
+        length when ``tokens`` are given, grouped by setting and put back in query order."""
+        group = None if tokens is None or not self._by_length else \
+            _length_group([most for most, _ in self._by_length], np.asarray(tokens))
+        if group is None or (group == group[0]).all():  # one setting: no gathering (every single query)
+            params = self._by_length[group[0]][1] if group is not None and len(group) and group[0] >= 0 else None
+            scores, labels = faiss_index.search(self.faiss, vectors, depth, params)
+        else:
+            scores = np.empty((len(vectors), depth), np.float32)
+            labels = np.empty((len(vectors), depth), np.int64)
+            for g in np.unique(group).tolist():
+                at = np.flatnonzero(group == g)
+                params = self._by_length[g][1] if g >= 0 else None
+                scores[at], labels[at] = faiss_index.search(self.faiss, vectors[at], depth, params)
         rows = labels if self._row_ids is not None else self._rows_of_ids(labels)
         return scores, labels, rows
 
@@ -403,6 +433,17 @@ class Index:
         family, key = self._figure("index.type"), self._figure("index.key")
         kind = f"{family} ({key})" if family else type(self.faiss).__name__.removeprefix("Index")
         return f"Index({where}, documents={len(self)}, dim={self.dim}, index={kind!r})"
+
+
+def _length_group(most_tokens: list[int | None], tokens: np.ndarray) -> np.ndarray:
+    """Position in ``most_tokens`` (ascending, None last for any longer) of the first bound each count
+    is within; -1 for a count beyond every bound or unknown (below 0)."""
+    bounds = np.asarray([m for m in most_tokens if m is not None], dtype=np.int64)
+    group = np.searchsorted(bounds, tokens, side="left")
+    if most_tokens[-1] is not None:
+        group[tokens > bounds[-1]] = -1
+    group[tokens < 0] = -1
+    return group
 
 
 def _sorted_contains(sorted_values: np.ndarray, x: np.ndarray) -> np.ndarray:

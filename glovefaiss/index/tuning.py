@@ -41,8 +41,12 @@ FEW_QUERIES = 100
 class Tuning:
     """The setting kept, what it reached (overall and per token-count bucket), and every setting tried.
 
-    ``recall_lower_bound`` is the worst bucket's bound: the one the target is tuned for.
-    ``short_buckets``: the buckets whose bound stays below the target with the kept setting.
+    ``params``: one setting for queries of any length (of unknown length, e.g. a document's own
+    vector), reaching ``uniform_recall_lower_bound`` in the worst bucket at ``uniform_p50_ms``;
+    ``params_by_length``: each bucket's own cheapest setting, ``[{"max_tokens", "params"}]`` in
+    bucket order (the last ``max_tokens`` None), empty when the queries' lengths are unknown.
+    ``buckets``, ``recall``, ``recall_lower_bound`` (the worst bucket's bound), ``p50_ms`` and
+    ``short_buckets`` (bound below the target) are with each bucket's own setting.
     """
 
     params: dict
@@ -58,6 +62,9 @@ class Tuning:
     buckets: dict = field(default_factory=dict)
     short_buckets: list = field(default_factory=list)
     tried: list = field(default_factory=list)
+    params_by_length: list = field(default_factory=list)
+    uniform_p50_ms: float | None = None
+    uniform_recall_lower_bound: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,15 +117,15 @@ def warn_if_few(queries: np.ndarray) -> None:
         logger.warning("tuning on only %d queries: the recall reached is a rough estimate", len(queries))
 
 
-def _latency(index: faiss.Index, queries: np.ndarray, k: int) -> np.ndarray:
-    """Single-query latencies in ms on one thread, each query timed once."""
+def _latency(index: faiss.Index, queries: np.ndarray, k: int, params=None) -> np.ndarray:
+    """Single-query latencies in ms on one thread, each query timed once (``params``: SearchParameters)."""
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
         times = np.empty(len(queries))
         for i, q in enumerate(queries):
             t = time.perf_counter()
-            index.search(q[None, :], k)
+            index.search(q[None, :], k, params=params)
             times[i] = time.perf_counter() - t
     finally:
         faiss.omp_set_num_threads(threads)
@@ -152,9 +159,22 @@ def _timing_rows(buckets: dict[str, np.ndarray], per_bucket: int) -> np.ndarray:
     return np.concatenate([rows[:per_bucket] for rows in buckets.values()])
 
 
+def _split_p50(lat: np.ndarray, buckets: dict[str, np.ndarray], per_bucket: int) -> dict[str, float]:
+    """{bucket: p50} of latencies timed on :func:`_timing_rows` of ``buckets``."""
+    out, offset = {}, 0
+    for name, rows in buckets.items():
+        m = min(len(rows), per_bucket)
+        out[name] = round(float(np.median(lat[offset:offset + m])), 4)
+        offset += m
+    return out
+
+
 def _best_short(tried: list[dict], target_recall: float) -> dict:
     """With no setting reaching the target everywhere: the one reaching it in the most buckets, and
     among those the first tried (the cheapest) within ``PLATEAU`` of their best worst-bucket recall."""
+    full = max(len(e["buckets"]) for e in tried)
+    tried = [e for e in tried if len(e["buckets"]) == full]
+
     def reached(e):
         return sum(b["recall_lower_bound"] >= target_recall for b in e["buckets"].values())
 
@@ -168,74 +188,116 @@ def _best_short(tried: list[dict], target_recall: float) -> dict:
 
 
 TIME_PER_BUCKET = 40  # single queries timed per bucket for each setting tried (the tuning curve)
-TIME_KEPT_PER_BUCKET = 200  # and for the setting kept
+TIME_KEPT_PER_BUCKET = 200  # and for the settings kept
+PARAM_KEYS = ("nprobe", "k_factor", "efSearch")
+
+
+def _walk(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: dict[str, np.ndarray], k: int,
+          target_recall: float) -> list[dict]:
+    """Every setting tried, walking the grid's lines (see :func:`_grid`) for the buckets still reachable.
+
+    A line starts at the earliest setting where a bucket met the target in the line before and
+    stops at the first setting where every bucket walked meets it (or once recall stalls); a bucket that fell short in a line
+    is not walked in shallower ones. Only the walked buckets' queries are searched and timed.
+    """
+    fam = faiss_index.family(index)
+    stall = 3 if fam == "hnsw" else 2  # HNSW's recall on single words can stall for two steps, then jump
+    tried: list[dict] = []
+    active, start = list(buckets), dict.fromkeys(buckets, 0)
+    for line in _grid(fam, faiss_index.nlist_of(index)):
+        walked = {name: buckets[name] for name in active}
+        rows = np.concatenate(list(walked.values()))
+        local = {name: np.arange(len(r)) + sum(len(walked[m]) for m in active[:i])
+                 for i, (name, r) in enumerate(walked.items())}
+        timing = vectors[_timing_rows(walked, TIME_PER_BUCKET)]
+        history: list[float] = []
+        reached_at: dict[str, int] = {}
+        for pos in range(min(start[name] for name in active), len(line)):
+            params = line[pos]
+            faiss_index.set_params(index, params)
+            _, found = index.search(vectors[rows], k)
+            per_query = recall_per_query(found, truth[rows])
+            per_bucket = bucket_recall(per_query, local)
+            for name, p50 in _split_p50(_latency(index, timing, k), walked, TIME_PER_BUCKET).items():
+                per_bucket[name]["p50_ms"] = p50
+            tried.append({**params, "recall": round(float(per_query.mean()), 4),
+                          "recall_lower_bound": min(b["recall_lower_bound"] for b in per_bucket.values()),
+                          "buckets": per_bucket,
+                          "p50_ms": round(float(np.median([b["p50_ms"] for b in per_bucket.values()])), 4)})
+            for name, b in per_bucket.items():
+                if name not in reached_at and b["recall_lower_bound"] >= target_recall:
+                    reached_at[name] = pos
+            if all(b["recall_lower_bound"] >= target_recall for b in per_bucket.values()):
+                break  # one setting for every bucket at once (a bucket may dip below after reaching)
+            history.append(float(np.mean([b["recall"] for b in per_bucket.values()])))
+            if len(history) > stall and history[-1] - history[-1 - stall] < PLATEAU:
+                break  # quantisation, not the search, limits recall now: more cost buys nothing
+        # shallower re-ranking than a line where a bucket fell short cannot do better for it
+        active = [name for name in active if name in reached_at]
+        start = reached_at
+        if not active:
+            break
+    return tried
 
 
 def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, k: int = 10,
          target_recall: float = 0.95) -> Tuning:
-    """The fastest setting whose recall@k reaches ``target_recall`` in every token-count bucket of ``queries``.
+    """The fastest settings whose recall@k reaches ``target_recall``: one for every token-count bucket
+    of ``queries`` at once, and each bucket's own.
 
-    Reaching means that the lower confidence bound of the recall (see ``Z``) of the worst bucket
-    is at the target, so that other queries of every length reach it too. Each line of the grid
-    is walked until the target is met; every setting tried is timed (one thread, single queries:
-    the tuning curve) and the fastest that meets it is kept. If none meets it, the cheapest
-    setting within ``PLATEAU`` of the best worst-bucket recall is kept and ``reached`` is False;
-    a line stops early once two more steps (three for HNSW) gain less than ``PLATEAU``.
+    Reaching means that the lower confidence bound of the recall (see ``Z``) is at the target, so
+    that other queries of that length reach it too. Every setting tried is timed (one thread,
+    single queries: the tuning curve) and the fastest that meets it is kept. If none meets it, the
+    cheapest setting within ``PLATEAU`` of the best worst-bucket recall is kept and ``reached`` is
+    False; a line stops early once two more steps (three for HNSW) gain less than ``PLATEAU``.
     """
     qs = QuerySet.of(queries)
     vectors = np.ascontiguousarray(qs.vectors, dtype=np.float32)
     buckets = qs.buckets()
-    timing = vectors[_timing_rows(buckets, TIME_PER_BUCKET)]
-    fam = faiss_index.family(index)
-    stall = 3 if fam == "hnsw" else 2  # HNSW's recall on single words can stall for two steps, then jump
-    tried, winners = [], []
-    start = 0
-    for line in _grid(fam, faiss_index.nlist_of(index)):
-        history: list[float] = []
-        reached_line = False
-        for pos in range(start, len(line)):
-            params = line[pos]
-            faiss_index.set_params(index, params)
-            _, found = index.search(vectors, k)
-            per_query = recall_per_query(found, truth)
-            per_bucket = bucket_recall(per_query, buckets)
-            lb = min(b["recall_lower_bound"] for b in per_bucket.values())
-            entry = {**params, "recall": round(float(per_query.mean()), 4), "recall_lower_bound": lb,
-                     "buckets": per_bucket, "p50_ms": round(float(np.median(_latency(index, timing, k))), 4)}
-            tried.append(entry)
-            history.append(float(np.mean([b["recall"] for b in per_bucket.values()])))
-            if lb >= target_recall:
-                winners.append(entry)
-                reached_line, start = True, pos
-                break
-            if len(history) > stall and history[-1] - history[-1 - stall] < PLATEAU:
-                break  # quantisation, not the search, limits recall now: more cost buys nothing
-        if not reached_line:
-            break  # shallower re-ranking than a line that fell short cannot do better
-    chosen = min(winners, key=lambda e: e["p50_ms"]) if winners else _best_short(tried, target_recall)
-    params = {key: v for key, v in chosen.items() if key in ("nprobe", "k_factor", "efSearch")}
+    tried = _walk(index, vectors, truth, buckets, k, target_recall)
+    full = [e for e in tried if len(e["buckets"]) == len(buckets)]
+    winners = [e for e in full if e["recall_lower_bound"] >= target_recall]
+    uniform = min(winners, key=lambda e: e["p50_ms"]) if winners else _best_short(tried, target_recall)
+    per_bucket, own = {}, {}
+    for name in buckets:
+        ok = [e for e in tried if name in e["buckets"] and e["buckets"][name]["recall_lower_bound"] >= target_recall]
+        best = min(ok, key=lambda e: e["buckets"][name]["p50_ms"]) if ok else uniform
+        own[name] = {key: v for key, v in best.items() if key in PARAM_KEYS}
+        per_bucket[name] = {key: v for key, v in best["buckets"][name].items() if key != "p50_ms"}
+        per_bucket[name]["params"] = own[name]
+    params = {key: v for key, v in uniform.items() if key in PARAM_KEYS}
     faiss_index.set_params(index, params)
-    kept = _timing_rows(buckets, TIME_KEPT_PER_BUCKET)
-    lat = _latency(index, vectors[kept], k)
-    per_bucket = {name: dict(b) for name, b in chosen["buckets"].items()}
-    offset = 0
-    for name, rows in buckets.items():  # kept rows are bucket by bucket, in this order
-        m = min(len(rows), TIME_KEPT_PER_BUCKET)
-        per_bucket[name]["p50_ms"] = round(float(np.median(lat[offset:offset + m])), 4)
-        offset += m
+    searchers = {name: faiss_index.search_parameters(index, own[name]) for name in buckets}
+    lat = np.concatenate([_latency(index, vectors[rows[:TIME_KEPT_PER_BUCKET]], k, searchers[name])
+                          for name, rows in buckets.items()])
+    for name, p50 in _split_p50(lat, buckets, TIME_KEPT_PER_BUCKET).items():
+        per_bucket[name]["p50_ms"] = p50
     short = [name for name, b in per_bucket.items() if b["recall_lower_bound"] < target_recall]
-    reached = not short
-    if not reached:
+    if short:
+        worst = min(per_bucket[name]["recall_lower_bound"] for name in short)
         logger.warning("recall@%d target %.3f not reached in %s: lower bound %.3f (short by %.3f) with %s",
-                       k, target_recall, ", ".join(short), chosen["recall_lower_bound"],
-                       target_recall - chosen["recall_lower_bound"], params or "exact search")
+                       k, target_recall, ", ".join(short), worst, target_recall - worst,
+                       ", ".join(f"{per_bucket[name]['params'] or 'exact search'}" for name in short))
     t = time.perf_counter()
-    index.search(vectors, k)
+    for name, rows in buckets.items():
+        index.search(vectors[rows], k, params=searchers[name])
     qps = len(vectors) / (time.perf_counter() - t)
-    return Tuning(params=params, recall=chosen["recall"], recall_lower_bound=chosen["recall_lower_bound"],
-                  target_recall=target_recall, k=k, queries=len(vectors), reached=reached,
+    recall = sum(b["recall"] * b["queries"] for b in per_bucket.values()) / len(vectors)
+    return Tuning(params=params, recall=round(recall, 4),
+                  recall_lower_bound=min(b["recall_lower_bound"] for b in per_bucket.values()),
+                  target_recall=target_recall, k=k, queries=len(vectors), reached=not short,
                   p50_ms=round(float(np.percentile(lat, 50)), 4), p99_ms=round(float(np.percentile(lat, 99)), 4),
-                  batch_qps=round(qps, 1), buckets=per_bucket, short_buckets=short, tried=tried)
+                  batch_qps=round(qps, 1), buckets=per_bucket, short_buckets=short, tried=tried,
+                  params_by_length=by_length(own, params), uniform_p50_ms=uniform["p50_ms"],
+                  uniform_recall_lower_bound=uniform["recall_lower_bound"])
+
+
+def by_length(own: dict[str, dict], default: dict) -> list[dict]:
+    """``[{"max_tokens", "params"}]`` over ``BUCKETS`` from {bucket: params} (missing buckets: ``default``);
+    [] when the buckets are not token-count buckets."""
+    if not any(name in own for name, _, _ in BUCKETS):
+        return []
+    return [{"max_tokens": hi, "params": own.get(name, default)} for name, _, hi in BUCKETS]
 
 
 # Token-count buckets of tuning and evaluation queries: (name, fewest tokens, most tokens or None).
@@ -343,9 +405,10 @@ def file_tuning_queries(path: str | Path, encoder: TextEncoder, n: int, seed: in
 
 
 def bucket_summary(tuning: dict) -> str:
-    """One line: recall@k, its lower bound and p50 per token-count bucket of a manifest's ``index.tuning``."""
+    """One line: recall@k, its lower bound, p50 and setting per token-count bucket of a manifest's ``index.tuning``."""
     parts = [f"{name} {b['recall']:.3f} (lower bound {b['recall_lower_bound']:.3f}"
-             + (f", p50 {b['p50_ms']:.3f} ms" if b.get("p50_ms") is not None else "") + ")"
+             + (f", p50 {b['p50_ms']:.3f} ms" if b.get("p50_ms") is not None else "")
+             + (", " + ", ".join(f"{k}={v}" for k, v in b["params"].items()) if b.get("params") else "") + ")"
              + (" SHORT" if name in tuning.get("short_buckets", []) else "")
              for name, b in tuning["buckets"].items()]
     return f"recall@{tuning['k']} by query length: " + "; ".join(parts)

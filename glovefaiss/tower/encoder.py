@@ -182,6 +182,13 @@ class TextEncoder:
         A few Python strings take the single-text path (microseconds a query); everything else
         the Arrow batch path. Both give the same vectors (tested).
         """
+        return self._encode(texts, stats, top_oov)[0]
+
+    def encode_counted(self, texts: Sequence[str] | str | pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+        """(the vectors of :meth:`encode`, each text's token count, unknown words included) from one tokenisation."""
+        return self._encode(texts, None, 0)
+
+    def _encode(self, texts, stats: EncodeStats | None, top_oov: int) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(texts, str):
             texts = [texts]
         arrow = _is_arrow(texts)
@@ -207,14 +214,15 @@ class TextEncoder:
                 counts = pc.value_counts(strings(np.flatnonzero(~known)))
                 s.oov_words = Counter(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
             stats.add(s)
-        return vectors
+        return vectors, np.asarray(lengths, dtype=np.int64)
 
-    def _encode_few(self, texts: Sequence[str]) -> np.ndarray:
+    def _encode_few(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         id_lists = [self.vocabulary.lookup(self.tokeniser.tokenise(t)) for t in texts]
+        counts = np.asarray([len(ids) for ids in id_lists], dtype=np.int64)
         id_lists = [ids[ids >= 0] for ids in id_lists]
         offsets = np.concatenate([[0], np.cumsum([len(ids) for ids in id_lists])]).astype(np.int64)
         ids = np.concatenate(id_lists) if id_lists else np.zeros(0, np.int64)
-        return self.pool(ids, offsets)
+        return self.pool(ids, offsets), counts
 
 
 def _is_arrow(texts) -> bool:
