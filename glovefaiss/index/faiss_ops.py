@@ -227,7 +227,7 @@ def search_parameters(index: faiss.Index, params: dict) -> faiss.SearchParameter
     """
     if not params:
         return None
-    return _params_for(_chain(index), params)
+    return _params_for(index_chain(index), params)
 
 
 def _params_for(chain: list, params: dict) -> faiss.SearchParameters | None:
