@@ -251,6 +251,7 @@ def test_summary_reports_tuning(built):
         t = index.manifest["index"]["tuning"]
         assert s["tuning"] == {"params": t["params"], "k": 10, "recall": t["recall"],
                                "recall_lower_bound": t["recall_lower_bound"], "target_recall": 0.95,
-                               "reached": t["reached"], "buckets": t["buckets"], "short_buckets": t["short_buckets"]}
+                               "reached": t["reached"], "buckets": t["buckets"], "short_buckets": t["short_buckets"],
+                               "params_by_length": index.manifest["index"].get("params_by_length", [])}
         assert t["buckets"] and set(t["buckets"]) <= {"1-3 tokens", "4-12 tokens", "13+ tokens"}
         assert s["index"]["params"] == index.manifest["index"]["params"]
