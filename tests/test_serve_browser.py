@@ -51,8 +51,9 @@ def test_typing_a_query_shows_its_hits(browser, served):
         shown = browser.wait_for(READ_HITS)
         expected = Index.load(served["ints"]).hits("river bank", 10)
         assert shown == [[f"{h['score']:.4f}", f"#{h['rank']} · id {h['id']}", h["text"]] for h in expected]
-        assert browser.evaluate("location.search") == "?q=river+bank&k=10&index=ints"
-        assert browser.evaluate("document.getElementById('status').textContent").startswith(f"{len(expected)} hits in ")
+        # The page may update the address and the status line just after the hits: wait for them too.
+        assert browser.wait_for("location.search === '?q=river+bank&k=10&index=ints' && location.search")
+        assert browser.wait_for(f"document.getElementById('status').textContent.startsWith('{len(expected)} hits in ')")
 
         # The second index, chosen in the page's selector (shown since two are served).
         browser.evaluate("const s = document.getElementById('index'); s.value = 'strs'; "
