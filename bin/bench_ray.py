@@ -10,7 +10,6 @@ whether shards, texts and index.faiss are byte-identical to the local build's. R
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import report  # noqa: E402
 from benchlib.corpus import GLOVE, zipf_corpus  # noqa: E402
-from benchlib.env import ROOT, describe_machine, log, machine_info, set_prog  # noqa: E402
+from benchlib.env import describe_machine, log, machine_info, set_prog  # noqa: E402
 from benchlib.measure import LoadMonitor, run_build  # noqa: E402
 
 VARIANTS = {"local": [], "ray-1": ["--engine", "ray", "--workers", "1"], "ray-2": ["--engine", "ray", "--workers", "2"]}
@@ -119,19 +118,12 @@ def render(data: dict) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="bin/bench-ray", description=__doc__.splitlines()[0],
-                                epilog="Re-render: bin/bench-ray --render bench-out/ray-1000000.json")
-    p.add_argument("--docs", type=int, default=1_000_000)
-    p.add_argument("--out", type=Path, default=ROOT / "bench-out", help="corpus, indexes, ray-<docs>.json/.md")
+    p = report.corpus_parser("bench-ray", __doc__, "ray-1000000.json", "corpus, indexes, ray-<docs>.json/.md")
     p.add_argument("--index", default="ivf", help="--index for glovefaiss build")
     p.add_argument("--shard-rows", type=int, default=100_000, help="rows per shard: a Ray part each")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma list of: " + ", ".join(VARIANTS))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="render saved results without measuring")
     args = p.parse_args(argv)
-    args.variants = [v for v in args.variants.split(",") if v]
-    if set(args.variants) - set(VARIANTS):
-        p.error(f"--variants: choose from {', '.join(VARIANTS)}")
+    args.variants = report.comma_list(p, "--variants", args.variants, VARIANTS)
     return args
 
 

@@ -13,7 +13,6 @@ from that file to ``<out>/scale-<docs>.md`` and stdout. ``--render FILE`` re-ren
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -25,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import report  # noqa: E402
 from benchlib.corpus import GLOVE, length_mix_queries, topic_corpus, zipf_corpus  # noqa: E402
-from benchlib.env import ROOT, describe_machine, log, machine_info, set_prog  # noqa: E402
+from benchlib.env import describe_machine, log, machine_info, set_prog  # noqa: E402
 from benchlib.measure import cold_queries, pct, run_build, timed  # noqa: E402
 
 FLAVOURS = ("topics", "zipf")
@@ -193,24 +192,16 @@ def render(data: dict) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="bin/bench-scale", description=__doc__.splitlines()[0],
-                                epilog="Re-render: bin/bench-scale --render bench-out/scale-1000000.json")
-    p.add_argument("--docs", type=int, default=1_000_000)
-    p.add_argument("--out", type=Path, default=ROOT / "bench-out", help="corpora, indexes, scale-<docs>.json/.md")
+    p = report.corpus_parser("bench-scale", __doc__, "scale-1000000.json", "corpora, indexes, scale-<docs>.json/.md")
     p.add_argument("--flavours", default="topics,zipf", help="comma list of: " + ", ".join(FLAVOURS))
     p.add_argument("--index", default="auto", help="--index for glovefaiss build")
     p.add_argument("--max-index-memory", default=None)
     p.add_argument("--target-recall", type=float, default=0.95)
     p.add_argument("--queries", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cold-runs", type=int, default=5, help="fresh processes per cold-query variant")
     p.add_argument("--flat-baseline", action="store_true", help="also time a flat build of each corpus (the ratio)")
-    p.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="render saved results without measuring")
     args = p.parse_args(argv)
-    args.flavours = [f for f in args.flavours.split(",") if f]
-    unknown = sorted(set(args.flavours) - set(FLAVOURS))
-    if unknown or not args.flavours:
-        p.error(f"--flavours: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(FLAVOURS)}")
+    args.flavours = report.comma_list(p, "--flavours", args.flavours, FLAVOURS)
     return args
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -120,3 +121,25 @@ def drive(kind: str, args, results_path: Path, measure: Callable[[object, Result
         print(f"bin/{kind}: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def corpus_parser(kind: str, doc: str, results_name: str, out_help: str) -> argparse.ArgumentParser:
+    """The options every corpus benchmark takes (--docs, --out, --seed, --render); add the script's own."""
+    from .env import ROOT
+
+    p = argparse.ArgumentParser(prog=f"bin/{kind}", description=doc.splitlines()[0],
+                                epilog=f"Re-render: bin/{kind} --render bench-out/{results_name}")
+    p.add_argument("--docs", type=int, default=1_000_000)
+    p.add_argument("--out", type=Path, default=ROOT / "bench-out", help=out_help)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--render", type=Path, metavar="RESULTS_JSON", help="render saved results without measuring")
+    return p
+
+
+def comma_list(p: argparse.ArgumentParser, option: str, value: str, allowed) -> list[str]:
+    """A comma-separated option's names, refusing (through ``p``) any not in ``allowed`` or none at all."""
+    names = [v for v in value.split(",") if v]
+    unknown = sorted(set(names) - set(allowed))
+    if unknown or not names:
+        p.error(f"{option}: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(allowed)}")
+    return names
