@@ -149,7 +149,8 @@ def query(index_dir, text, k, queries, like, fmt, output, batch_size, mmap, mode
 
         if like:
             raise click.UsageError("--like runs in this process; drop --engine ray")
-        qids, qtexts = read_queries(queries) if queries is not None else (list(range(1, len(text) + 1)), list(text))
+        qids, qtexts = (read_queries(queries, blank_lines=True) if queries is not None
+                        else (list(range(1, len(text) + 1)), list(text)))
         run = write_batch_hits(index_dir, qids, qtexts, k, output, fmt, ray_address=ray_address, workers=workers)
     elif ray_address or workers:
         raise click.UsageError("--ray-address and --workers need --engine ray")

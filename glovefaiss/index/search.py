@@ -387,7 +387,7 @@ class Index:
         Empty or blank queries are skipped and listed in :attr:`QueryRun.empty`; if every query is
         empty, :class:`QueryError`.
         """
-        return self._write_queries(list(query_ids), list(texts), k, output, fmt, [], batch_size, with_text)
+        return self._write_queries(list(query_ids), list(texts), k, output, fmt, batch_size, with_text)
 
     def search_file(self, queries_path: str | Path, k: int = 10, output_path: str | Path | IO[str] | None = None,
                     fmt: str | None = None, *, batch_size: int = 1024, with_text: bool = True) -> QueryRun:
@@ -395,11 +395,10 @@ class Index:
         line numbers) and write the hits as :meth:`write_hits` does. Blank lines of a text file are
         skipped and listed in :attr:`QueryRun.empty`, as empty queries anywhere are.
         """
-        query_ids, texts = read_queries(queries_path)
-        return self._write_queries(query_ids, texts, k, output_path, fmt, _blank_lines(Path(queries_path)),
-                                   batch_size, with_text)
+        query_ids, texts = read_queries(queries_path, blank_lines=True)
+        return self._write_queries(query_ids, texts, k, output_path, fmt, batch_size, with_text)
 
-    def _write_queries(self, query_ids: list, texts: list, k: int, output, fmt: str | None, blank: list,
+    def _write_queries(self, query_ids: list, texts: list, k: int, output, fmt: str | None,
                        batch_size: int, with_text: bool) -> QueryRun:
         if k <= 0:
             raise QueryError(f"k must be at least 1, got {k}")
@@ -410,8 +409,6 @@ class Index:
         kept = [(q, t) for q, t in zip(query_ids, texts) if isinstance(t, str) and t.strip()]
         if not kept:
             raise QueryError("every query is empty; give some text to search for")
-        if blank:  # blank lines of a text file, in line order with the other empty queries
-            empty = sorted(blank + empty)
         qtype = "int64" if all(isinstance(q, int) and not isinstance(q, bool) for q, _ in kept) else "string"
         writer = HitsWriter(output, fmt, with_text=with_text and self._texts is not None,
                             id_types=(qtype, self._figure("corpus.id_type", "int64")))
@@ -424,7 +421,7 @@ class Index:
                 answered = {h["query_id"] for h in hits}
                 unanswered += [q for q in ids if q not in answered]  # with k >= 1: no known word
                 writer.write(hits)
-        return QueryRun(queries=len(query_ids) + len(blank), hits=writer.count, format=fmt,
+        return QueryRun(queries=len(query_ids), hits=writer.count, format=fmt,
                         output=Path(output) if isinstance(output, (str, Path)) else None,
                         empty=empty, unanswered=unanswered)
 
@@ -462,12 +459,3 @@ def _as_int(value: Any) -> int | None:
         except ValueError:
             return None
     return None
-
-
-def _blank_lines(path: Path) -> list[int]:
-    """Line numbers of the blank lines of a one-query-a-line text file ([] for Parquet and JSONL),
-    which the query reader skips: they count as empty queries."""
-    with open(path, "rb") as f:
-        if f.read(4) == b"PAR1" or path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
-            return []
-    return [n for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if not line.strip()]

@@ -26,9 +26,10 @@ def is_parquet(path: str | Path) -> bool:
         return f.read(4) == b"PAR1"
 
 
-def read_rows(path: str | Path, *, lines: bool = False) -> list[dict]:
+def read_rows(path: str | Path, *, lines: bool = False, blank_lines: bool = False) -> list[dict]:
     """Every row of ``path`` as a dict; with ``lines``, a plain-text file gives ``{"id": n, "text": line}``
-    for each non-blank line (n counts from 1). An empty file gives no rows; the caller decides if that is an error."""
+    for each non-blank line (n counts from 1), and for blank ones too with ``blank_lines``. An empty
+    file gives no rows; the caller decides if that is an error."""
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -38,7 +39,8 @@ def read_rows(path: str | Path, *, lines: bool = False) -> list[dict]:
         return pq.read_table(path).to_pylist()
     text = path.read_text(encoding="utf-8")
     if lines and path.suffix.lower() not in JSONL_SUFFIXES:
-        return [{"id": n, TEXT_COLUMN: line} for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        return [{"id": n, TEXT_COLUMN: line} for n, line in enumerate(text.splitlines(), 1)
+                if blank_lines or line.strip()]
     rows = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -90,14 +92,15 @@ def read_texts(path: str | Path, *, title: bool = False, lines: bool = False) ->
     return ids_and_texts(rows, path, title=title)
 
 
-def read_queries(path: str | Path) -> tuple[list[Any], list[str]]:
+def read_queries(path: str | Path, *, blank_lines: bool = False) -> tuple[list[Any], list[str]]:
     """(ids, texts) of a query file: Parquet or JSONL with ``id`` (or ``_id``) and ``text``, or plain
-    text (ids = line numbers). Errors are :class:`QueryError`."""
+    text (ids = line numbers; blank lines left out, or kept as empty texts with ``blank_lines``).
+    Errors are :class:`QueryError`."""
     path = Path(path)
     if not path.is_file():
         raise QueryError(f"query file not found: {path}")
     try:
-        rows = read_rows(path, lines=True)
+        rows = read_rows(path, lines=True, blank_lines=blank_lines)
     except DataError as e:
         raise QueryError(str(e)) from None
     if not rows:
