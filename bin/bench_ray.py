@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """glovefaiss Ray benchmark: the same corpus built by the local engine and by Ray with 1 and 2 workers.
 
-Each build is a ``glovefaiss build`` process (the Ray ones start their own local Ray instance, as
-a user's would), timed with the machine's background load. Per build: wall time, encoding
+Each build is a ``glovefaiss build`` process, timed with the machine's background load. ``ray-1``
+and ``ray-2`` start their own local Ray instance, as a user's would (one worker gets every CPU, two
+share them); ``nodes-1`` and ``nodes-2`` join a simulated cluster of two one-CPU nodes started here,
+so that the second worker adds a CPU. Per build: wall time, encoding
 throughput, index time (train + add + tune), peak memory of the driver and of each worker, and
 whether shards, texts and index.faiss are byte-identical to the local build's. Run through
 ``bin/bench-ray``; ``--render FILE`` re-renders saved results.
@@ -10,6 +12,7 @@ whether shards, texts and index.faiss are byte-identical to the local build's. R
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sys
 from pathlib import Path
@@ -20,7 +23,11 @@ from benchlib.corpus import GLOVE, zipf_corpus  # noqa: E402
 from benchlib.env import describe_machine, log, machine_info, set_prog  # noqa: E402
 from benchlib.measure import LoadMonitor, run_build  # noqa: E402
 
-VARIANTS = {"local": [], "ray-1": ["--engine", "ray", "--workers", "1"], "ray-2": ["--engine", "ray", "--workers", "2"]}
+VARIANTS = {"local": [], "ray-1": ["--engine", "ray", "--workers", "1"], "ray-2": ["--engine", "ray", "--workers", "2"],
+            "nodes-1": ["--engine", "ray", "--workers", "1"], "nodes-2": ["--engine", "ray", "--workers", "2"]}
+# nodes-*: a simulated cluster of two one-CPU nodes, started here and joined with --ray-address,
+# so that one worker and two workers have one CPU each: what adding a worker adds.
+ON_NODES = ("nodes-1", "nodes-2")
 
 
 def _digests(index_dir: Path) -> dict[str, str]:
@@ -54,19 +61,42 @@ def measure(args, res: report.Results) -> None:
     res["corpus"] = zipf_corpus(corpus, args.docs, args.seed, load_vectors(GLOVE).words)
     monitor = LoadMonitor(on_step=lambda steps: res.__setitem__("load", steps))
     res["builds"] = {}
-    for name in args.variants:
-        out = args.out / f"ray-bench-{name}"
-        extra = ["--index", args.index, "--shard-rows", str(args.shard_rows), *VARIANTS[name]]
-        with monitor.step(name):
-            b = run_build(corpus, out, extra)
-        if name != "local" and "local" in res["builds"]:
-            b["identity"] = _identity(args.out / "ray-bench-local", out,
-                                      (res["builds"]["local"]["manifest"]["index"]["params"],
-                                       b["manifest"]["index"]["params"]))
-        res["builds"] = {**res["builds"], name: b}
-        t = b["manifest"]["timings"]
-        log(f"{name}: {b['wall_s']:.1f} s wall, encode {t['encode_s']:.1f} s, index {t['index_s']:.1f} s"
-            + (f", differs from local in {b['identity']['differ'] or 'nothing'}" if "identity" in b else ""))
+    with contextlib.ExitStack() as stack:
+        address = None
+        for name in args.variants:
+            out = args.out / f"ray-bench-{name}"
+            extra = ["--index", args.index, "--shard-rows", str(args.shard_rows), *VARIANTS[name]]
+            if name in ON_NODES:
+                address = address or stack.enter_context(_two_nodes())
+                extra += ["--ray-address", address]
+            with monitor.step(name):
+                b = run_build(corpus, out, extra)
+            _record(args, res, name, b, out)
+
+
+@contextlib.contextmanager
+def _two_nodes():
+    """The address of a simulated two-node Ray cluster, one CPU a node, for the time of the context."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                            "object_store_memory": 1 << 30})
+    cluster.add_node(num_cpus=1, object_store_memory=1 << 30)
+    try:
+        yield cluster.address
+    finally:
+        cluster.shutdown()
+
+
+def _record(args, res: report.Results, name: str, b: dict, out: Path) -> None:
+    if name != "local" and "local" in res["builds"]:
+        b["identity"] = _identity(args.out / "ray-bench-local", out,
+                                  (res["builds"]["local"]["manifest"]["index"]["params"],
+                                   b["manifest"]["index"]["params"]))
+    res["builds"] = {**res["builds"], name: b}
+    t = b["manifest"]["timings"]
+    log(f"{name}: {b['wall_s']:.1f} s wall, encode {t['encode_s']:.1f} s, index {t['index_s']:.1f} s"
+        + (f", differs from local in {b['identity']['differ'] or 'nothing'}" if "identity" in b else ""))
 
 
 def render(data: dict) -> str:
@@ -105,11 +135,16 @@ def render(data: dict) -> str:
     row("index.faiss identical (same params)",
         lambda b: str(b["identity"]["index_same_with_same_params"]) if "identity" in b else "-")
     lines += report.table([""] + names, rows)
-    if local and "ray-1" in builds and "ray-2" in builds:
-        r1, r2 = builds["ray-1"], builds["ray-2"]
-        lines += ["", f"Ray overhead with one worker: {r1['wall_s'] / local['wall_s']:.2f}x the local wall time "
-                  f"(target: within 1.5x); two workers encode {t(r1, 'encode_s') / t(r2, 'encode_s'):.2f}x as fast "
-                  "as one."]
+    lines += [""]
+    if local and "ray-1" in builds:
+        lines += [f"Ray overhead with one worker (the whole machine): {builds['ray-1']['wall_s'] / local['wall_s']:.2f}x "
+                  "the local wall time (target: within 1.5x)."]
+    for one, two, what in (("ray-1", "ray-2", "on this machine's Ray instance, the first worker with both CPUs, "
+                            "the two with one each"),
+                           ("nodes-1", "nodes-2", "on a simulated cluster of two one-CPU nodes, one CPU a worker")):
+        if one in builds and two in builds:
+            lines += [f"Two workers encode {t(builds[one], 'encode_s') / t(builds[two], 'encode_s'):.2f}x as fast "
+                      f"as one {what}."]
     lines += ["", "Driver peak RSS: `/usr/bin/time -v` of the `glovefaiss build` process; Ray's own processes "
               "(raylet, GCS) and the workers are not its waited-for children, so worker figures come from each "
               "worker's getrusage, recorded in the manifest's `engine` section.", ""]

@@ -40,3 +40,16 @@ def test_two_node_build_is_byte_identical(two_nodes, tmp_path):
     assert_same_build(local, ray)
     engine = json.loads((ray / "manifest.json").read_text())["engine"]
     assert engine["workers"] == 2 and engine["nodes_used"] == 2 and engine["cpus"] == 2
+
+
+@pytest.mark.slow
+def test_one_worker_reserves_no_more_than_a_node_has(two_nodes, tmp_path):
+    # Two CPUs in all, one a node: a worker asking for both could never be placed.
+    vectors = ray_vectors(tmp_path)
+    corpus = ray_corpus(tmp_path, seed=3)
+    local = build(corpus, tmp_path / "local", ray_config(vectors, index="flat"), progress=False).out_dir
+    ray = build(corpus, tmp_path / "ray", ray_config(vectors, index="flat", engine="ray", workers=1),
+                progress=False).out_dir
+    assert_same_build(local, ray)
+    engine = json.loads((ray / "manifest.json").read_text())["engine"]
+    assert engine["workers"] == 1 and engine["cpus_per_worker"] == 1.0 and engine["threads_per_worker"] == 1

@@ -68,6 +68,13 @@ def mergeable(index) -> bool:
     return True
 
 
+def copies_vectors(index) -> bool:
+    """Whether adding to ``index`` only copies the vectors (a flat index, ids or not): nothing to
+    compute that workers could share, and the merge would read every vector again."""
+    chain = index_chain(index)
+    return all(type(sub) is faiss.IndexIDMap for sub in chain[:-1]) and isinstance(chain[-1], faiss.IndexFlat)
+
+
 def empty_like(index) -> np.ndarray:
     """``index`` with its trained state and no vectors, serialised: the template each part fills."""
     if index.ntotal == 0:

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import resource
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -32,7 +33,7 @@ from ..index.writer import LocalEngine, WrittenShards, append_shards, pooling_ba
 from ..io.corpus import Corpus
 from ..tower.encoder import EncodeStats, TextEncoder, load_encoder
 from .cluster import RayCluster
-from .parts import Part, empty_like, finish_merge, merge_into, mergeable, plan_parts, split_queries
+from .parts import Part, copies_vectors, empty_like, finish_merge, merge_into, mergeable, plan_parts, split_queries
 
 logger = logging.getLogger(__name__)
 
@@ -64,28 +65,40 @@ def _maybe_crash(part: int, spec: str | None) -> None:
 
 
 class ShardWorker:
-    """A Ray actor: encodes parts of a corpus into shards and fills parts of a FAISS index."""
+    """A Ray actor: encodes parts of a corpus into shards and fills parts of a FAISS index.
 
-    def __init__(self, tower_dir: str | None):
-        self.encoder: TextEncoder | None = load_encoder(Path(tower_dir)) if tower_dir else None
-        self._prepared: dict[str, TextEncoder] = {}
-        if self.encoder is not None:
-            import pyarrow as pa
+    Started before the driver has a tower to give it, so that its imports overlap the driver's
+    preparations; each part names its tower, loaded at the first part (or :meth:`prepare`) and kept.
+    """
 
-            # The encoding path's first call imports and builds what every later one reuses (1.5 s here).
-            self.encoder.encode(pa.array(["warm up"]), stats=EncodeStats())
+    def __init__(self, rows: int = 0):
+        pooling_backend(rows)  # imports torch if encoding ``rows`` documents would use it
+        self._tower: tuple[str, str] | None = None
+        self._encoder: TextEncoder | None = None
+        self._lock = threading.Lock()  # parts run on the actor's threads (max_concurrency)
 
-    def ready(self) -> bool:
+    def prepare(self, tower_dir: str, backend_rows: int) -> bool:
+        """Load the tower at ``tower_dir`` for batches of a build of ``backend_rows`` rows per worker."""
+        self._encoder_for(tower_dir, pooling_backend(backend_rows))
         return True
 
-    def encode(self, corpus: Corpus, part: Part, directory: str, bc: BuildConfig, store_text: bool,
+    def _encoder_for(self, tower_dir: str, backend: str) -> TextEncoder:
+        with self._lock:
+            if self._tower != (tower_dir, backend):
+                import pyarrow as pa
+
+                encoder = load_encoder(Path(tower_dir)).for_batches(backend)
+                # The encoding path's first call imports and builds what every later one reuses.
+                encoder.encode(pa.array(["warm up"]), stats=EncodeStats())
+                self._tower, self._encoder = (tower_dir, backend), encoder
+            return self._encoder
+
+    def encode(self, corpus: Corpus, part: Part, directory: str, tower_dir: str, bc: BuildConfig, store_text: bool,
                row_group_rows: int, backend_rows: int, crash: str | None = None) -> dict:
         t0 = time.perf_counter()
         backend = pooling_backend(backend_rows)
-        if backend not in self._prepared:
-            self._prepared[backend] = self.encoder.for_batches(backend)
-        written = write_shards(corpus.rows(part.start, part.stop), Path(directory), self._prepared[backend], bc,
-                               store_text=store_text, row_group_rows=row_group_rows, first_shard=part.first_shard,
+        written = write_shards(corpus.rows(part.start, part.stop), Path(directory), self._encoder_for(tower_dir, backend),
+                               bc, store_text=store_text, row_group_rows=row_group_rows, first_shard=part.first_shard,
                                progress=False, backend=backend)
         _maybe_crash(part.number, crash)
         return {"number": part.number, "shards": written.shards, "ids": written.ids, "stats": written.stats,
@@ -128,27 +141,24 @@ class RayEngine(LocalEngine):
         self.ray = cluster.ray
         self.workers = cluster.workers
         self._actors: list = []
-        self._tower: str | None = None
         self.info: dict[str, Any] = {"address": cluster.address or "local", "cpus": cluster.cpus,
                                      "cpus_per_worker": cluster.cpus_per_worker}
         self._rss: dict[tuple, float] = {}
         self._nodes: set[str] = set()
+        self.slots = max(1, int(cluster.cpus_per_worker))  # parts a worker encodes at once: one per CPU
 
-    def _pool(self, tower_dir: Path | None):
-        tower = str(tower_dir) if tower_dir else None
-        if self._actors and (tower is None or tower == self._tower):
-            return self.ray.util.ActorPool(self._actors)
-        self.close()
-        t0 = time.perf_counter()
-        cls = self.ray.remote(ShardWorker).options(**self.cluster.actor_options(RETRIES))
-        self._actors = [cls.remote(tower) for _ in range(self.workers)]
-        self._tower = tower
-        # Waited for here, so that the encoding time is the encoding's: a worker's start (a process,
-        # imports, the tower mapped and warmed up) is Ray's overhead, recorded apart.
-        with _errors(self.ray):
-            self.ray.get([a.ready.remote() for a in self._actors])
-        self.info["actors_start_s"] = round(time.perf_counter() - t0, 3)
-        return self.ray.util.ActorPool(self._actors)
+    def start(self, rows: int = 0) -> None:
+        """Start the workers for about ``rows`` documents, not waited for: their processes and
+        imports overlap the driver's preparations."""
+        if not self._actors:
+            cls = self.ray.remote(ShardWorker).options(**self.cluster.actor_options(RETRIES),
+                                                       max_concurrency=self.slots)
+            self._actors = [cls.remote(-(-rows // self.workers)) for _ in range(self.workers)]
+
+    def _pool(self, slots: int = 1):
+        """The workers as a pool that gives each ``slots`` calls at once (at most :attr:`slots`)."""
+        self.start()
+        return self.ray.util.ActorPool(self._actors * slots)
 
     def _note(self, result: dict) -> None:
         key = (result["node"], result["pid"])
@@ -165,12 +175,20 @@ class RayEngine(LocalEngine):
         if 0 < len(parts) < self.workers:
             logger.warning("%d parts for %d workers: lower --shard-rows to keep every worker busy",
                            len(parts), self.workers)
-        threads = bc.threads or max(1, int(self.cluster.cpus_per_worker))
-        part_bc = replace(bc, threads=threads)
-        pool = self._pool(tower_dir)
-        t0 = time.perf_counter()
-        self.info.update(parts=len(parts), threads_per_worker=threads)
+        # A worker's threads each encode a part of their own, as the local writer's threads each
+        # encode a batch: a part's batches, encoded together, leave threads idle at its end.
+        pool = self._pool(self.slots)
+        part_bc = replace(bc, threads=1)
         backend_rows = -(-(corpus.num_rows - skip) // self.workers)  # what each worker encodes in all
+        tower = str(tower_dir)
+        # Waited for here, so that the encoding time is the encoding's: what is left of the workers'
+        # start (a process, imports, the tower mapped and warmed up) is Ray's overhead, recorded apart.
+        t0 = time.perf_counter()
+        with _errors(self.ray):
+            self.ray.get([a.prepare.remote(tower, backend_rows) for a in self._actors])
+        self.info["actors_start_s"] = round(time.perf_counter() - t0, 3)
+        t0 = time.perf_counter()
+        self.info.update(parts=len(parts), threads_per_worker=self.slots)
         crash = os.environ.get(CRASH_ENV)
         done: dict[int, dict] = {}
         entries: list[dict] = []
@@ -181,7 +199,7 @@ class RayEngine(LocalEngine):
         with tqdm(total=corpus.num_rows, initial=skip, unit="doc", unit_scale=True, desc=f"encoding on {self.workers}",
                   disable=None if progress is None else not progress, leave=False) as bar:
             results = pool.map_unordered(
-                lambda actor, part: actor.encode.remote(corpus, part, str(directory), part_bc, store_text,
+                lambda actor, part: actor.encode.remote(corpus, part, str(directory), tower, part_bc, store_text,
                                                         row_group_rows, backend_rows, crash), parts)
             for result in _unwrapped(results, self.ray):
                 self._note(result)
@@ -207,13 +225,16 @@ class RayEngine(LocalEngine):
         """Fill ``index`` with the vectors of ``shards``: parts filled by the workers, merged here in order."""
         if not shards:
             return
+        if copies_vectors(index):
+            super().append(index, directory, shards, labels_are_ids)
+            return
         if not mergeable(index):
             logger.info("this index family cannot be filled in parts; adding every vector here")
             super().append(index, directory, shards, labels_are_ids)
             return
         t0 = time.perf_counter()
         template = self.ray.put(empty_like(index))
-        pool = self._pool(None)
+        pool = self._pool()
         groups = [[s] for s in shards]
         threads = faiss.omp_get_max_threads()
         results = pool.map(lambda actor, group: actor.fill.remote(template, str(directory), group, labels_are_ids,

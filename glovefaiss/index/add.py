@@ -80,6 +80,7 @@ def _add(directory: Path, files: Sequence[str | Path], progress: bool | None, th
         raise CorpusError(f"the new documents have {corpus.id_type} ids but the index has {id_type} ids")
     old_reader = ShardReader(directory, manifest.shards)
     _check_column_types(old_reader, corpus)
+    engine.start(corpus.num_rows)
     encoder = load_encoder(directory / manifest.document_tower_dir)
     old_ids = old_reader.column("id")
     replace = np.zeros(len(old_ids), bool)

@@ -180,6 +180,8 @@ def _locked_build(corpus: Corpus, out: Path, config: Config, overwrite: bool, re
     if resume and not overwrite and (out / MANIFEST).is_file() and not (_partial(out) / STATE).is_file():
         raise IndexDirError(f"{out} is already a complete index; nothing to resume (pass --overwrite to rebuild it)")
     _check_out_dir(out, overwrite)
+    engine = engine or LocalEngine()
+    engine.start(corpus.num_rows)
 
     vectors_info: dict[str, Any] = {}
     pooling_info: dict[str, Any] = {"weighting": "mean"}
@@ -204,7 +206,7 @@ def _locked_build(corpus: Corpus, out: Path, config: Config, overwrite: bool, re
     tmp = _prepare_partial(out, resume)
     try:
         manifest = _build_into(tmp, corpus, config, encoder, query_encoder or encoder, vectors_info, progress, resume,
-                               extra_manifest, pooling_info, overwrite, engine or LocalEngine())
+                               extra_manifest, pooling_info, overwrite, engine)
         manifest.timings["load_vectors_s"] = round(t_vectors, 3)
         if "fit_s" in pooling_info:
             manifest.timings["pooling_fit_s"] = pooling_info["fit_s"]

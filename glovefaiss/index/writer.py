@@ -284,6 +284,9 @@ class LocalEngine:
     name = "local"
     workers = 1
 
+    def start(self, rows: int) -> None:
+        """Get ready to encode about ``rows`` documents (another engine starts its workers meanwhile)."""
+
     def write_shards(self, corpus: Corpus, directory: Path, encoder: TextEncoder, tower_dir: Path, bc: BuildConfig,
                      **kwargs) -> WrittenShards:
         """:func:`write_shards`; ``tower_dir`` (``encoder`` saved) is for engines that load it elsewhere."""

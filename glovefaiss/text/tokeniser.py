@@ -246,7 +246,7 @@ class Tokeniser:
         doc = (offsets - offsets[0]).astype(np.int64)
         size = int(doc[-1])
         buf = padded_buffer(size)
-        np.take(self._byte_map, data[offsets[0]:offsets[-1]], out=buf[:size])
+        np.take(self._byte_map, data[offsets[0]:offsets[-1]], out=buf[:size], mode="clip")  # "raise" would copy out
         # A token is a run of non-space bytes inside one text: its edges are where "is a space"
         # flips, plus each text boundary that falls between two non-space bytes.
         word = buf[:size] != 32
