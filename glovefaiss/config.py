@@ -85,7 +85,7 @@ class BuildConfig:
 
     id_column: str = "id"
     text_column: str = "text"
-    batch_size: int = 65536
+    batch_size: int = 32768
     shard_rows: int = 1_000_000
     row_group_rows: int = 65536
     store_text: bool = True

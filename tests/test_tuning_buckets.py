@@ -209,3 +209,45 @@ def test_threads_searching_different_buckets_at_once_get_the_serial_results(clus
         got_a, got_b = a.result(), b.result()
     assert all(np.array_equal(g, serial[0][i % 60]) for i, g in enumerate(got_a))
     assert all(np.array_equal(g, serial[1][i % 60]) for i, g in enumerate(got_b))
+
+
+def _ivf_case(seed=0, n=4000, dim=16, nlist=64):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    faiss.normalize_L2(x)
+    idx = faiss_index.make_index(dim, f"IVF{nlist},Flat", with_ids=False)
+    faiss_index.train(idx, x)
+    idx.add(x)
+    q = x[:300] + 0.05 * rng.standard_normal((300, dim)).astype(np.float32)
+    faiss.normalize_L2(q)
+    truth = faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT)[1]
+    return idx, QuerySet(q, np.where(np.arange(300) < 150, 2, 20)), truth
+
+
+def test_a_latency_budget_prices_buckets_out_of_the_walk():
+    idx, qs, truth = _ivf_case()
+    full = tune(idx, qs, truth, 10, target_recall=0.95)
+    assert full.reached and len(full.tried) > 1
+    # A budget no query can meet: every bucket short of the target leaves after the first setting.
+    cut = tune(idx, qs, truth, 10, target_recall=0.95, budget_ms=1e-9)
+    assert len(cut.tried) == 1 and cut.tried[0]["nprobe"] == 1
+    assert not cut.reached and sorted(cut.short_buckets) == sorted(full.buckets)
+    # A budget every setting meets changes nothing but the timings.
+    loose = tune(idx, qs, truth, 10, target_recall=0.95, budget_ms=1e9)
+    assert [e["nprobe"] for e in loose.tried] == [e["nprobe"] for e in full.tried]
+    assert loose.params == full.params
+
+
+def test_auto_walks_the_first_family_in_full_when_no_alternative_reaches_the_target(clustered, monkeypatch, tmp_path):
+    out, _ = clustered
+    m = json.loads((out / "manifest.json").read_text())
+    monkeypatch.setattr(faiss_index, "choose_kind", lambda *a, **k: "ivf")  # an IVF first at this size
+    monkeypatch.setattr(faiss_index, "alternatives", lambda *a, **k: ["ivf-pq"])  # PQ codes alone: no 0.99
+    # Every setting is over a 1e-9 ms budget: the first walk stops at its first setting.
+    cfg = config_for(m["vectors"]["source"], index="auto", tune_queries=300, auto_latency_ms=1e-9,
+                     target_recall=0.99)
+    idx = build([m["corpus"]["files"][0]], tmp_path / "auto", cfg, progress=False).manifest.index
+    first, alt = idx["candidates"]
+    assert (first["type"], alt["type"]) == ("ivf", "ivf-pq") and not alt["reached"]
+    assert len(first["tried"]) > 1  # walked again without the budget, not left at its first setting
+    assert first["reached"] and idx["type"] == "ivf" and idx["tuning"]["reached"]

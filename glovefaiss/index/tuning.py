@@ -190,34 +190,43 @@ def _best_short(tried: list[dict], target_recall: float) -> dict:
 TIME_PER_BUCKET = 40  # single queries timed per bucket for each setting tried (the tuning curve)
 TIME_KEPT_PER_BUCKET = 200  # and for the settings kept
 PARAM_KEYS = ("nprobe", "k_factor", "efSearch")
+LINE_KEYS = ("k_factor",)  # the parameters fixed along one line of the grid (see _grid)
+
+
+PRICED_OUT = 1.25  # a bucket leaves a line once it is this much slower than its best setting so far
 
 
 def _walk(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: dict[str, np.ndarray], k: int,
-          target_recall: float) -> list[dict]:
+          target_recall: float, budget_ms: float | None = None) -> list[dict]:
     """Every setting tried, walking the grid's lines (see :func:`_grid`) for the buckets still reachable.
 
     A line starts at the earliest setting where a bucket met the target in the line before and
     stops at the first setting where every bucket walked meets it (or once recall stalls); a bucket that fell short in a line
     is not walked in shallower ones. Only the walked buckets' queries are searched and timed.
+    Settings cost more along a line, so a bucket short of the target leaves it once its p50 is
+    ``PRICED_OUT`` times that of its best setting so far (or of ``budget_ms``, before it has one):
+    nothing further along can be its fastest.
     """
     fam = faiss_index.family(index)
     stall = 3 if fam == "hnsw" else 2  # HNSW's recall on single words can stall for two steps, then jump
     tried: list[dict] = []
+    best_ms: dict[str, float] = {}
     active, start = list(buckets), dict.fromkeys(buckets, 0)
     for line in _grid(fam, faiss_index.nlist_of(index)):
-        walked = {name: buckets[name] for name in active}
-        rows = np.concatenate(list(walked.values()))
-        local = {name: np.arange(len(r)) + sum(len(walked[m]) for m in active[:i])
-                 for i, (name, r) in enumerate(walked.items())}
-        timing = vectors[_timing_rows(walked, TIME_PER_BUCKET)]
         history: list[float] = []
         reached_at: dict[str, int] = {}
+        walking = list(active)
         for pos in range(min(start[name] for name in active), len(line)):
+            walked = {name: buckets[name] for name in walking}
+            rows = np.concatenate(list(walked.values()))
+            local = {name: np.arange(len(r)) + sum(len(walked[m]) for m in walking[:i])
+                     for i, (name, r) in enumerate(walked.items())}
             params = line[pos]
             faiss_index.set_params(index, params)
             _, found = index.search(vectors[rows], k)
             per_query = recall_per_query(found, truth[rows])
             per_bucket = bucket_recall(per_query, local)
+            timing = vectors[_timing_rows(walked, TIME_PER_BUCKET)]
             for name, p50 in _split_p50(_latency(index, timing, k), walked, TIME_PER_BUCKET).items():
                 per_bucket[name]["p50_ms"] = p50
             tried.append({**params, "recall": round(float(per_query.mean()), 4),
@@ -225,13 +234,21 @@ def _walk(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: d
                           "buckets": per_bucket,
                           "p50_ms": round(float(np.median([b["p50_ms"] for b in per_bucket.values()])), 4)})
             for name, b in per_bucket.items():
-                if name not in reached_at and b["recall_lower_bound"] >= target_recall:
-                    reached_at[name] = pos
+                if b["recall_lower_bound"] >= target_recall:
+                    reached_at.setdefault(name, pos)
+                    best_ms[name] = min(best_ms.get(name, b["p50_ms"]), b["p50_ms"])
             if all(b["recall_lower_bound"] >= target_recall for b in per_bucket.values()):
                 break  # one setting for every bucket at once (a bucket may dip below after reaching)
             history.append(float(np.mean([b["recall"] for b in per_bucket.values()])))
             if len(history) > stall and history[-1] - history[-1 - stall] < PLATEAU:
                 break  # quantisation, not the search, limits recall now: more cost buys nothing
+            cap = {name: best_ms.get(name, budget_ms) for name in walking}
+            still = [name for name in walking if name in reached_at or cap[name] is None
+                     or per_bucket[name]["p50_ms"] <= PRICED_OUT * cap[name]]
+            if all(name in reached_at for name in still):
+                break
+            if still != walking:  # a mean over other buckets: its history says nothing now
+                walking, history = still, []
         # shallower re-ranking than a line where a bucket fell short cannot do better for it
         active = [name for name in active if name in reached_at]
         start = reached_at
@@ -240,8 +257,17 @@ def _walk(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: d
     return tried
 
 
+def _first_per_line(entries: list[dict]) -> list[dict]:
+    """The first of ``entries`` (in the order tried) on each line of the grid: further along a line
+    a setting only costs more, whatever the timing noise says."""
+    first: dict[tuple, dict] = {}
+    for e in entries:
+        first.setdefault(tuple((key, e[key]) for key in LINE_KEYS if key in e), e)
+    return list(first.values())
+
+
 def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, k: int = 10,
-         target_recall: float = 0.95) -> Tuning:
+         target_recall: float = 0.95, budget_ms: float | None = None) -> Tuning:
     """The fastest settings whose recall@k reaches ``target_recall``: one for every token-count bucket
     of ``queries`` at once, and each bucket's own.
 
@@ -250,17 +276,20 @@ def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, 
     single queries: the tuning curve) and the fastest that meets it is kept. If none meets it, the
     cheapest setting within ``PLATEAU`` of the best worst-bucket recall is kept and ``reached`` is
     False; a line stops early once two more steps (three for HNSW) gain less than ``PLATEAU``.
+    ``budget_ms``: give up on a bucket whose p50 passes it before it reaches the target (see
+    :func:`_walk`), when a faster family will be tried anyway.
     """
     qs = QuerySet.of(queries)
     vectors = np.ascontiguousarray(qs.vectors, dtype=np.float32)
     buckets = qs.buckets()
-    tried = _walk(index, vectors, truth, buckets, k, target_recall)
+    tried = _walk(index, vectors, truth, buckets, k, target_recall, budget_ms)
     full = [e for e in tried if len(e["buckets"]) == len(buckets)]
     winners = [e for e in full if e["recall_lower_bound"] >= target_recall]
     uniform = min(winners, key=lambda e: e["p50_ms"]) if winners else _best_short(tried, target_recall)
     per_bucket, own = {}, {}
     for name in buckets:
-        ok = [e for e in tried if name in e["buckets"] and e["buckets"][name]["recall_lower_bound"] >= target_recall]
+        ok = _first_per_line([e for e in tried if name in e["buckets"]
+                              and e["buckets"][name]["recall_lower_bound"] >= target_recall])
         best = min(ok, key=lambda e: e["buckets"][name]["p50_ms"]) if ok else uniform
         own[name] = {key: v for key, v in best.items() if key in PARAM_KEYS}
         per_bucket[name] = {key: v for key, v in best["buckets"][name].items() if key != "p50_ms"}
