@@ -53,3 +53,25 @@ def test_vocabulary_batch_lookup_through_the_table():
     want = pc.index_in(tokens, value_set=words).fill_null(-1).to_numpy(zero_copy_only=False)
     for v in (Vocabulary(words), Vocabulary(PackedStrings.from_arrow(words))):
         np.testing.assert_array_equal(v.lookup_arrow(tokens), want)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(word, min_size=1, max_size=30, unique=True), st.lists(st.lists(word, max_size=12), max_size=6),
+       st.integers(1, 8))
+def test_hashed_lookup_remembers_words_and_stays_exact(vocab, queries, memo):
+    # The single-text path (hash table plus its memo of words seen) against a plain dict, query after
+    # query, with a memo small enough to be replaced mid-way.
+    import glovefaiss.text.vocabulary as vocabulary
+
+    v = Vocabulary(pa.array(vocab, pa.string()))
+    v.attach_hash_table(*v.hash_table())
+    rows = {w: i for i, w in enumerate(vocab)}
+    old, vocabulary.SEEN_WORDS = vocabulary.SEEN_WORDS, memo
+    widest = 0
+    try:
+        for tokens in queries + queries:  # each query twice: the second time from the memo
+            np.testing.assert_array_equal(v.lookup(tokens), [rows.get(t, -1) for t in tokens])
+            widest = max(widest, len(set(tokens)))
+            assert v.remembered <= max(memo, widest)  # bounded: replaced when full
+    finally:
+        vocabulary.SEEN_WORDS = old
