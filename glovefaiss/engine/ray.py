@@ -130,8 +130,9 @@ class RayEngine(LocalEngine):
     """The writer's two heavy steps on a Ray cluster (``build.engine: ray``), for :func:`.build` and add.
 
     Shards: one part per shard, encoded by ``cluster.workers`` actors, journalled in shard order
-    as the parts before them complete. FAISS: trained here, sent to the workers serialised,
-    filled there a part each, merged here in part order.
+    as the parts before them complete, each worker encoding one part per CPU at once. FAISS:
+    trained here, sent to the workers serialised, filled there a part each, merged here in part
+    order (a flat index, which adding only copies into, is filled here).
     """
 
     name = "ray"
