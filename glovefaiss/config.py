@@ -10,6 +10,17 @@ from typing import Any
 
 from .errors import ConfigError
 
+ENGINES = ("local", "ray")  # where builds, additions and batch queries run (glovefaiss.engine)
+
+
+def check_engine(name: str, address: str | None = None, workers: int | None = None) -> None:
+    """:class:`ConfigError` for an unknown engine, or Ray's options (``--ray-address``,
+    ``--workers``) given without Ray."""
+    if name not in ENGINES:
+        raise ConfigError(f"unknown engine '{name}'; valid engines: {', '.join(ENGINES)}")
+    if name == "local" and (address is not None or workers is not None):
+        raise ConfigError(f"{'--ray-address' if address is not None else '--workers'} needs --engine ray")
+
 
 @dataclass(frozen=True)
 class TokeniserConfig:

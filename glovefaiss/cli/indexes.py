@@ -46,7 +46,7 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
           as_json, model_dir, columns, adapt, engine, ray_address, workers):
     """Encode Parquet CORPUS files (or directories, or URIs pyarrow reads: s3://, gs://, hdfs://, file://)
     into an index at --out."""
-    from ..config import load_config
+    from ..config import check_engine, load_config
     from ..engine import build as run_build
     from ..index.tuning import bucket_summary
 
@@ -64,6 +64,7 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
         "build.columns": columns,
         "build.engine": engine, "build.ray_address": ray_address, "build.workers": workers,
     })
+    check_engine(config.build.engine, ray_address, workers)
     if config.build.adapt:
         if model_dir is not None:
             raise click.UsageError("--adapt trains its own model; it cannot be combined with --model")
@@ -143,6 +144,9 @@ def query(index_dir, text, k, queries, like, fmt, output, batch_size, mmap, mode
         from ..tower.model_dir import check_index_model
 
         check_index_model(index.manifest, index_dir, model_dir)
+    from ..config import check_engine
+
+    check_engine(engine or "local", ray_address, workers)
     if engine == "ray":
         from ..engine import write_batch_hits
         from ..io.rows import read_queries
@@ -152,8 +156,6 @@ def query(index_dir, text, k, queries, like, fmt, output, batch_size, mmap, mode
         qids, qtexts = (read_queries(queries, blank_lines=True) if queries is not None
                         else (list(range(1, len(text) + 1)), list(text)))
         run = write_batch_hits(index_dir, qids, qtexts, k, output, fmt, ray_address=ray_address, workers=workers)
-    elif ray_address or workers:
-        raise click.UsageError("--ray-address and --workers need --engine ray")
     elif like:
         run = index.write_like(list(text), k, output, fmt)
     elif queries is not None:
@@ -232,7 +234,10 @@ def info(index_dir, as_json, plot_path):
 @engine_options
 def add(index_dir, corpus, id_column, text_column, threads, upsert, engine, ray_address, workers):
     """Append Parquet CORPUS files (or URIs) to the index at INDEX_DIR."""
+    from ..config import check_engine
     from ..engine import add as add_documents
+
+    check_engine(engine or "local", ray_address, workers)
 
     r = add_documents(index_dir, list(corpus), threads=threads, id_column=id_column, text_column=text_column,
                       progress=progress(), upsert=upsert, engine=engine or "local", ray_address=ray_address,

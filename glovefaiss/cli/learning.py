@@ -254,14 +254,16 @@ def eval_sts(pairs, index_dir, model_dir, config_path, glove, fit_on, fmt):
               help="Query file (text lines, JSONL or Parquet); default: queries sampled from the stored texts.")
 @click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True)
 @click.option("-n", "n", type=click.IntRange(1), default=1000, show_default=True, help="Queries to sample.")
+@click.option("--seed", type=int, help="Seed of the sampled queries (default: the build's seed + 1, so not the "
+                                      "queries it tuned on).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def eval_recall(index_dir, queries_file, k, n, fmt):
+def eval_recall(index_dir, queries_file, k, n, seed, fmt):
     """Recall@k of the index in INDEX_DIR against exact search of its own shards, per query length."""
     from ..index.recall import index_recall
     from ..io.rows import read_queries
 
     texts = read_queries(queries_file)[1] if queries_file is not None else None
-    r = index_recall(index_dir, texts, k=k, n=n)
+    r = index_recall(index_dir, texts, k=k, n=n, seed=seed)
     if fmt == "json":
         click.echo(json.dumps(r, indent=2))
         return

@@ -10,21 +10,15 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ..config import Config
-from ..errors import ConfigError
+from ..config import Config, check_engine
 from ..index.writer import LocalEngine
-
-ENGINES = ("local", "ray")
 
 
 @contextlib.contextmanager
 def open_engine(name: str = "local", address: str | None = None, workers: int | None = None) -> Iterator[LocalEngine]:
     """The engine ``name``, connected for the duration of the context (Ray started or joined)."""
-    if name not in ENGINES:
-        raise ConfigError(f"unknown engine '{name}'; valid engines: {', '.join(ENGINES)}")
+    check_engine(name, address)  # build.workers may wait in a config for an --engine ray
     if name == "local":
-        if address is not None:
-            raise ConfigError("--ray-address needs --engine ray")
         yield LocalEngine()
         return
     from .cluster import RayCluster

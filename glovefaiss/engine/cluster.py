@@ -34,7 +34,8 @@ def worker_env() -> dict[str, str]:
 
 
 class RayCluster:
-    """A context: Ray connected (started, joined, or already initialised by the caller) and sized.
+    """A context: Ray, connected at the first :meth:`connect` (started, joined, or already
+    initialised by the caller) and sized, so that a command's own checks come first.
 
     ``address``: None starts a local instance with every core of this machine; ``"auto"`` or
     ``"ray://host:port"`` joins a running cluster. An instance initialised before (as tests
@@ -51,7 +52,18 @@ class RayCluster:
         self.workers = 0
 
     def __enter__(self) -> RayCluster:
-        ray = self.ray = import_ray()
+        self.ray = import_ray()  # a missing extra is said at once; connecting waits for a first use
+        return self
+
+    @property
+    def connected(self) -> bool:
+        return self.workers > 0
+
+    def connect(self) -> RayCluster:
+        """Start or join Ray (once) and size the workers; :class:`EngineError` if that fails."""
+        if self.connected:
+            return self
+        ray = self.ray = self.ray or import_ray()
         if not ray.is_initialized():
             # Ray's own messages no chattier than ours (``--quiet``: errors only).
             level = max(logging.WARNING, logging.getLogger("glovefaiss").getEffectiveLevel())
@@ -61,6 +73,7 @@ class RayCluster:
                 # environment would cost a second at start and another at the first worker's.
                 kwargs.update(num_cpus=os.cpu_count() or 1, object_store_memory=LOCAL_OBJECT_STORE)
             else:
+                check_reachable(self.address)
                 kwargs["runtime_env"] = {"env_vars": worker_env()}
             try:
                 # "local", not None: None would join whatever cluster Ray last recorded in its
@@ -90,7 +103,7 @@ class RayCluster:
         """Ray options of a worker actor: its CPUs and restarts after its process dies.
 
         No runtime environment of its own: Ray then starts it in a worker process it has ready
-        (the job's environment: set by :meth:`__enter__`, or by whoever initialised Ray).
+        (the job's environment: set by :meth:`connect`, or by whoever initialised Ray).
         """
         return {"num_cpus": self.cpus_per_worker, "max_restarts": retries, "max_task_retries": retries,
                 "scheduling_strategy": "SPREAD"}
@@ -103,6 +116,29 @@ class RayCluster:
 
     def __exit__(self, *_) -> None:
         self.close()
+
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str) -> None:
+    """:class:`EngineError` unless ``host:port`` (or ``ray://host:port``) accepts a connection.
+
+    Ray itself retries an unreachable cluster for a long while (minutes, printing a warning
+    every few seconds); a refused or silent address is better said at once. ``auto`` is left
+    to Ray, which looks for a cluster on this machine.
+    """
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        raise EngineError(f"cannot reach a Ray cluster at {address} ({e.strerror or e}); start one there "
+                          "(ray start --head) or give its address to --ray-address") from None
 
 
 def _stop_monitor(ray) -> None:

@@ -140,17 +140,31 @@ class RayEngine(LocalEngine):
     def __init__(self, cluster: RayCluster):
         self.cluster = cluster
         self.ray = cluster.ray
-        self.workers = cluster.workers
         self._actors: list = []
-        self.info: dict[str, Any] = {"address": cluster.address or "local", "cpus": cluster.cpus,
-                                     "cpus_per_worker": cluster.cpus_per_worker}
+        self.info: dict[str, Any] = {}
         self._rss: dict[tuple, float] = {}
         self._nodes: set[str] = set()
-        self.slots = max(1, int(cluster.cpus_per_worker))  # parts a worker encodes at once: one per CPU
+
+    @property
+    def workers(self) -> int:
+        return self._connected().workers
+
+    @property
+    def slots(self) -> int:
+        """Parts a worker encodes at once: one per CPU it reserves."""
+        return max(1, int(self._connected().cpus_per_worker))
+
+    def _connected(self) -> RayCluster:
+        if not self.cluster.connected:
+            c = self.cluster.connect()
+            self.ray = c.ray
+            self.info.update(address=c.address or "local", cpus=c.cpus, cpus_per_worker=c.cpus_per_worker)
+        return self.cluster
 
     def start(self, rows: int = 0) -> None:
-        """Start the workers for about ``rows`` documents, not waited for: their processes and
-        imports overlap the driver's preparations."""
+        """Connect, and start the workers for about ``rows`` documents, not waited for: their
+        processes and imports overlap the driver's preparations."""
+        self._connected()
         if not self._actors:
             cls = self.ray.remote(ShardWorker).options(**self.cluster.actor_options(RETRIES),
                                                        max_concurrency=self.slots)
@@ -174,8 +188,8 @@ class RayEngine(LocalEngine):
 
         parts = plan_parts(corpus.num_rows, bc.shard_rows, skip=skip, first_shard=first_shard)
         if 0 < len(parts) < self.workers:
-            logger.warning("%d parts for %d workers: lower --shard-rows to keep every worker busy",
-                           len(parts), self.workers)
+            logger.warning("%d parts for %d workers: smaller shards (build --shard-rows) would keep every "
+                           "worker busy", len(parts), self.workers)
         # A worker's threads each encode a part of their own, as the local writer's threads each
         # encode a batch: a part's batches, encoded together, leave threads idle at its end.
         pool = self._pool(self.slots)
@@ -248,6 +262,7 @@ class RayEngine(LocalEngine):
 
     def hits(self, index_dir: Path, texts: Sequence[str], k: int, query_ids: Sequence, with_text: bool = True) -> list:
         """:meth:`.Index.hits` of ``texts``, answered in ranges by workers that each map the index once."""
+        self._connected()
         cls = self.ray.remote(QueryWorker).options(**self.cluster.actor_options(RETRIES))
         actors = [cls.remote(str(index_dir)) for _ in range(self.workers)]
         try:
@@ -267,7 +282,7 @@ class RayEngine(LocalEngine):
                 self.ray.kill(actor)
 
     def describe(self) -> dict:
-        return {"engine": self.name, "workers": self.workers, **self.info, "nodes_used": len(self._nodes),
+        return {"engine": self.name, "workers": self.cluster.workers, **self.info, "nodes_used": len(self._nodes),
                 "worker_peak_rss_mb": sorted(round(v, 1) for v in self._rss.values())}
 
     def close(self) -> None:

@@ -74,7 +74,8 @@ def _add(directory: Path, files: Sequence[str | Path], progress: bool | None, th
         config = config.replace({"build.threads": threads})
     bc = config.build
     corpus = open_corpus(files, id_column or manifest.corpus["id_column"],
-                         text_column or manifest.corpus["text_column"], manifest.corpus.get("columns", ()))
+                         text_column or manifest.corpus["text_column"], manifest.corpus.get("columns", ()),
+                         columns_fix="the index stores it with every document: give the new documents one")
     id_type = manifest.corpus["id_type"]
     if corpus.id_type != id_type:
         raise CorpusError(f"the new documents have {corpus.id_type} ids but the index has {id_type} ids")

@@ -24,11 +24,13 @@ def shard_rows(directory: Path, shards: list[dict]):
 
 
 def index_recall(directory: str | Path, texts: list[str] | None = None, k: int = 10, n: int = 1000,
-                 seed: int = 0) -> dict:
+                 seed: int | None = None) -> dict:
     """Recall@k of the index in ``directory`` against exact search over its own shard vectors.
 
     ``texts``: the queries; None samples ``n`` like the build's default tuning queries (windows of
     1-3 and 4-12 tokens and whole documents) from the stored texts, which then must be stored.
+    ``seed``: of that sample; None gives the build's seed + 1, so that these are not the very
+    queries the build tuned on.
     Returns ``{"k", "queries", "recall", "buckets": {name: {"queries", "recall", "recall_lower_bound"}}}``.
     """
     directory = Path(directory)
@@ -37,6 +39,8 @@ def index_recall(directory: str | Path, texts: list[str] | None = None, k: int =
     if texts is None:
         if not m.store_text:
             raise QueryError(f"{directory} stores no texts to sample queries from; give a query file (--queries)")
+        if seed is None:
+            seed = int((m.config or {}).get("seed") or 0) + 1
         rows, rng = window_sample(len(idx), n, seed)
         qs = window_queries(TextStore(directory, m.shards).take(rows), idx.encoder, n, rng)
     else:

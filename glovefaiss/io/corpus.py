@@ -215,10 +215,11 @@ RESERVED_COLUMNS = ("id", "vector", "text", "query_id", "rank", "score")
 
 
 def open_corpus(paths: Sequence[str | Path], id_column: str = "id", text_column: str = "text",
-                columns: Sequence[str] = ()) -> Corpus:
+                columns: Sequence[str] = (), columns_fix: str = "choose the stored ones with --columns") -> Corpus:
     """Check every file's schema (footers only) and return a :class:`Corpus` to stream.
 
-    ``columns``: extra columns every file must have, kept with each document (``build --columns``).
+    ``columns``: extra columns every file must have, kept with each document (``build --columns``);
+    ``columns_fix``: what the error says to do when a file lacks one.
     """
     if not paths:
         raise CorpusError("no corpus given")
@@ -257,7 +258,7 @@ def open_corpus(paths: Sequence[str | Path], id_column: str = "id", text_column:
         missing = [c for c in columns if c not in names]
         if missing:
             raise CorpusError(f"{f} has no column '{missing[0]}'; columns present: {', '.join(names)}; "
-                              "choose the stored ones with --columns")
+                              f"{columns_fix}")
         if not extra:
             extra = [pa.field(c, schema.field(c).type) for c in columns]
         id_types.add(it)
