@@ -231,7 +231,9 @@ def test_auto_tries_fast_scan_when_the_first_family_is_slow(tmp_path, topic_corp
     res = idx.search(texts[:20], k=10)
     assert np.mean([i in row for i, row in enumerate(res.ids.tolist())]) >= 0.9
 
-    # Within budget (the default), the first family is kept without trying others.
+    # Within budget (the default), the first family is kept without trying others: only its forecast is beside it.
     result = build([corpus], tmp_path / "idx2", config_for(vec, tune_queries=200, auto_latency_ms=1e9),
                    progress=False)
-    assert result.manifest.index["type"] == "ivf" and "candidates" not in result.manifest.index
+    info = result.manifest.index
+    assert info["type"] == "ivf" and [(c["type"], bool(c.get("forecast"))) for c in info["candidates"]] == [
+        ("ivf", True), ("ivf", False)]

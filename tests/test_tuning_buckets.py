@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from glovefaiss.cli import cli
 from glovefaiss.index import faiss_ops as faiss_index
+from glovefaiss.index import families
 from glovefaiss.index.build import build
 from glovefaiss.index.recall import index_recall
 from glovefaiss.index.search import Index
@@ -243,11 +244,13 @@ def test_auto_walks_the_first_family_in_full_when_no_alternative_reaches_the_tar
     m = json.loads((out / "manifest.json").read_text())
     monkeypatch.setattr(faiss_index, "choose_kind", lambda *a, **k: "ivf")  # an IVF first at this size
     monkeypatch.setattr(faiss_index, "alternatives", lambda *a, **k: ["ivf-pq"])  # PQ codes alone: no 0.99
+    monkeypatch.setattr(families, "FINER_LISTS", 0.0)  # IVF-Flat's forecast always within the budget
     # Every setting is over a 1e-9 ms budget: the first walk stops at its first setting.
     cfg = config_for(m["vectors"]["source"], index="auto", tune_queries=300, auto_latency_ms=1e-9,
                      target_recall=0.99)
     idx = build([m["corpus"]["files"][0]], tmp_path / "auto", cfg, progress=False).manifest.index
-    first, alt = idx["candidates"]
+    forecast, first, alt = idx["candidates"]
+    assert forecast["forecast"] and not first.get("forecast")
     assert (first["type"], alt["type"]) == ("ivf", "ivf-pq") and not alt["reached"]
     assert len(first["tried"]) > 1  # walked again without the budget, not left at its first setting
     assert first["reached"] and idx["type"] == "ivf" and idx["tuning"]["reached"]

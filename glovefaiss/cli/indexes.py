@@ -106,7 +106,8 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
     if candidates:
         note("index auto compared: " + "; ".join(
             f"{c['type']} ({c['key']}) recall@{tuning['k']} {c['recall']:.3f}, p50 {c['p50_ms']:.3f} ms"
-            + ("" if c["reached"] else ", target not reached") for c in candidates))
+            + ((", forecast over the latency budget, not built" if c.get("priced_out") else ", forecast")
+               if c.get("forecast") else ("" if c["reached"] else ", target not reached")) for c in candidates))
 
 
 def shown(values: list, most: int = 10) -> str:

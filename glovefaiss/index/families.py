@@ -12,8 +12,9 @@ import numpy as np
 
 from ..config import BuildConfig
 from . import faiss_ops as faiss_index
+from .forecast import forecast
 from .shards import ShardReader, iter_shard_vectors
-from .tuning import QuerySet, exact_topk, tune, warn_if_few
+from .tuning import PRICED_OUT, QuerySet, exact_neighbours, tune, warn_if_few
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,12 @@ def resolve_index(bc: BuildConfig, n: int, dim: int) -> tuple[str, str]:
     return kind, faiss_index.factory_key(kind, n, dim)
 
 
+# IVF-Flat over nlist_for(n) lists, four times the forecast quantizer's, scans about half as many
+# vectors for the same recall (docs/scale.md: 11% against 21% of 200,000 Zipf vectors with 3,600 and
+# 900 lists), so the forecast's cost is halved before it is held against the latency budget.
+FINER_LISTS = 0.5
+
+
 def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
                 with_ids: bool, seed: int = 0, queries: QuerySet | np.ndarray | None = None,
                 fill: Callable[[Any], None] | None = None) -> tuple[Any, dict]:
@@ -54,7 +61,11 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
     flatters recall: a document sits in its own IVF cell). With ``index: auto``, when the tuned
     single-query p50 exceeds ``bc.auto_latency_ms``, other families (see
     :func:`.faiss_ops.alternatives`) are built and tuned too, and the fastest one that reaches the
-    target is kept (or, if none does, the one with the highest recall); all are recorded.
+    target is kept (or, if none does, the one with the highest recall); all are recorded. Before
+    building IVF-Flat, ``auto`` forecasts its tuning curve on a cheaper quantizer (see
+    :mod:`.forecast`); when even that forecast is priced out of the budget, the alternative is built
+    instead, on that quantizer's lists and then, if it falls short, on the full list count; IVF-Flat
+    only if neither reaches the target.
     ``fill(index)`` adds every shard vector, in row order, to a trained empty index (default:
     here; an engine can add parts elsewhere and merge them).
     """
@@ -62,24 +73,58 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
     n = reader.num_rows
     kind, key = resolve_index(bc, n, dim)
     rng = np.random.default_rng(seed)
-    index, info = _build_one(reader, kind, key, dim, with_ids, seed, rng, fill)
-    info["requested"] = bc.index_key or bc.index
-    if faiss_index.family(index) == "flat":
+    if faiss_index.family(faiss_index.make_index(dim, key, with_ids)) == "flat":
+        index, info = _build_one(reader, kind, key, dim, with_ids, seed, rng, fill)
+        info["requested"] = bc.index_key or bc.index
         return index, info
     if queries is None:
-        queries = _sample_rows(reader, np.sort(rng.choice(n, min(n, bc.tune_queries), replace=False)))
-    queries, truth = _tuning_set(reader, with_ids, queries, bc)
+        queries = _sample_rows(reader, np.sort(np.random.default_rng([seed, 13]).choice(
+            n, min(n, bc.tune_queries), replace=False)))
     auto = bc.index == "auto" and not bc.index_key
     alternatives = faiss_index.alternatives(kind, n, dim, faiss_index.parse_bytes(bc.max_index_memory)) if auto else []
+    forecasting = bool(alternatives) and kind == "ivf"
+    queries, truth, neighbours = _tuning_set(reader, with_ids, queries, bc, with_vectors=forecasting)
+    tried: list[dict] = []
+    early: list[tuple[Any, dict]] = []  # alternatives built because IVF-Flat's forecast was priced out
+    sample, centroids = None, None  # the forecast's training sample serves the other trainings too
+    if forecasting:
+        fc, centroids, sample = _forecast_ivf(reader, queries, neighbours, dim, seed, bc)
+        tried.append(fc)
+        if fc["p50_ms"] * FINER_LISTS > PRICED_OUT * bc.auto_latency_ms:
+            # As a walk priced out at the budget would be: short of the target, whatever the curve says.
+            fc["reached"], fc["priced_out"] = False, True
+            alt = alternatives[0]
+            logger.info("IVF-Flat is forecast at %.2f ms per query over %d lists; building %s instead",
+                        fc["p50_ms"], len(centroids), alt)
+            # On the forecast's lists first (its k-means is done), then on the full count if that falls short.
+            for lists, given in ((len(centroids), centroids), (faiss_index.nlist_for(n), None)):
+                cand = _build_one(reader, alt, faiss_index.factory_key(alt, n, dim, nlist=lists), dim, with_ids,
+                                  seed, np.random.default_rng(seed), fill, centroids=given, sample=sample)
+                cand[1]["requested"] = bc.index
+                _tune_into(*cand, queries, truth, bc)
+                tried.append(cand[1])
+                early.append(cand)
+                if cand[1]["tuning"]["reached"]:
+                    break
+                logger.info("%s did not reach the target", cand[1]["key"])
+            centroids = faiss_index.centroids_of(early[-1][0])
+            best_index, best = _best(early)
+            if best["tuning"]["reached"]:
+                return best_index, {**best, "candidates": [_summary(t) for t in tried]}
+            logger.info("building %s after all", key)
+    # After a priced-out forecast, IVF-Flat reuses the finer alternative's centroids.
+    reuse = centroids if early else None
+    index, info = _build_one(reader, kind, key, dim, with_ids, seed, rng, fill, centroids=reuse, sample=sample)
+    info["requested"] = bc.index_key or bc.index
     # With other families to try, walking this one past the latency budget only prices it out.
-    budget = bc.auto_latency_ms if alternatives else None
+    budget = bc.auto_latency_ms if alternatives and not early else None
     _tune_into(index, info, queries, truth, bc, budget)
     if not auto:
         return index, info
-    best_index, best = index, info
+    tried.append(info)
+    best_index, best = _best([*early, (index, info)])
     slow = info["tuning"]["p50_ms"] > bc.auto_latency_ms or not info["tuning"]["reached"]
-    tried = [info]
-    for alt in (alternatives if slow else []):
+    for alt in (alternatives if slow and not early else []):
         logger.info("index %s needs %.2f ms per query at recall %.3f; trying %s too", key,
                     info["tuning"]["p50_ms"], info["tuning"]["recall"], alt)
         # The first family's centroids serve the alternative (same list count): no second k-means.
@@ -100,44 +145,78 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
     return best_index, best
 
 
+def _best(built: list[tuple[Any, dict]]) -> tuple[Any, dict]:
+    """The (index, info) of ``built`` whose tuning is best (see :func:`_better`), the first on a tie."""
+    best = built[0]
+    for cand in built[1:]:
+        if _better(cand[1]["tuning"], best[1]["tuning"]):
+            best = cand
+    return best
+
+
+def _forecast_ivf(reader: ShardReader, queries: QuerySet, neighbours: np.ndarray, dim: int, seed: int,
+                  bc: BuildConfig) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(IVF-Flat's forecast candidate entry, the quantizer's centroids, the sample it was trained on)."""
+    t0 = time.perf_counter()
+    n = reader.num_rows
+    nlist = faiss_index.forecast_nlist(n)
+    rng = np.random.default_rng([seed, 14])
+    # Drawn for the full list count's training too (one pass over the shards), shuffled so that
+    # any prefix is a random sample.
+    sample = _sample_rows(reader, np.sort(rng.choice(n, _training_rows(n, faiss_index.nlist_for(n)), replace=False)))
+    sample = sample[rng.permutation(len(sample))]
+    probe = faiss_index.make_index(dim, f"IVF{nlist},Flat", False)
+    faiss_index.train(probe, sample[:_training_rows(n, nlist)], seed)
+    quantizer = faiss_index.quantizer_of(probe)
+    t_train = time.perf_counter() - t0
+    entry = forecast(quantizer, queries, neighbours, sample[:_training_rows(n, nlist)], n, bc.target_recall)
+    entry.update(train_s=round(t_train, 3), add_s=0.0, tune_s=round(time.perf_counter() - t0 - t_train, 3))
+    logger.info("IVF-Flat forecast over %d lists: nprobe %s, p50 %.3f ms", nlist,
+                entry["params_by_bucket"], entry["p50_ms"])
+    return entry, faiss_index.centroids_of(probe), sample
+
+
 def retune(index, directory: Path, shards: list[dict], bc: BuildConfig, with_ids: bool,
            queries: QuerySet | np.ndarray) -> dict:
     """Tune ``index`` again against exact search over ``shards`` (after documents were added).
 
     Returns ``{"params", "params_by_length", "tuning", "tune_s"}``; the index is left set to the new parameters.
     """
-    queries, truth = _tuning_set(ShardReader(directory, shards), with_ids, queries, bc)
+    queries, truth, _ = _tuning_set(ShardReader(directory, shards), with_ids, queries, bc)
     info: dict = {}
     _tune_into(index, info, queries, truth, bc)
     return info
 
 
-def _tuning_set(reader: ShardReader, with_ids: bool, queries: QuerySet | np.ndarray,
-                bc: BuildConfig) -> tuple[QuerySet, np.ndarray]:
-    """(queries with a known word, their exact top-``tune_k`` labels over every shard vector)."""
+def _tuning_set(reader: ShardReader, with_ids: bool, queries: QuerySet | np.ndarray, bc: BuildConfig,
+                with_vectors: bool = False) -> tuple[QuerySet, np.ndarray, np.ndarray | None]:
+    """(queries with a known word, their exact top-``tune_k`` labels over every shard vector, and
+    with ``with_vectors`` those neighbours' vectors)."""
     qs = QuerySet.of(queries).known()
     qs = QuerySet(np.ascontiguousarray(qs.vectors, dtype=np.float32), qs.tokens)
     warn_if_few(qs.vectors)
-    return qs, exact_topk(_chunks(reader, with_ids), qs.vectors, bc.tune_k)
+    labels, vectors = exact_neighbours(_chunks(reader, with_ids), qs.vectors, bc.tune_k, with_vectors)
+    return qs, labels, vectors
 
 
 def _build_one(reader: ShardReader, kind: str, key: str, dim: int, with_ids: bool, seed: int,
                rng: np.random.Generator, fill: Callable[[Any], None] | None = None,
-               centroids: np.ndarray | None = None) -> tuple[Any, dict]:
+               centroids: np.ndarray | None = None, sample: np.ndarray | None = None) -> tuple[Any, dict]:
     """A trained and filled index of ``key`` (training on a seeded sample of the shard vectors).
 
     ``fill``: adds the shard vectors to the trained index (default: here, shard by shard; the
     Ray engine fills parts on its workers). ``centroids``: IVF centroids to reuse when the index
-    has that many lists (then only the codes, e.g. PQ, are trained, on a smaller sample).
+    has that many lists (then only the codes, e.g. PQ, are trained, on a smaller sample);
+    ``sample``: a random sample of the shard vectors to train on, when one was drawn already.
     """
     n = reader.num_rows
     index = faiss_index.make_index(dim, key, with_ids)
     t0 = time.perf_counter()
     reused = centroids is not None and faiss_index.give_centroids(index, centroids)
     if not index.is_trained:
-        nlist = faiss_index.nlist_for(n)
-        m = min(n, 50_000 if reused else max(50_000, 40 * nlist))  # faiss asks for at least 39 points per list
-        vectors = _sample_rows(reader, np.sort(rng.choice(n, m, replace=False)))
+        m = min(n, 50_000) if reused else _training_rows(n, faiss_index.nlist_of(index))
+        vectors = sample[:m] if sample is not None and len(sample) >= m else \
+            _sample_rows(reader, np.sort(rng.choice(n, m, replace=False)))
         logger.info("training %s on %d of %d vectors", key, len(vectors), n)
         faiss_index.train(index, vectors, seed)
     t_train = time.perf_counter() - t0
@@ -148,8 +227,13 @@ def _build_one(reader: ShardReader, kind: str, key: str, dim: int, with_ids: boo
     t_add = time.perf_counter() - t0 - t_train
     info = {"type": kind, "key": key, "params": {}, "train_s": round(t_train, 3), "add_s": round(t_add, 3)}
     if reused:
-        info["centroids"] = "reused from the first family"
+        info["centroids"] = "reused from another candidate"
     return index, info
+
+
+def _training_rows(n: int, nlist: int) -> int:
+    """Vectors to train ``nlist`` IVF lists on (faiss asks for at least 39 per list)."""
+    return min(n, max(50_000, 40 * nlist))
 
 
 def _tune_into(index, info: dict, queries: QuerySet, truth: np.ndarray, bc: BuildConfig,
@@ -173,6 +257,8 @@ def _better(a: dict, b: dict) -> bool:
 
 
 def _summary(info: dict) -> dict:
+    if info.get("forecast"):
+        return info
     t = info["tuning"]
     return {"type": info["type"], "key": info["key"], "params": info["params"], "recall": t["recall"],
             "recall_lower_bound": t["recall_lower_bound"], "reached": t["reached"], "p50_ms": t["p50_ms"],

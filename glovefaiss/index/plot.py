@@ -30,8 +30,8 @@ def curves(index_info: dict) -> list[dict]:
             "params": index_info["params"], "kept": True}]
     for c in index_info.get("candidates", []):
         if c["key"] != index_info["key"] and c.get("tried"):
-            out.append({"family": c["type"], "key": c["key"], "tried": c["tried"], "params": c["params"],
-                        "kept": False})
+            out.append({"family": c["type"] + (" forecast" if c.get("forecast") else ""), "key": c["key"],
+                        "tried": c["tried"], "params": c["params"], "kept": False})
     return out
 
 

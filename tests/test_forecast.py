@@ -1,0 +1,128 @@
+"""IVF-Flat's forecast tuning curve against the real index, and the build path it prices out."""
+
+import json
+
+import faiss
+import numpy as np
+
+from glovefaiss.index import faiss_ops as faiss_index
+from glovefaiss.index import families
+from glovefaiss.index.build import build
+from glovefaiss.index.forecast import forecast, list_ranks, stand_in
+from glovefaiss.index.tuning import QuerySet, bucket_recall, exact_neighbours, recall_per_query
+
+from .test_tuning_buckets import clustered  # noqa: F401  (a module-scoped fixture)
+
+
+def _data(seed=5, n=6000, d=16, k=10):
+    """Unit vectors around 30 centres, and 300 queries of three token-count buckets with their exact top-k."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((30, d))
+    x = centres[rng.integers(30, size=n)] + 0.8 * rng.standard_normal((n, d))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    q = x[rng.choice(n, 300, replace=False)] + 0.3 * rng.standard_normal((300, d)).astype(np.float32)
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    qs = QuerySet(q, rng.choice([2, 8, 20], size=300))
+    labels, vectors = exact_neighbours([(x[:2500], None), (x[2500:], np.arange(2500, n))], q, k)
+    return x, qs, labels, vectors
+
+
+def test_exact_neighbours_match_numpy_over_chunks():
+    x, qs, labels, vectors = _data()
+    order = np.argsort(-(qs.vectors @ x.T), axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(labels, order)
+    np.testing.assert_array_equal(vectors, x[order])
+
+
+def test_the_forecast_recall_is_the_built_ivf_flat_recall_at_every_nprobe():
+    x, qs, labels, vectors = _data()
+    index = faiss_index.make_index(x.shape[1], "IVF40,Flat", False)
+    faiss_index.train(index, x, 0)
+    quantizer = faiss_index.quantizer_of(index)
+    fc = forecast(quantizer, qs, vectors, x, len(x), target_recall=0.95)
+    index.add(x)
+    assert len(fc["tried"]) > 2
+    for entry in fc["tried"]:
+        index.nprobe = entry["nprobe"]
+        _, found = index.search(qs.vectors, 10)
+        real = bucket_recall(recall_per_query(found, labels), qs.buckets())
+        for name, b in real.items():
+            assert entry["buckets"][name]["recall"] == b["recall"]
+            assert entry["buckets"][name]["recall_lower_bound"] == b["recall_lower_bound"]
+    # each bucket's setting is its first that reaches the target on the curve
+    for name, params in fc["params_by_bucket"].items():
+        reached = [e["nprobe"] for e in fc["tried"] if e["buckets"][name]["recall_lower_bound"] >= 0.95]
+        assert params["nprobe"] == reached[0]
+    assert fc["forecast"] and fc["reached"] and fc["p50_ms"] > 0
+
+
+def test_list_ranks_and_the_stand_in_against_numpy():
+    x, qs, _, vectors = _data(seed=6)
+    index = faiss_index.make_index(x.shape[1], "IVF25,Flat", False)
+    faiss_index.train(index, x, 0)
+    quantizer = faiss_index.quantizer_of(index)
+    c = quantizer.reconstruct_n(0, 25)
+    ranks, order = list_ranks(quantizer, qs.vectors, vectors)
+    own = np.argmax(vectors.reshape(-1, x.shape[1]) @ c.T, axis=1).reshape(ranks.shape)
+    by_score = np.argsort(-(qs.vectors @ c.T), axis=1, kind="stable")
+    np.testing.assert_array_equal(order[:, 0], by_score[:, 0])
+    expected = np.array([[np.flatnonzero(order[i] == own[i, j])[0] for j in range(10)] for i in range(len(own))])
+    np.testing.assert_array_equal(ranks, expected)
+    sample = x[:1000]
+    ivf, sizes = stand_in(quantizer, sample, 3000)
+    counts = np.bincount(np.argmax(sample @ c.T, axis=1), minlength=25)
+    assert ivf.ntotal == 3000
+    np.testing.assert_array_equal([ivf.invlists.list_size(i) for i in range(25)], 3 * counts)
+    np.testing.assert_allclose(sizes, 3 * counts)
+
+
+def test_auto_builds_the_alternative_on_the_forecast_quantizer_when_ivf_flat_is_priced_out(
+        clustered, monkeypatch, tmp_path):  # noqa: F811
+    out, _ = clustered
+    m = json.loads((out / "manifest.json").read_text())
+    monkeypatch.setattr(faiss_index, "choose_kind", lambda *a, **k: "ivf")
+    monkeypatch.setattr(faiss_index, "alternatives", lambda *a, **k: ["ivf-fastscan"])
+    # a budget no IVF-Flat forecast fits in: the alternative comes first, on the forecast's lists
+    cfg = config_for(m, auto_latency_ms=1e-9, target_recall=0.9)
+    result = build([m["corpus"]["files"][0]], tmp_path / "auto", cfg, progress=False)
+    idx = result.manifest.index
+    fc, alt = idx["candidates"]
+    lists = faiss_index.forecast_nlist(3000)
+    assert fc["forecast"] and fc["key"] == f"IVF{lists},Flat" and fc["add_s"] == 0.0
+    assert fc["priced_out"] and not fc["reached"]  # as a walk given up at the budget
+    assert alt["key"].startswith(f"IVF{lists},PQ") and alt["reached"]
+    assert idx["type"] == "ivf-fastscan" and idx["key"] == alt["key"]
+    assert faiss_index.nlist_of(faiss.read_index(str(tmp_path / "auto" / "index.faiss"))) == lists
+
+
+def test_auto_builds_ivf_flat_after_all_when_the_alternative_falls_short(clustered, monkeypatch, tmp_path):  # noqa: F811
+    out, _ = clustered
+    m = json.loads((out / "manifest.json").read_text())
+    monkeypatch.setattr(faiss_index, "choose_kind", lambda *a, **k: "ivf")
+    monkeypatch.setattr(faiss_index, "alternatives", lambda *a, **k: ["ivf-pq"])  # PQ codes alone: no 0.99
+    cfg = config_for(m, auto_latency_ms=1e-9, target_recall=0.99)
+    idx = build([m["corpus"]["files"][0]], tmp_path / "auto", cfg, progress=False).manifest.index
+    kinds = [(c["type"], bool(c.get("forecast")), c["reached"]) for c in idx["candidates"]]
+    # the alternative on the forecast's lists, then on the full count, then IVF-Flat on the latter's centroids
+    assert kinds == [("ivf", True, False), ("ivf-pq", False, False), ("ivf-pq", False, False), ("ivf", False, True)]
+    lists = [faiss_index.forecast_nlist(3000)] + [faiss_index.nlist_for(3000)] * 2
+    assert [c["key"].split(",")[0] for c in idx["candidates"][1:]] == [f"IVF{n}" for n in lists]
+    assert idx["type"] == "ivf" and idx["tuning"]["reached"] and idx["centroids"] == "reused from another candidate"
+    assert faiss_index.nlist_of(faiss.read_index(str(tmp_path / "auto" / "index.faiss"))) == faiss_index.nlist_for(3000)
+
+
+def config_for(m, **build):
+    from .helpers import config_for as base
+
+    return base(m["vectors"]["source"], index="auto", tune_queries=300, **build)
+
+
+def test_a_forecast_within_the_budget_leaves_the_old_path(clustered, monkeypatch, tmp_path):  # noqa: F811
+    out, _ = clustered
+    m = json.loads((out / "manifest.json").read_text())
+    monkeypatch.setattr(faiss_index, "choose_kind", lambda *a, **k: "ivf")
+    monkeypatch.setattr(families, "FINER_LISTS", 0.0)
+    idx = build([m["corpus"]["files"][0]], tmp_path / "auto", config_for(m, target_recall=0.9),
+                progress=False).manifest.index
+    assert idx["type"] == "ivf" and idx["key"] == f"IVF{faiss_index.nlist_for(3000)},Flat"
+    assert idx["candidates"][0]["forecast"] and len(idx["candidates"]) == 2
