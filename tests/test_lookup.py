@@ -58,20 +58,22 @@ def test_vocabulary_batch_lookup_through_the_table():
 @settings(max_examples=100, deadline=None)
 @given(st.lists(word, min_size=1, max_size=30, unique=True), st.lists(st.lists(word, max_size=12), max_size=6),
        st.integers(1, 8))
-def test_hashed_lookup_remembers_words_and_stays_exact(vocab, queries, memo):
-    # The single-text path (hash table plus its memo of words seen) against a plain dict, query after
-    # query, with a memo small enough to be replaced mid-way.
+def test_hashed_lookup_remembers_words_and_stays_exact(vocab, queries, limit):
+    # The single-text path (hash table plus its memo of words seen, then the dict once the memo
+    # would pass its limit) against a plain dict, query after query.
     import glovefaiss.text.vocabulary as vocabulary
 
     v = Vocabulary(pa.array(vocab, pa.string()))
     v.attach_hash_table(*v.hash_table())
     rows = {w: i for i, w in enumerate(vocab)}
-    old, vocabulary.SEEN_WORDS = vocabulary.SEEN_WORDS, memo
-    widest = 0
+    old, vocabulary.DICT_AFTER = vocabulary.DICT_AFTER, limit
+    seen: set = set()
     try:
         for tokens in queries + queries:  # each query twice: the second time from the memo
             np.testing.assert_array_equal(v.lookup(tokens), [rows.get(t, -1) for t in tokens])
-            widest = max(widest, len(set(tokens)))
-            assert v.remembered <= max(memo, widest)  # bounded: replaced when full
+            seen |= set(tokens)
+            assert v.remembered <= limit
+            if v._dict is None:  # the hash table answers only while every word seen fits in the memo
+                assert len(seen) <= limit
     finally:
-        vocabulary.SEEN_WORDS = old
+        vocabulary.DICT_AFTER = old

@@ -79,35 +79,38 @@ class Vocabulary:
         """Row of each token, -1 where unknown.
 
         With a saved hash table (see :meth:`hash_table`), a binary search of the token's hash,
-        confirmed against the word itself: nothing to build, so a cold query starts at once.
-        Otherwise a dict, built on first use (about 0.3 s for 400,000 words).
+        confirmed against the word itself: nothing to build, so a cold query starts at once. Once
+        ``DICT_AFTER`` different words have been searched so (a process answering many queries), or
+        without a hash table, a dict of every word, built once (about 0.3 s for 400,000 words).
         """
-        if self._hashes is not None:
-            return self._lookup_hashed(tokens)
+        if self._dict is None and self._hashes is not None:
+            rows = self._lookup_hashed(tokens)
+            if rows is not None:
+                return rows
         if self._dict is None:
-            self._dict = {w: i for i, w in enumerate(self._word_list())}
+            with self._keys_lock:
+                if self._dict is None:  # assigned complete: other threads read the memo meanwhile
+                    self._dict = dict(zip(self.words.to_pylist(), range(len(self))))
         get = self._dict.get
         return np.fromiter((get(t, -1) for t in tokens), dtype=np.int64, count=len(tokens))
 
-    def _lookup_hashed(self, tokens: list[str]) -> np.ndarray:
-        # Words recur from query to query: each is hashed and searched once, then remembered
-        # (a whole-document query spent 0.2 ms hashing its words). The memo is replaced, never
-        # cleared, when full, so another thread's lookup keeps the one it holds.
+    def _lookup_hashed(self, tokens: list[str]) -> np.ndarray | None:
+        """Rows through the hash table and the memo of words it found; None once the memo would pass
+        ``DICT_AFTER`` words (then the dict pays: hashing and searching cost 5-10 µs a new word)."""
         seen = self._seen
         new = [t for t in dict.fromkeys(tokens) if t not in seen]
         if not new:
             return np.fromiter((seen[t] for t in tokens), dtype=np.int64, count=len(tokens))
+        if len(seen) + len(new) > DICT_AFTER:
+            return None
         found = dict(zip(new, self._search_hashes(new).tolist()))
         out = np.fromiter((found[t] if t in found else seen[t] for t in tokens), dtype=np.int64, count=len(tokens))
-        if len(seen) + len(found) > SEEN_WORDS:
-            self._seen = found
-        else:
-            seen.update(found)
+        self._seen = {**seen, **found}  # replaced, not updated: another thread may be reading it
         return out
 
     @property
     def remembered(self) -> int:
-        """Words the single-text lookup remembers: at most ``SEEN_WORDS``, or one lookup's words."""
+        """Words the single-text lookup remembers from its hash-table searches: at most ``DICT_AFTER``."""
         return len(self._seen)
 
     def _search_hashes(self, tokens: list[str]) -> np.ndarray:
@@ -144,7 +147,9 @@ class Vocabulary:
         self._hashes = (hashes, rows)
 
 
-SEEN_WORDS = 100_000  # words a vocabulary remembers from its lookups (about 10 MB)
+# Different words a vocabulary looks up by hash before it builds a dict of every word instead: a
+# process that has answered this many words' worth of queries is answering many more.
+DICT_AFTER = 5_000
 
 
 def word_hash(word: str) -> int:
