@@ -160,7 +160,7 @@ def test_existing_output_needs_overwrite(index_dir, onehot):
     vectors, corpus = onehot
     result = run("build", corpus, "--out", index_dir, "--glove", vectors)
     assert result.exit_code == 1
-    assert result.stderr == f"Error: {index_dir} already exists; pass --overwrite (overwrite=True) to replace it\n"
+    assert result.stderr == f"Error: {index_dir} already exists; pass --overwrite to replace it\n"
     assert run("build", corpus, "--out", index_dir, "--glove", vectors, "--overwrite").exit_code == 0
 
 

@@ -64,6 +64,8 @@ def test_parquet_inferred_from_the_output_suffix(index_dir, tmp_path):
     rows = pq.read_table(out).to_pylist()
     assert [(r["query_id"], r["rank"], r["text"]) for r in rows][:3] == [(1, 1, "cat"), (1, 2, "cat dog"), (2, 1, "fish")]
     assert (rows[3]["query_id"], rows[3]["score"]) == (2, 0) and rows[3]["text"] != "xqzzy"  # never the empty one
+    result = run("query", index_dir, "cat", "-k", 1, "--output", out)
+    assert (result.exit_code, result.stderr) == (0, f"wrote 1 hit of 1 query to {out} (parquet)\n")
     result = run("query", index_dir, "cat", "--format", "parquet")
     assert (result.exit_code, result.stderr) == (1, "Error: parquet hits need a file: give --output FILE.parquet\n")
 

@@ -143,7 +143,7 @@ def test_train_errors(tmp_path, setup):
     by_index = json.loads(run("eval", "sts", sts, "--index", tmp_path / "iu", "--format", "json").stdout)
     assert by_index[0]["metrics"] == by_model[0]["metrics"]
     r = run("train", sts, "--config", cfg, "--out", tmp_path / "m", "--loss", "cosine")
-    assert r.exit_code == 1 and r.stderr == f"Error: {tmp_path / 'm'} already exists; pass --overwrite (overwrite=True) to replace it\n"
+    assert r.exit_code == 1 and r.stderr == f"Error: {tmp_path / 'm'} already exists; pass --overwrite to replace it\n"
     r = run("train", tmp_path / "missing.jsonl", "--config", cfg, "--out", tmp_path / "m2")
     assert r.exit_code == 1 and r.stderr == f"Error: training data not found: {tmp_path / 'missing.jsonl'}\n"
     r = run("train", data, "--config", cfg, "--out", tmp_path / "m3", "--frozen")

@@ -169,8 +169,9 @@ def query(index_dir, text, k, queries, like, fmt, output, batch_size, mmap, mode
         what = "documents have no word in the vocabulary" if like else "queries have no word in the vocabulary"
         note(f"{len(run.unanswered)} of {run.queries} {what} and get no hits: {shown(run.unanswered)}")
     if output is not None:
-        note(f"wrote {run.hits:,} hits of {run.queries:,} {'query' if run.queries == 1 else 'queries'} to {output} "
-              f"({run.format})")
+        note(f"wrote {run.hits:,} {'hit' if run.hits == 1 else 'hits'} of {run.queries:,} "
+             f"{'query' if run.queries == 1 else 'queries'} to {output} "
+             f"({run.format})")
 
 
 @cli.command()

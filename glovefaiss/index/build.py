@@ -62,7 +62,7 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
     if not out.exists():
         return
     if not overwrite:
-        raise IndexDirError(f"{out} already exists; pass --overwrite (overwrite=True) to replace it")
+        raise IndexDirError(f"{out} already exists; pass --overwrite to replace it")
     if not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists()):
         raise IndexDirError(f"{out} exists and is not a glovefaiss index; refusing to overwrite it, choose another --out")
 

@@ -73,7 +73,7 @@ def adapt_and_build(corpus, out: str | Path, config: Config | None = None, *, ov
     t0 = time.perf_counter()
     out = Path(out).absolute()
     if out.exists() and not overwrite and not resume:
-        raise IndexDirError(f"{out} already exists; pass --overwrite (overwrite=True) to replace it")
+        raise IndexDirError(f"{out} already exists; pass --overwrite to replace it")
     train_cfg = adapt_config(config)
     check_config(train_cfg)
     texts, n_docs = sample_corpus(corpus, train_cfg)

@@ -105,7 +105,7 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
     if not out.exists():
         return
     if not overwrite:
-        raise ModelError(f"{out} already exists; pass --overwrite (overwrite=True) to replace it")
+        raise ModelError(f"{out} already exists; pass --overwrite to replace it")
     if not out.is_dir() or (any(out.iterdir()) and not is_model_dir(out)):
         raise ModelError(f"{out} exists and is not a glovefaiss model; refusing to overwrite it, choose another --out")
 
