@@ -132,7 +132,7 @@ def test_tampered_or_missing_model(tmp_path, tiny_vectors):
     data = pair_data()
     model, tok, config, vectors = make(tiny_vectors, data)
     save_model(tmp_path / "m", model, tok, config, vectors=vectors)
-    with pytest.raises(ModelError, match=r"already exists; pass --overwrite \(overwrite=True\) to replace it"):
+    with pytest.raises(ModelError, match=r"already exists; pass --overwrite to replace it"):
         save_model(tmp_path / "m", model, tok, config, vectors=vectors)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("x")

@@ -220,8 +220,8 @@ def write_shards(corpus: Corpus, directory: Path, encoder: TextEncoder, bc: Buil
     writer = ShardWriter(directory / SHARDS_DIR, shard_schema(corpus.id_type, encoder.dim, store_text, corpus.columns),
                          bc.shard_rows, row_group_rows, first_shard=first_shard, on_shard=shard_done)
 
-    # One-time set-up, timed apart from the per-document encoding: the torch import, the
-    # (weighted) rows as a tensor and the vocabulary's key table.
+    # One-time set-up, timed apart from the per-document encoding: the torch (or scipy) import,
+    # the (weighted) rows as a tensor and the vocabulary's key table.
     t_setup = time.perf_counter()
     backend = backend or pooling_backend(corpus.num_rows - skip)
     encoder = encoder.for_batches(backend)

@@ -123,6 +123,8 @@ class TextEncoder:
         enc.batch_sums = backend
         if backend == "torch":
             enc.batch_rows()
+        elif backend == "scipy":
+            import scipy.sparse  # noqa: F401  (0.3-0.8 s, once: set-up, as torch's import is)
         enc.vocabulary.key_table()  # a cache shared with this tower: the same table either way
         return enc
 
