@@ -4,12 +4,13 @@ import json
 
 import faiss
 import numpy as np
+import pytest
 
 from glovefaiss.index import faiss_ops as faiss_index
 from glovefaiss.index import families
 from glovefaiss.index.build import build
 from glovefaiss.index.forecast import forecast, list_ranks, stand_in
-from glovefaiss.index.tuning import QuerySet, bucket_recall, exact_neighbours, recall_per_query
+from glovefaiss.index.tuning import QuerySet, bucket_recall, exact_neighbours, nprobe_grid, recall_per_query
 
 from .test_tuning_buckets import clustered  # noqa: F401  (a module-scoped fixture)
 
@@ -54,6 +55,12 @@ def test_the_forecast_recall_is_the_built_ivf_flat_recall_at_every_nprobe():
         reached = [e["nprobe"] for e in fc["tried"] if e["buckets"][name]["recall_lower_bound"] >= 0.95]
         assert params["nprobe"] == reached[0]
     assert fc["forecast"] and fc["reached"] and fc["p50_ms"] > 0
+    # the entry's recall is with each bucket's own setting, as a built candidate's is
+    own = np.empty(len(qs))
+    for name, rows in qs.buckets().items():
+        index.nprobe = fc["params_by_bucket"][name]["nprobe"]
+        own[rows] = recall_per_query(index.search(qs.vectors[rows], 10)[1], labels[rows])
+    assert fc["recall"] == round(float(own.mean()), 4)
 
 
 def test_list_ranks_and_the_stand_in_against_numpy():
@@ -126,3 +133,44 @@ def test_a_forecast_within_the_budget_leaves_the_old_path(clustered, monkeypatch
                 progress=False).manifest.index
     assert idx["type"] == "ivf" and idx["key"] == f"IVF{faiss_index.nlist_for(3000)},Flat"
     assert idx["candidates"][0]["forecast"] and len(idx["candidates"]) == 2
+
+
+def test_blas_scoring_is_undone_when_the_last_overlapping_block_ends():
+    before = faiss.cvar.distance_compute_blas_threshold
+    outer = faiss_index.blas_scoring()
+    outer.__enter__()
+    with faiss_index.blas_scoring():
+        assert faiss.cvar.distance_compute_blas_threshold == min(before, faiss_index.BLAS_FROM_QUERIES)
+    assert faiss.cvar.distance_compute_blas_threshold == min(before, faiss_index.BLAS_FROM_QUERIES)
+    outer.__exit__(None, None, None)
+    assert faiss.cvar.distance_compute_blas_threshold == before
+    try:
+        with faiss_index.blas_scoring():
+            raise KeyError
+    except KeyError:
+        pass
+    assert faiss.cvar.distance_compute_blas_threshold == before
+
+
+def test_an_unreachable_target_leaves_the_forecast_short_at_the_last_setting():
+    x, qs, _, vectors = _data(seed=7)
+    index = faiss_index.make_index(x.shape[1], "IVF40,Flat", False)
+    faiss_index.train(index, x, 0)
+    fc = forecast(faiss_index.quantizer_of(index), qs, vectors, x[:2000], len(x), target_recall=1.01)
+    last = nprobe_grid(40)[-1]
+    assert not fc["reached"] and fc["params"] == {"nprobe": last}
+    assert all(p == {"nprobe": last} for p in fc["params_by_bucket"].values())
+
+
+def test_the_stand_in_stops_at_its_byte_cap(monkeypatch):
+    from glovefaiss.index import forecast as fc_module
+
+    x, _, _, _ = _data(seed=8)
+    index = faiss_index.make_index(x.shape[1], "IVF20,Flat", False)
+    faiss_index.train(index, x, 0)
+    quantizer = faiss_index.quantizer_of(index)
+    ivf, _ = stand_in(quantizer, x[:1000], 2500)  # two copies and a part of the third
+    assert ivf.ntotal == 2500
+    monkeypatch.setattr(fc_module, "STAND_IN_BYTES", 1700 * (4 * x.shape[1] + 8))
+    ivf, sizes = stand_in(quantizer, x[:1000], 100_000)
+    assert ivf.ntotal == 1700 and sizes.sum() == pytest.approx(100_000)

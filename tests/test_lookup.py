@@ -72,8 +72,14 @@ def test_hashed_lookup_remembers_words_and_stays_exact(vocab, queries, limit):
         for tokens in queries + queries:  # each query twice: the second time from the memo
             np.testing.assert_array_equal(v.lookup(tokens), [rows.get(t, -1) for t in tokens])
             seen |= set(tokens)
-            assert v.remembered <= limit
-            if v._dict is None:  # the hash table answers only while every word seen fits in the memo
-                assert len(seen) <= limit
+            if len(seen) > limit:  # past the limit a thread builds the dict, which then answers
+                assert v._dict_started
+        if v._dict_started:
+            v._build_dict()  # waits for the thread's build (same lock), or does it
+            assert v._dict == rows
+            for tokens in queries:
+                np.testing.assert_array_equal(v.lookup(tokens), [rows.get(t, -1) for t in tokens])
+        else:
+            assert v._dict is None and len(seen) <= limit
     finally:
         vocabulary.DICT_AFTER = old

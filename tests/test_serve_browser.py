@@ -55,11 +55,16 @@ def test_typing_a_query_shows_its_hits(browser, served):
         assert browser.wait_for("location.search === '?q=river+bank&k=10&index=ints' && location.search")
         assert browser.wait_for(f"document.getElementById('status').textContent.startsWith('{len(expected)} hits in ')")
 
+        # Serialised as JSON.stringify does (no spaces, "·" raw): otherwise the two never compare equal
+        # and the wait below ends before the second index's hits arrive.
+        before = json.dumps(shown, ensure_ascii=False, separators=(",", ":"))
+        assert browser.evaluate(f"JSON.stringify({READ_HITS})") == before
+
         # The second index, chosen in the page's selector (shown since two are served).
         browser.evaluate("const s = document.getElementById('index'); s.value = 'strs'; "
                          "s.dispatchEvent(new Event('change'))")
         browser.wait_for("document.getElementById('figures').textContent.startsWith('strs:')")
-        browser.wait_for(f"JSON.stringify({READ_HITS}) !== {json.dumps(json.dumps(shown))}")
+        browser.wait_for(f"JSON.stringify({READ_HITS}) !== {json.dumps(before)}")
         expected = Index.load(served["strs"]).hits("river bank", 10)
         assert browser.evaluate(READ_HITS) == [[f"{h['score']:.4f}", f"#{h['rank']} · id {h['id']}", h["text"]]
                                                for h in expected]

@@ -105,9 +105,13 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
     candidates = m.index.get("candidates", [])
     if candidates:
         note("index auto compared: " + "; ".join(
-            f"{c['type']} ({c['key']}) recall@{tuning['k']} {c['recall']:.3f}, p50 {c['p50_ms']:.3f} ms"
-            + ((", forecast over the latency budget, not built" if c.get("priced_out") else ", forecast")
-               if c.get("forecast") else ("" if c["reached"] else ", target not reached")) for c in candidates))
+            (f"IVF-Flat forecast over {c['key'].split(',')[0][3:]} lists, not built: recall@{tuning['k']} "
+             f"{c['recall']:.3f}, p50 {c['p50_ms']:.3f} ms"
+             + (f" (over the {m.config.get('build', {}).get('auto_latency_ms')} ms budget even with finer lists)"
+                if c.get("priced_out") else "")
+             if c.get("forecast") else
+             f"{c['type']} ({c['key']}) recall@{tuning['k']} {c['recall']:.3f}, p50 {c['p50_ms']:.3f} ms"
+             + ("" if c["reached"] else ", target not reached")) for c in candidates))
 
 
 def shown(values: list, most: int = 10) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -151,17 +152,30 @@ def _seed(index: faiss.Index, seed: int) -> None:
 # 0.9 s). BLAS scores differ from the loop's in the last bits, so searches keep FAISS's threshold
 # (a batch scores as its queries do one by one) and only exact top-k computations lower it.
 BLAS_FROM_QUERIES = 20
+_blas = {"users": 0, "before": None}
+_blas_lock = threading.Lock()
 
 
 @contextmanager
 def blas_scoring():
-    """Within the block, FAISS scores batches of ``BLAS_FROM_QUERIES`` queries or more with BLAS."""
-    before = faiss.cvar.distance_compute_blas_threshold
-    faiss.cvar.distance_compute_blas_threshold = min(before, BLAS_FROM_QUERIES)
+    """Within the block, FAISS scores batches of ``BLAS_FROM_QUERIES`` queries or more with BLAS.
+
+    The threshold is process-wide: searches in other threads meanwhile score with BLAS too (the
+    same neighbours, scores that may differ in the last bits). Overlapping blocks share one
+    change, undone when the last one ends.
+    """
+    with _blas_lock:
+        if _blas["users"] == 0:
+            _blas["before"] = faiss.cvar.distance_compute_blas_threshold
+            faiss.cvar.distance_compute_blas_threshold = min(_blas["before"], BLAS_FROM_QUERIES)
+        _blas["users"] += 1
     try:
         yield
     finally:
-        faiss.cvar.distance_compute_blas_threshold = before
+        with _blas_lock:
+            _blas["users"] -= 1
+            if _blas["users"] == 0:
+                faiss.cvar.distance_compute_blas_threshold = _blas["before"]
 
 
 def centroids_of(index: faiss.Index) -> np.ndarray | None:

@@ -4,19 +4,24 @@ IVF-Flat scores every vector of the lists it probes exactly, so it finds a true 
 when that neighbour's list is among the query's ``nprobe`` best. Where the exact neighbours' lists
 rank for their query therefore gives the recall at every ``nprobe``, digit for digit (ties aside).
 The cost of a query is the vectors it scans (the sizes of its probed lists, estimated from a
-sample's assignment) times the cost of scanning one, timed on a stand-in of the full index's size:
-the sample's vectors, copied into their own lists until there are as many as the corpus has (at a
-million vectors IVF-Flat reads its lists from memory, not cache, so a small index would flatter it).
+sample's assignment) times the cost of scanning one, plus the quantizer's search, both timed on a
+stand-in of the full index's size: the sample's vectors, copied into their own lists until there
+are as many as the corpus has, up to 1 GB (at a million vectors IVF-Flat reads its lists from
+memory, not cache, so a small index would flatter it).
 """
 
 from __future__ import annotations
 
+import time
+
 import faiss
 import numpy as np
 
-from .tuning import NPROBES, QuerySet, bucket_recall, single_query_ms
+from .tuning import QuerySet, bucket_recall, lower_bound, nprobe_grid, single_query_ms
 
-TIMED_QUERIES = 20  # single queries timed on the stand-in to price one scanned vector
+TIMED_QUERIES = 80  # single queries timed on the stand-in, each round, to price one scanned vector
+ROUNDS = 3  # the cheapest round counts: a busy machine only ever slows a round down
+STAND_IN_BYTES = 1 << 30  # far past any cache, as the real index is; copies stop here
 
 
 def list_ranks(quantizer: faiss.Index, queries: np.ndarray, neighbours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -32,30 +37,49 @@ def list_ranks(quantizer: faiss.Index, queries: np.ndarray, neighbours: np.ndarr
 
 
 def stand_in(quantizer: faiss.Index, sample: np.ndarray, n: int) -> tuple[faiss.IndexIVFFlat, np.ndarray]:
-    """(an IVF-Flat over ``quantizer`` holding about ``n`` vectors, copies of ``sample`` in the sample's
-    own lists; the estimated vectors per list of the real one). The quantizer stays the caller's."""
+    """(an IVF-Flat over ``quantizer`` of copies of ``sample`` in the sample's own lists, ``n`` vectors
+    or ``STAND_IN_BYTES`` of them if fewer; the estimated vectors per list of the real one over ``n``).
+
+    The quantizer stays the caller's.
+    """
     sample = np.ascontiguousarray(sample, dtype=np.float32)
     _, lists = quantizer.search(sample, 1)
     lists = np.ascontiguousarray(lists.ravel())
-    copies = max(1, round(n / max(len(sample), 1)))
+    total = min(n, STAND_IN_BYTES // (4 * sample.shape[1] + 8))
     ivf = faiss.IndexIVFFlat(quantizer, sample.shape[1], quantizer.ntotal, faiss.METRIC_INNER_PRODUCT)
-    for _ in range(copies):  # the assignment is known: no second quantizer search per copy
-        ivf.add_core(len(sample), faiss.swig_ptr(sample), None, faiss.swig_ptr(lists))
+    while ivf.ntotal < total:  # the assignment is known: no quantizer search per copy
+        m = min(len(sample), total - ivf.ntotal)
+        ivf.add_core(m, faiss.swig_ptr(sample), None, faiss.swig_ptr(lists))
     sizes = np.bincount(lists, minlength=quantizer.ntotal) * (n / max(len(sample), 1))
     return ivf, sizes
 
 
-def ms_per_vector(ivf: faiss.IndexIVF, queries: np.ndarray, nprobe: int) -> float:
-    """One thread's cost of scanning one stored vector of ``ivf`` at ``nprobe`` (its quantizer's search taken off)."""
+def query_costs(ivf: faiss.IndexIVF, queries: np.ndarray, nprobe: int) -> tuple[float, float]:
+    """(ms per scanned vector, ms of the rest of a query: the quantizer's search and the call) on one
+    thread at ``nprobe``: the median over single queries, in the cheapest of ``ROUNDS`` rounds."""
     queries = np.ascontiguousarray(queries[:TIMED_QUERIES], dtype=np.float32)
     ivf.nprobe = nprobe
-    single_query_ms(ivf, queries[:2], 10)  # code paths warmed, not a measurement
     stats = faiss.cvar.indexIVF_stats
-    stats.reset()
-    scan = float(np.sum(single_query_ms(ivf, queries, 10)))
-    scanned = stats.ndis
-    probe = float(np.sum(single_query_ms(ivf.quantizer, queries, nprobe)))
-    return max(scan - probe, 0.0) / max(scanned, 1)
+    single_query_ms(ivf, queries[:5], 10)  # code paths warmed, not a measurement
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    best = None
+    try:
+        for _ in range(ROUNDS):
+            fixed = float(np.median(single_query_ms(ivf.quantizer, queries, nprobe)))
+            times, scanned = np.empty(len(queries)), np.empty(len(queries))
+            for i, q in enumerate(queries):
+                stats.reset()
+                t = time.perf_counter()
+                ivf.search(q[None, :], 10)
+                times[i] = (time.perf_counter() - t) * 1e3
+                scanned[i] = max(stats.ndis, 1)
+            per_vector = float(np.median(np.maximum(times - fixed, 0.0) / scanned))
+            if best is None or per_vector < best[0]:
+                best = (per_vector, fixed)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return best
 
 
 def forecast(quantizer: faiss.Index, queries: QuerySet, neighbours: np.ndarray, sample: np.ndarray, n: int,
@@ -65,15 +89,15 @@ def forecast(quantizer: faiss.Index, queries: QuerySet, neighbours: np.ndarray, 
     ``neighbours``: (queries, k, dim) exact top-k vectors of each query; ``sample``: a random sample
     of the ``n`` vectors. Returns a candidate entry like the families' summaries (``type``, ``key``,
     ``params``, ``recall``, ``recall_lower_bound``, ``reached``, ``p50_ms``, ``tried``), with
-    ``forecast: True`` and ``params_by_bucket``. Each bucket takes the first ``nprobe`` of the grid
-    whose recall lower bound reaches the target (probing every list always does); ``p50_ms`` is the
-    median forecast cost over all queries with them.
+    ``forecast: True`` and ``params_by_bucket``. Each bucket takes the first ``nprobe`` of tuning's
+    grid whose recall lower bound reaches the target (the grid's last if none does, and then
+    ``reached`` is False); ``recall``, its bound and ``p50_ms`` are with those settings, as a built
+    candidate's are.
     """
     ranks, order = list_ranks(quantizer, queries.vectors, neighbours)
-    ivf, sizes = stand_in(quantizer, sample, n)
     nlist = quantizer.ntotal
     buckets = queries.buckets()
-    grid = sorted({p for p in NPROBES if p < nlist} | {nlist})
+    grid = nprobe_grid(nlist)
     curve, chosen = [], {}
     for p in grid:
         per_query = np.mean(ranks < p, axis=1)
@@ -82,23 +106,33 @@ def forecast(quantizer: faiss.Index, queries: QuerySet, neighbours: np.ndarray, 
             if per_bucket[name]["recall_lower_bound"] >= target_recall:
                 chosen.setdefault(name, p)
         curve.append((p, per_query, per_bucket))
-        if len(chosen) == len(buckets):
+        if len(chosen) == len(buckets) and all(b["recall_lower_bound"] >= target_recall for b in per_bucket.values()):
             break
-    uniform = next(p for p, _, b in curve if all(x["recall_lower_bound"] >= target_recall for x in b.values()))
-    ms = ms_per_vector(ivf, queries.vectors, uniform)
+    reached = len(chosen) == len(buckets)
+    chosen = {name: chosen.get(name, grid[-1]) for name in buckets}
+    uniform = next((p for p, _, b in curve if all(x["recall_lower_bound"] >= target_recall for x in b.values())),
+                   curve[-1][0])
+    ivf, sizes = stand_in(quantizer, sample, n)
+    per_vector, fixed = query_costs(ivf, queries.vectors, uniform)
+    del ivf
     scanned = np.cumsum(sizes[order], axis=1)  # vectors scanned with the first j + 1 lists probed
     tried = []
     for p, per_query, per_bucket in curve:
-        cost = scanned[:, p - 1] * ms
+        cost = fixed + scanned[:, p - 1] * per_vector
         for name, rows in buckets.items():
             per_bucket[name]["p50_ms"] = round(float(np.median(cost[rows])), 4)
         tried.append({"nprobe": p, "recall": round(float(per_query.mean()), 4),
                       "recall_lower_bound": min(b["recall_lower_bound"] for b in per_bucket.values()),
                       "buckets": per_bucket,
                       "p50_ms": round(float(np.median([b["p50_ms"] for b in per_bucket.values()])), 4)})
-    kept = next(e for e in tried if e["nprobe"] == uniform)
-    p50 = np.median(np.concatenate([scanned[rows, chosen[name] - 1] for name, rows in buckets.items()])) * ms
+    own = np.empty(len(queries))  # each query's recall with its bucket's setting
+    cost = np.empty(len(queries))
+    for name, rows in buckets.items():
+        own[rows] = np.mean(ranks[rows] < chosen[name], axis=1)
+        cost[rows] = fixed + scanned[rows, chosen[name] - 1] * per_vector
     return {"type": "ivf", "key": f"IVF{nlist},Flat", "forecast": True, "params": {"nprobe": uniform},
             "params_by_bucket": {name: {"nprobe": chosen[name]} for name in buckets},
-            "recall": kept["recall"], "recall_lower_bound": kept["recall_lower_bound"], "reached": True,
-            "p50_ms": round(float(p50), 4), "ms_per_vector": ms, "tried": tried}
+            "recall": round(float(own.mean()), 4),
+            "recall_lower_bound": round(min(lower_bound(own[rows]) for rows in buckets.values()), 4),
+            "reached": reached, "p50_ms": round(float(np.median(cost)), 4),
+            "ms_per_vector": per_vector, "ms_per_query": fixed, "tried": tried}

@@ -149,13 +149,18 @@ def single_query_ms(index: faiss.Index, queries: np.ndarray, k: int, params=None
     return times * 1e3
 
 
+def nprobe_grid(nlist: int) -> list[int]:
+    """The nprobe values tuning tries over ``nlist`` lists, cheapest first."""
+    return [p for p in NPROBES if p <= nlist] or [nlist]
+
+
 def _grid(fam: str, nlist: int) -> list[list[dict]]:
     """Candidate settings as lines of increasing cost; a line stops at the first that reaches the target.
 
     Lines with re-ranking go from the deepest re-ranking down: a shallower one never needs fewer
     probes, so each line starts where the one before it stopped (see :func:`tune`).
     """
-    nprobes = [p for p in NPROBES if p <= nlist] or [nlist]
+    nprobes = nprobe_grid(nlist)
     if fam == "ivf":
         return [[{"nprobe": p} for p in nprobes]]
     if fam == "ivf-refine":
@@ -283,8 +288,16 @@ def _first_per_line(entries: list[dict]) -> list[dict]:
     return list(first.values())
 
 
+def short_message(k: int, target_recall: float, buckets: dict[str, dict], short: list[str]) -> str:
+    """The line saying which buckets (``short``, of a tuning's ``buckets``) fall short of the target."""
+    worst = min(buckets[name]["recall_lower_bound"] for name in short)
+    return (f"recall@{k} target {target_recall:.3f} not reached in {', '.join(short)}: lower bound {worst:.3f} "
+            f"(short by {target_recall - worst:.3f}) with "
+            + ", ".join(f"{buckets[name]['params'] or 'exact search'}" for name in short))
+
+
 def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, k: int = 10,
-         target_recall: float = 0.95, budget_ms: float | None = None) -> Tuning:
+         target_recall: float = 0.95, budget_ms: float | None = None, short_level: int = logging.WARNING) -> Tuning:
     """The fastest settings whose recall@k reaches ``target_recall``: one for every token-count bucket
     of ``queries`` at once, and each bucket's own.
 
@@ -294,7 +307,8 @@ def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, 
     cheapest setting within ``PLATEAU`` of the best worst-bucket recall is kept and ``reached`` is
     False; a line stops early once two more steps (three for HNSW) gain less than ``PLATEAU``.
     ``budget_ms``: give up on a bucket whose p50 passes it before it reaches the target (see
-    :func:`_walk`), when a faster family will be tried anyway.
+    :func:`_walk`), when a faster family will be tried anyway. ``short_level``: the log level of
+    the line naming short buckets (a candidate among several says it at INFO).
     """
     qs = QuerySet.of(queries)
     vectors = np.ascontiguousarray(qs.vectors, dtype=np.float32)
@@ -320,10 +334,7 @@ def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, 
         per_bucket[name]["p50_ms"] = p50
     short = [name for name, b in per_bucket.items() if b["recall_lower_bound"] < target_recall]
     if short:
-        worst = min(per_bucket[name]["recall_lower_bound"] for name in short)
-        logger.warning("recall@%d target %.3f not reached in %s: lower bound %.3f (short by %.3f) with %s",
-                       k, target_recall, ", ".join(short), worst, target_recall - worst,
-                       ", ".join(f"{per_bucket[name]['params'] or 'exact search'}" for name in short))
+        logger.log(short_level, "%s", short_message(k, target_recall, per_bucket, short))
     t = time.perf_counter()
     for name, rows in buckets.items():
         index.search(vectors[rows], k, params=searchers[name])

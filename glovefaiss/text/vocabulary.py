@@ -37,6 +37,8 @@ class Vocabulary:
         self._seen: dict[str, int] = {}  # words looked up through the hash table, and their rows
         self._keys: KeyTable | None = None
         self._keys_lock = threading.Lock()
+        self._dict_lock = threading.Lock()
+        self._dict_started = False
 
     @property
     def words(self) -> pa.Array:
@@ -80,37 +82,41 @@ class Vocabulary:
 
         With a saved hash table (see :meth:`hash_table`), a binary search of the token's hash,
         confirmed against the word itself: nothing to build, so a cold query starts at once. Once
-        ``DICT_AFTER`` different words have been searched so (a process answering many queries), or
-        without a hash table, a dict of every word, built once (about 0.3 s for 400,000 words).
+        ``DICT_AFTER`` different words have been searched so (a process answering many queries), a
+        thread builds a dict of every word (about 0.3 s for 400,000), and lookups use it when it is
+        done; without a hash table, that dict is built on first use.
         """
         if self._dict is None and self._hashes is not None:
-            rows = self._lookup_hashed(tokens)
-            if rows is not None:
-                return rows
+            return self._lookup_hashed(tokens)
         if self._dict is None:
-            with self._keys_lock:
-                if self._dict is None:  # assigned complete: other threads read the memo meanwhile
-                    self._dict = dict(zip(self.words.to_pylist(), range(len(self))))
+            self._build_dict()
         get = self._dict.get
         return np.fromiter((get(t, -1) for t in tokens), dtype=np.int64, count=len(tokens))
 
-    def _lookup_hashed(self, tokens: list[str]) -> np.ndarray | None:
-        """Rows through the hash table and the memo of words it found; None once the memo would pass
-        ``DICT_AFTER`` words (then the dict pays: hashing and searching cost 5-10 µs a new word)."""
+    def _build_dict(self) -> None:
+        with self._dict_lock:
+            if self._dict is None:  # assigned complete: other threads read the memo meanwhile
+                self._dict = dict(zip(self.words.to_pylist(), range(len(self))))
+
+    def _lookup_hashed(self, tokens: list[str]) -> np.ndarray:
+        # Words recur from query to query: each is hashed and searched once (5-10 µs), then
+        # remembered. The memo only grows (so a reader in another thread never misses a word it
+        # just saw in it); past DICT_AFTER words a thread builds the dict that replaces it.
         seen = self._seen
         new = [t for t in dict.fromkeys(tokens) if t not in seen]
         if not new:
             return np.fromiter((seen[t] for t in tokens), dtype=np.int64, count=len(tokens))
-        if len(seen) + len(new) > DICT_AFTER:
-            return None
         found = dict(zip(new, self._search_hashes(new).tolist()))
         out = np.fromiter((found[t] if t in found else seen[t] for t in tokens), dtype=np.int64, count=len(tokens))
-        self._seen = {**seen, **found}  # replaced, not updated: another thread may be reading it
+        seen.update(found)
+        if len(seen) > DICT_AFTER and not self._dict_started:
+            self._dict_started = True
+            threading.Thread(target=self._build_dict, name="vocabulary-dict", daemon=True).start()
         return out
 
     @property
     def remembered(self) -> int:
-        """Words the single-text lookup remembers from its hash-table searches: at most ``DICT_AFTER``."""
+        """Words the single-text lookup remembers from its hash-table searches (until the dict takes over)."""
         return len(self._seen)
 
     def _search_hashes(self, tokens: list[str]) -> np.ndarray:
@@ -147,7 +153,7 @@ class Vocabulary:
         self._hashes = (hashes, rows)
 
 
-# Different words a vocabulary looks up by hash before it builds a dict of every word instead: a
+# Different words a vocabulary looks up by hash before a thread builds a dict of every word: a
 # process that has answered this many words' worth of queries is answering many more.
 DICT_AFTER = 5_000
 
