@@ -254,3 +254,28 @@ def test_auto_walks_the_first_family_in_full_when_no_alternative_reaches_the_tar
     assert (first["type"], alt["type"]) == ("ivf", "ivf-pq") and not alt["reached"]
     assert len(first["tried"]) > 1  # walked again without the budget, not left at its first setting
     assert first["reached"] and idx["type"] == "ivf" and idx["tuning"]["reached"]
+
+
+def test_screened_settings_are_only_those_far_short_and_the_kept_ones_are_measured_in_full(monkeypatch):
+    import glovefaiss.index.tuning as tuning
+
+    idx, qs, truth = _ivf_case(seed=3)
+    screened = tune(idx, qs, truth, 10, target_recall=0.95)
+    sizes = {name: len(rows) for name, rows in qs.buckets().items()}
+    part = [e for e in screened.tried if any(b["queries"] < sizes[n] for n, b in e["buckets"].items())]
+    assert part  # the first settings of the walk, far short, were searched with a part of the queries
+    for e in part:
+        for b in e["buckets"].values():
+            assert b["queries"] == max(tuning.SCREEN_MIN, 150 // tuning.SCREEN)
+            assert b["recall"] + tuning.Z_SCREEN / tuning.Z * (b["recall"] - b["recall_lower_bound"]) < 0.95
+    for e in screened.tried:
+        for name, b in e["buckets"].items():
+            if b["recall_lower_bound"] >= 0.95:
+                assert b["queries"] == sizes[name]
+    # Without screening the walk keeps the same settings, and reports the same figures for them.
+    monkeypatch.setattr(tuning, "SCREEN_MIN", 10**9)
+    plain = tune(idx, qs, truth, 10, target_recall=0.95)
+    assert all(b["queries"] == sizes[n] for e in plain.tried for n, b in e["buckets"].items())
+    assert (plain.params, plain.params_by_length) == (screened.params, screened.params_by_length)
+    strip = lambda t: {n: {k: v for k, v in b.items() if k != "p50_ms"} for n, b in t.buckets.items()}  # noqa: E731
+    assert strip(plain) == strip(screened) and plain.recall == screened.recall
