@@ -100,6 +100,17 @@ def test_auto_builds_the_alternative_on_the_forecast_quantizer_when_ivf_flat_is_
     assert alt["key"].startswith(f"IVF{lists},PQ") and alt["reached"]
     assert idx["type"] == "ivf-fastscan" and idx["key"] == alt["key"]
     assert faiss_index.nlist_of(faiss.read_index(str(tmp_path / "auto" / "index.faiss"))) == lists
+    # `info` says what auto compared, the forecast named as not built
+    from click.testing import CliRunner
+
+    from glovefaiss.cli import cli
+
+    r = CliRunner().invoke(cli, ["info", str(tmp_path / "auto")])
+    line = next(x for x in r.output.splitlines() if x.startswith("auto compared: "))
+    assert line.startswith(f"auto compared: IVF-Flat forecast over {lists} lists, not built: recall@10 ")
+    assert "(over the 1e-09 ms budget even with finer lists); ivf-fastscan (" in line
+    r = CliRunner().invoke(cli, ["info", str(tmp_path / "auto"), "--json"])
+    assert [c["forecast"] for c in json.loads(r.output)["candidates"]] == [True, None]
 
 
 def test_auto_builds_ivf_flat_after_all_when_the_alternative_falls_short(clustered, monkeypatch, tmp_path):  # noqa: F811

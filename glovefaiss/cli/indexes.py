@@ -104,14 +104,20 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
             note(bucket_summary(tuning))
     candidates = m.index.get("candidates", [])
     if candidates:
-        note("index auto compared: " + "; ".join(
-            (f"IVF-Flat forecast over {c['key'].split(',')[0][3:]} lists, not built: recall@{tuning['k']} "
-             f"{c['recall']:.3f}, p50 {c['p50_ms']:.3f} ms"
-             + (f" (over the {m.config.get('build', {}).get('auto_latency_ms')} ms budget even with finer lists)"
-                if c.get("priced_out") else "")
-             if c.get("forecast") else
-             f"{c['type']} ({c['key']}) recall@{tuning['k']} {c['recall']:.3f}, p50 {c['p50_ms']:.3f} ms"
-             + ("" if c["reached"] else ", target not reached")) for c in candidates))
+        note("index auto compared: " + compared_text(candidates, tuning["k"],
+                                                     m.config.get("build", {}).get("auto_latency_ms")))
+
+
+def compared_text(candidates: list[dict], k: int, budget_ms: float | None) -> str:
+    """The families ``auto`` compared (a manifest's ``index.candidates``), forecasts named as such."""
+    def one(c: dict) -> str:
+        if c.get("forecast"):
+            over = f" (over the {budget_ms} ms budget even with finer lists)" if c.get("priced_out") else ""
+            return (f"IVF-Flat forecast over {c['key'].split(',')[0][3:]} lists, not built: "
+                    f"recall@{k} {c['recall']:.3f}, p50 {c['p50_ms']:.3f} ms{over}")
+        return (f"{c['type']} ({c['key']}) recall@{k} {c['recall']:.3f}, p50 {c['p50_ms']:.3f} ms"
+                + ("" if c["reached"] else ", target not reached"))
+    return "; ".join(one(c) for c in candidates)
 
 
 def shown(values: list, most: int = 10) -> str:
@@ -216,6 +222,8 @@ def info(index_dir, as_json, plot_path):
             from ..index.tuning import bucket_summary
 
             lines.append(bucket_summary(tuning))
+        if s["candidates"]:
+            lines.append("auto compared: " + compared_text(s["candidates"], tuning["k"], s["auto_latency_ms"]))
     towers = ", ".join(f"{k.replace('_', ' ')} {human_bytes(v)}" for k, v in size.items()
                        if k not in ("index", "shards") and v is not None)
     lines.append(f"sizes: index {human_bytes(size['index'] or 0)}, {towers}, shards {human_bytes(size['shards'])}")
