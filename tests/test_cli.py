@@ -185,3 +185,7 @@ def test_python_dash_m_and_config_flag_override(tmp_path, onehot):
     assert proc.stdout == ""
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["store_text"] is False and manifest["config"]["embedding"]["model_name"] == str(vectors)
+
+
+def test_sizes_are_shown_in_binary_units():
+    assert [human_bytes(n) for n in (512, 1536, 3 * 2**20, 5 * 2**30)] == ["512 B", "1.5 KiB", "3.0 MiB", "5.0 GiB"]

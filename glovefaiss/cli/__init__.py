@@ -57,9 +57,9 @@ def progress() -> bool | None:
 
 
 def human_bytes(n: float) -> str:
-    """``1536`` → ``1.5 KB``."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
+    """``1536`` → ``1.5 KiB`` (binary units, as ``--max-index-memory 4G`` means 4 GiB)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
