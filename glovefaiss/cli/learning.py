@@ -118,7 +118,7 @@ def train(data, out, config_path, epochs, seed, validation, holdout, corpus, los
 
 @cli.group("eval")
 def eval_group():
-    """Measure quality: retrieval metrics (BEIR data) or STS correlations."""
+    """Measure quality: retrieval metrics (BEIR data), STS correlations, or an index's recall against exact search."""
 
 
 def _eval_config(config_path, glove):
