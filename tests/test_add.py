@@ -188,3 +188,20 @@ def test_add_to_ivf_index_finds_the_new_document(tmp_path, tiny_vectors):
     assert m["index"]["ntotal"] == 3001 and "retuned" in m["additions"][-1]
     idx = Index.load(out)
     assert 5000 in idx.search("river boat", k=3000).ids[0].tolist()
+
+
+def test_add_drops_the_builds_comparison_of_families_when_it_retunes(tmp_path, random_setup, monkeypatch):
+    from glovefaiss.index import faiss_ops
+
+    rng, words, _, vec_path, _ = random_setup
+    monkeypatch.setattr(faiss_ops, "FLAT_MAX_FLOATS", 0)  # auto: IVF, its forecast, candidates
+    a = write_corpus(tmp_path / "a.parquet", list(range(3000)), _long_texts(rng, 3000, words), pa.int64())
+    out = tmp_path / "idx"
+    build([a], out, config_for(vec_path, index="auto", tune_queries=100), progress=False)
+    assert json.loads((out / "manifest.json").read_text())["index"]["candidates"][0]["forecast"]
+    b = write_corpus(tmp_path / "b.parquet", list(range(3000, 9000)), _long_texts(rng, 6000, words), pa.int64())
+    r = CliRunner().invoke(cli, ["add", str(out), str(b)])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert "retuned" in m["additions"][-1] and "candidates" not in m["index"]
+    assert "auto compared" not in CliRunner().invoke(cli, ["info", str(out)]).output

@@ -148,13 +148,14 @@ def test_a_forecast_within_the_budget_leaves_the_old_path(clustered, monkeypatch
 
 def test_blas_scoring_is_undone_when_the_last_overlapping_block_ends():
     before = faiss.cvar.distance_compute_blas_threshold
-    outer = faiss_index.blas_scoring()
-    outer.__enter__()
-    with faiss_index.blas_scoring():
-        assert faiss.cvar.distance_compute_blas_threshold == min(before, faiss_index.BLAS_FROM_QUERIES)
-    assert faiss.cvar.distance_compute_blas_threshold == min(before, faiss_index.BLAS_FROM_QUERIES)
-    outer.__exit__(None, None, None)
-    assert faiss.cvar.distance_compute_blas_threshold == before
+    lowered = min(before, faiss_index.BLAS_FROM_QUERIES)
+    a, b = faiss_index.blas_scoring(), faiss_index.blas_scoring()
+    a.__enter__()
+    b.__enter__()  # overlapping, not nested: a ends first (two threads)
+    a.__exit__(None, None, None)
+    assert faiss.cvar.distance_compute_blas_threshold == lowered  # b still inside
+    b.__exit__(None, None, None)
+    assert faiss.cvar.distance_compute_blas_threshold == before  # a save-and-restore each would leave 20
     try:
         with faiss_index.blas_scoring():
             raise KeyError

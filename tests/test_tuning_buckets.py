@@ -212,17 +212,17 @@ def test_threads_searching_different_buckets_at_once_get_the_serial_results(clus
     assert all(np.array_equal(g, serial[1][i % 60]) for i, g in enumerate(got_b))
 
 
-def _ivf_case(seed=0, n=4000, dim=16, nlist=64):
+def _ivf_case(seed=0, n=4000, dim=16, nlist=64, queries=300):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, dim)).astype(np.float32)
     faiss.normalize_L2(x)
     idx = faiss_index.make_index(dim, f"IVF{nlist},Flat", with_ids=False)
     faiss_index.train(idx, x)
     idx.add(x)
-    q = x[:300] + 0.05 * rng.standard_normal((300, dim)).astype(np.float32)
+    q = x[:queries] + 0.05 * rng.standard_normal((queries, dim)).astype(np.float32)
     faiss.normalize_L2(q)
     truth = faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT)[1]
-    return idx, QuerySet(q, np.where(np.arange(300) < 150, 2, 20)), truth
+    return idx, QuerySet(q, np.where(np.arange(queries) < queries // 2, 2, 20)), truth
 
 
 def test_a_latency_budget_prices_buckets_out_of_the_walk():
@@ -259,23 +259,36 @@ def test_auto_walks_the_first_family_in_full_when_no_alternative_reaches_the_tar
 def test_screened_settings_are_only_those_far_short_and_the_kept_ones_are_measured_in_full(monkeypatch):
     import glovefaiss.index.tuning as tuning
 
-    idx, qs, truth = _ivf_case(seed=3)
-    screened = tune(idx, qs, truth, 10, target_recall=0.95)
+    idx, qs, truth = _ivf_case(seed=3, queries=1200)  # 600 a bucket: a quarter is 150, past SCREEN_MIN
     sizes = {name: len(rows) for name, rows in qs.buckets().items()}
-    part = [e for e in screened.tried if any(b["queries"] < sizes[n] for n, b in e["buckets"].items())]
-    assert part  # the first settings of the walk, far short, were searched with a part of the queries
+
+    def screened_entries(t):
+        return [e for e in t.tried if any(b["queries"] < sizes[n] for n, b in e["buckets"].items())]
+
+    screened = tune(idx, qs, truth, 10, target_recall=0.95)
+    part = screened_entries(screened)
+    assert part  # the first settings of the walk, far short, were searched with a quarter of the queries
     for e in part:
         for b in e["buckets"].values():
-            assert b["queries"] == max(tuning.SCREEN_MIN, 150 // tuning.SCREEN)
+            assert b["queries"] == 600 // tuning.SCREEN
             assert b["recall"] + tuning.Z_SCREEN / tuning.Z * (b["recall"] - b["recall_lower_bound"]) < 0.95
     for e in screened.tried:
         for name, b in e["buckets"].items():
             if b["recall_lower_bound"] >= 0.95:
                 assert b["queries"] == sizes[name]
-    # Without screening the walk keeps the same settings, and reports the same figures for them.
+    # An unreachable target: the short settings are compared on every query, not on parts.
+    short = tune(idx, qs, truth, 10, target_recall=1.01)
+    assert not short.reached and not screened_entries(short)
+    # Without screening the walks keep the same settings with the same figures.
     monkeypatch.setattr(tuning, "SCREEN_MIN", 10**9)
     plain = tune(idx, qs, truth, 10, target_recall=0.95)
-    assert all(b["queries"] == sizes[n] for e in plain.tried for n, b in e["buckets"].items())
+    assert not screened_entries(plain)
     assert (plain.params, plain.params_by_length) == (screened.params, screened.params_by_length)
-    strip = lambda t: {n: {k: v for k, v in b.items() if k != "p50_ms"} for n, b in t.buckets.items()}  # noqa: E731
-    assert strip(plain) == strip(screened) and plain.recall == screened.recall
+    assert plain.uniform_recall_lower_bound == screened.uniform_recall_lower_bound
+    kept = {tuple(sorted(b["params"].items())) for b in screened.buckets.values()}
+    for e in screened.tried:
+        if tuple((key, e[key]) for key in sorted(tuning.PARAM_KEYS) if key in e) in kept:
+            same = next(p for p in plain.tried if all(p.get(key) == e.get(key) for key in tuning.PARAM_KEYS))
+            assert {n: b["recall"] for n, b in e["buckets"].items()} == {n: b["recall"] for n, b in same["buckets"].items()}
+    plain_short = tune(idx, qs, truth, 10, target_recall=1.01)
+    assert (plain_short.params, plain_short.uniform_recall_lower_bound) == (short.params, short.uniform_recall_lower_bound)

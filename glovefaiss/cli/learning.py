@@ -108,12 +108,12 @@ def train(data, out, config_path, epochs, seed, validation, holdout, corpus, los
               f"span queries of {t['validation_documents']:,} held-out documents; {t['words_added']:,} words added "
               f"(min count {t['grow_min_count']})")
         note(f"trained {s.out_dir} (model {s.model_id[:12]}) in {s.seconds:.1f} s: kept epoch {best.epoch}"
-              f"{f' (pseudo {shown})' if shown else ''}, peak memory {s.peak_rss_mb:.0f} MB")
+              f"{f' (pseudo {shown})' if shown else ''}, peak memory {s.peak_rss_mb:.0f} MiB")
         return
     note(
         f"trained {s.out_dir} (model {s.model_id[:12]}) in {s.seconds:.1f} s: kept epoch {best.epoch}"
         f"{f' ({shown})' if shown else ''}, {t['seconds_per_epoch'] or 0:.2f} s/epoch, "
-        f"peak memory {s.peak_rss_mb:.0f} MB")
+        f"peak memory {s.peak_rss_mb:.0f} MiB")
 
 
 @cli.group("eval")

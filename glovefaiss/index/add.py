@@ -163,7 +163,8 @@ def _extended(tmp: Path, directory: Path, manifest: Manifest, config: Config, co
                        "tune_s": info["tune_s"]}
             logger.info("retuned for %d documents: %s -> %s, recall@%d %.3f", m.documents,
                         retuned["params_before"], info["params"], bc.tune_k, info["tuning"]["recall"])
-            m.index = {**m.index, **info}
+            # The build's comparison of families described the corpus before these documents.
+            m.index = {key: v for key, v in {**m.index, **info}.items() if key != "candidates"}
             m.additions[-1].update(retuned=retuned, seconds=round(time.perf_counter() - t0, 3))
     # Saved after retuning: the file carries the search parameters the manifest names.
     saved = save_index(index, tmp)

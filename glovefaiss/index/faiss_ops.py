@@ -160,9 +160,9 @@ _blas_lock = threading.Lock()
 def blas_scoring():
     """Within the block, FAISS scores batches of ``BLAS_FROM_QUERIES`` queries or more with BLAS.
 
-    The threshold is process-wide: searches in other threads meanwhile score with BLAS too (the
-    same neighbours, scores that may differ in the last bits). Overlapping blocks share one
-    change, undone when the last one ends.
+    The threshold is process-wide: searches in other threads meanwhile score with BLAS too (scores
+    may differ in the last bits, and neighbours at near-ties with them). Overlapping blocks share
+    one change, undone when the last one ends.
     """
     with _blas_lock:
         if _blas["users"] == 0:

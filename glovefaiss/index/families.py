@@ -103,7 +103,7 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
                 cand = _build_one(reader, alt, faiss_index.factory_key(alt, n, dim, nlist=lists), dim, with_ids,
                                   seed, np.random.default_rng(seed), fill, centroids=given, sample=sample)
                 cand[1]["requested"] = bc.index
-                _tune_into(*cand, queries, truth, bc)
+                _tune_into(*cand, queries, truth, bc, candidate=True)
                 tried.append(cand[1])
                 early.append(cand)
                 if cand[1]["tuning"]["reached"]:
@@ -120,7 +120,7 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
     info["requested"] = bc.index_key or bc.index
     # With other families to try, walking this one past the latency budget only prices it out.
     budget = bc.auto_latency_ms if alternatives and not early else None
-    _tune_into(index, info, queries, truth, bc, budget)
+    _tune_into(index, info, queries, truth, bc, budget, candidate=auto)
     if not auto:
         return index, info
     tried.append(info)
@@ -134,12 +134,12 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
                                          np.random.default_rng(seed), fill, centroids=faiss_index.centroids_of(index),
                                          sample=sample)
         alt_info["requested"] = bc.index
-        _tune_into(alt_index, alt_info, queries, truth, bc)
+        _tune_into(alt_index, alt_info, queries, truth, bc, candidate=True)
         tried.append(alt_info)
         best_index, best = _best([(best_index, best), (alt_index, alt_info)])
     if budget is not None and not best["tuning"]["reached"]:
         # No family reached the target: the first one's walk, given up at the budget, goes on.
-        _tune_into(index, info, queries, truth, bc)
+        _tune_into(index, info, queries, truth, bc, candidate=True)
         best_index, best = _best([(best_index, best), (index, info)])
     t = best["tuning"]
     if t["short_buckets"]:
@@ -243,12 +243,12 @@ def _training_rows(n: int, nlist: int) -> int:
 
 
 def _tune_into(index, info: dict, queries: QuerySet, truth: np.ndarray, bc: BuildConfig,
-               budget_ms: float | None = None) -> None:
+               budget_ms: float | None = None, candidate: bool = False) -> None:
+    """Tune ``index`` into ``info``; a ``candidate`` among several says a shortfall at INFO only
+    (build_index warns of the kept one's)."""
     t0 = time.perf_counter()
-    # With auto, this is one candidate of several: build_index says the kept one's shortfall.
-    quiet = bc.index == "auto" and not bc.index_key
     tuning = tune(index, queries, truth, bc.tune_k, bc.target_recall, budget_ms,
-                  short_level=logging.INFO if quiet else logging.WARNING)
+                  short_level=logging.INFO if candidate else logging.WARNING)
     info["params"] = tuning.params
     # Index.search gives each query the setting of its length; without lengths, every query gets params.
     info["params_by_length"] = tuning.params_by_length

@@ -6,7 +6,7 @@ rank for their query therefore gives the recall at every ``nprobe``, digit for d
 The cost of a query is the vectors it scans (the sizes of its probed lists, estimated from a
 sample's assignment) times the cost of scanning one, plus the quantizer's search, both timed on a
 stand-in of the full index's size: the sample's vectors, copied into their own lists until there
-are as many as the corpus has, up to 1 GB (at a million vectors IVF-Flat reads its lists from
+are as many as the corpus has, up to 1 GiB (at a million vectors IVF-Flat reads its lists from
 memory, not cache, so a small index would flatter it).
 """
 

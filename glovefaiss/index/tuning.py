@@ -231,11 +231,16 @@ def _walk(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: d
     """
     fam = faiss_index.family(index)
     stall = 3 if fam == "hnsw" else 2  # HNSW's recall on single words can stall for two steps, then jump
+    # Each bucket's queries in a seeded random order: a screening part (a prefix) is then a random
+    # sample whatever order the queries came in (a query file, documents in corpus order).
+    rng = np.random.default_rng(0)
+    buckets = {name: rows[rng.permutation(len(rows))] for name, rows in buckets.items()}
     tried: list[dict] = []
     best_ms: dict[str, float] = {}
     active, start = list(buckets), dict.fromkeys(buckets, 0)
     for line in _grid(fam, faiss_index.nlist_of(index)):
         history: list[float] = []
+        was_screened = False
         reached_at: dict[str, int] = {}
         walking = list(active)
         for pos in range(min(start[name] for name in active), len(line)):
@@ -256,6 +261,12 @@ def _walk(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: d
                     best_ms[name] = min(best_ms.get(name, b["p50_ms"]), b["p50_ms"])
             if all(b["recall_lower_bound"] >= target_recall for b in per_bucket.values()):
                 break  # one setting for every bucket at once (a bucket may dip below after reaching)
+            # A mean over a screening part beside one over all queries differs by sampling alone, and
+            # would read as progress or as a stall: the history restarts when the measured set changes.
+            screened = any(b["queries"] < len(walked[name]) for name, b in per_bucket.items())
+            if history and screened != was_screened:
+                history = []
+            was_screened = screened
             history.append(float(np.mean([b["recall"] for b in per_bucket.values()])))
             if len(history) > stall and history[-1] - history[-1 - stall] < PLATEAU:
                 break  # quantisation, not the search, limits recall now: more cost buys nothing
@@ -274,36 +285,44 @@ def _walk(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: d
     return tried
 
 
-SCREEN = 4  # a setting is searched first with a quarter of each bucket's queries (at least SCREEN_MIN)
-SCREEN_MIN = 50
+SCREEN = 4  # a setting is searched first with a quarter of each bucket's queries,
+SCREEN_MIN = 50  # when that quarter holds this many (fewer queries are cheap to search in full anyway)
 Z_SCREEN = 3.0  # and left there when even its recall plus 3 standard errors misses the target in every bucket
+
+
+def _screen_part(rows: np.ndarray) -> np.ndarray:
+    """The first quarter of a bucket's (shuffled) queries; all of them when a quarter is under ``SCREEN_MIN``."""
+    return rows[:len(rows) // SCREEN] if len(rows) // SCREEN >= SCREEN_MIN else rows
 
 
 def _screened_recall(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, walked: dict[str, np.ndarray],
                      k: int, target_recall: float) -> tuple[float, dict[str, dict]]:
-    """(mean recall, :func:`bucket_recall` per bucket) of ``walked`` buckets' queries at the index's setting.
+    """(mean recall, :func:`bucket_recall` per bucket) of ``walked`` buckets' queries (each in random
+    order) at the index's setting.
 
-    Most settings of a walk are far short of the target; a quarter of the queries shows that (their
-    entries then count those queries only), and the full set is searched only when some bucket might
-    reach it, so every setting that passes was measured on all its bucket's queries.
+    Most settings of a walk are far short of the target; a quarter of the queries (see
+    :func:`_screen_part`) shows that, and their entries then count those queries only. The full set is
+    searched only when some bucket might reach the target, so every setting that passes was
+    measured on all its bucket's queries.
     """
-    part = {name: rows[:max(SCREEN_MIN, len(rows) // SCREEN)] for name, rows in walked.items()}
+    part = {name: _screen_part(rows) for name, rows in walked.items()}
     if all(len(part[name]) < len(walked[name]) for name in walked):
-        mean, per_bucket = _recall_of(index, vectors, truth, part, k)
+        mean, per_bucket, _ = _recall_of(index, vectors, truth, part, k)
         if all(b["recall"] + Z_SCREEN / Z * (b["recall"] - b["recall_lower_bound"]) < target_recall
                for b in per_bucket.values()):
             return mean, per_bucket
-    return _recall_of(index, vectors, truth, walked, k)
+    mean, per_bucket, _ = _recall_of(index, vectors, truth, walked, k)
+    return mean, per_bucket
 
 
 def _recall_of(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: dict[str, np.ndarray],
-               k: int) -> tuple[float, dict[str, dict]]:
+               k: int) -> tuple[float, dict[str, dict], np.ndarray]:
     rows = np.concatenate(list(buckets.values()))
     starts = np.cumsum([0] + [len(r) for r in buckets.values()])
     local = {name: np.arange(starts[i], starts[i + 1]) for i, name in enumerate(buckets)}
     _, found = index.search(vectors[rows], k)
     per_query = recall_per_query(found, truth[rows])
-    return float(per_query.mean()), bucket_recall(per_query, local)
+    return float(per_query.mean()), bucket_recall(per_query, local), per_query
 
 
 def _first_per_line(entries: list[dict]) -> list[dict]:
@@ -343,6 +362,15 @@ def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, 
     tried = _walk(index, vectors, truth, buckets, k, target_recall, budget_ms)
     full = [e for e in tried if len(e["buckets"]) == len(buckets)]
     winners = [e for e in full if e["recall_lower_bound"] >= target_recall]
+    if not winners:  # the choice among short settings is made on all queries, not screening parts
+        for e in tried:
+            if any(b["queries"] < len(buckets[name]) for name, b in e["buckets"].items()):
+                faiss_index.set_params(index, {key: v for key, v in e.items() if key in PARAM_KEYS})
+                mean, again, _ = _recall_of(index, vectors, truth, {name: buckets[name] for name in e["buckets"]}, k)
+                for name, b in again.items():
+                    e["buckets"][name].update(b)
+                e["recall"] = round(mean, 4)
+                e["recall_lower_bound"] = min(b["recall_lower_bound"] for b in e["buckets"].values())
     uniform = min(winners, key=lambda e: e["p50_ms"]) if winners else _best_short(tried, target_recall)
     per_bucket, own = {}, {}
     for name in buckets:

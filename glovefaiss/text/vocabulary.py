@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,6 +39,7 @@ class Vocabulary:
         self._keys: KeyTable | None = None
         self._keys_lock = threading.Lock()
         self._dict_lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self._dict_started = False
 
     @property
@@ -83,8 +85,9 @@ class Vocabulary:
         With a saved hash table (see :meth:`hash_table`), a binary search of the token's hash,
         confirmed against the word itself: nothing to build, so a cold query starts at once. Once
         ``DICT_AFTER`` different words have been searched so (a process answering many queries), a
-        thread builds a dict of every word (about 0.3 s for 400,000), and lookups use it when it is
-        done; without a hash table, that dict is built on first use.
+        thread builds a dict of every word (about 0.3 s for 400,000, in chunks that let queries run
+        between them), and lookups use it when it is done; without a hash table, that dict is built
+        on first use.
         """
         if self._dict is None and self._hashes is not None:
             return self._lookup_hashed(tokens)
@@ -95,8 +98,18 @@ class Vocabulary:
 
     def _build_dict(self) -> None:
         with self._dict_lock:
-            if self._dict is None:  # assigned complete: other threads read the memo meanwhile
-                self._dict = dict(zip(self.words.to_pylist(), range(len(self))))
+            if self._dict is not None:
+                return
+            try:
+                words, rows = self.words, {}
+                for start in range(0, len(words), DICT_CHUNK):
+                    rows.update(zip(words.slice(start, DICT_CHUNK).to_pylist(), range(start, start + DICT_CHUNK)))
+                    time.sleep(0)  # the GIL to query threads between chunks: no query waits the whole build
+            except BaseException:
+                self._dict_started = False  # a later lookup tries again
+                raise
+            self._dict = rows  # assigned complete: other threads read the memo meanwhile
+            self._seen = {}
 
     def _lookup_hashed(self, tokens: list[str]) -> np.ndarray:
         # Words recur from query to query: each is hashed and searched once (5-10 µs), then
@@ -110,8 +123,10 @@ class Vocabulary:
         out = np.fromiter((found[t] if t in found else seen[t] for t in tokens), dtype=np.int64, count=len(tokens))
         seen.update(found)
         if len(seen) > DICT_AFTER and not self._dict_started:
-            self._dict_started = True
-            threading.Thread(target=self._build_dict, name="vocabulary-dict", daemon=True).start()
+            with self._start_lock:  # not the build's lock, which a query thread must never wait on
+                start, self._dict_started = not self._dict_started, True
+            if start:
+                threading.Thread(target=self._build_dict, name="vocabulary-dict", daemon=True).start()
         return out
 
     @property
@@ -156,6 +171,7 @@ class Vocabulary:
 # Different words a vocabulary looks up by hash before a thread builds a dict of every word: a
 # process that has answered this many words' worth of queries is answering many more.
 DICT_AFTER = 5_000
+DICT_CHUNK = 20_000  # words added to the dict between two releases of the GIL
 
 
 def word_hash(word: str) -> int:
