@@ -95,7 +95,7 @@ def test_auto_builds_the_alternative_on_the_forecast_quantizer_when_ivf_flat_is_
     idx = result.manifest.index
     fc, alt = idx["candidates"]
     lists = faiss_index.forecast_nlist(3000)
-    assert fc["forecast"] and fc["key"] == f"IVF{lists},Flat" and fc["add_s"] == 0.0
+    assert fc["forecast"] and fc["key"] == f"IVF{lists},Flat" and fc["nlist"] == lists and fc["add_s"] == 0.0
     assert fc["priced_out"] and not fc["reached"]  # as a walk given up at the budget
     assert alt["key"].startswith(f"IVF{lists},PQ") and alt["reached"]
     assert idx["type"] == "ivf-fastscan" and idx["key"] == alt["key"]

@@ -113,7 +113,7 @@ def compared_text(candidates: list[dict], k: int, budget_ms: float | None) -> st
     def one(c: dict) -> str:
         if c.get("forecast"):
             over = f" (over the {budget_ms} ms budget even with finer lists)" if c.get("priced_out") else ""
-            return (f"IVF-Flat forecast over {c['key'].split(',')[0][3:]} lists, not built: "
+            return (f"IVF-Flat forecast over {c['nlist']} lists, not built: "
                     f"recall@{k} {c['recall']:.3f}, p50 {c['p50_ms']:.3f} ms{over}")
         return (f"{c['type']} ({c['key']}) recall@{k} {c['recall']:.3f}, p50 {c['p50_ms']:.3f} ms"
                 + ("" if c["reached"] else ", target not reached"))

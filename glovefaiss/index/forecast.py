@@ -17,7 +17,7 @@ import time
 import faiss
 import numpy as np
 
-from .tuning import QuerySet, bucket_recall, lower_bound, nprobe_grid, single_query_ms
+from .tuning import QuerySet, bucket_recall, curve_entry, lower_bound, nprobe_grid, single_query_ms
 
 TIMED_QUERIES = 80  # single queries timed on the stand-in, each round, to price one scanned vector
 ROUNDS = 3  # the cheapest round counts: a busy machine only ever slows a round down
@@ -121,16 +121,13 @@ def forecast(quantizer: faiss.Index, queries: QuerySet, neighbours: np.ndarray, 
         cost = fixed + scanned[:, p - 1] * per_vector
         for name, rows in buckets.items():
             per_bucket[name]["p50_ms"] = round(float(np.median(cost[rows])), 4)
-        tried.append({"nprobe": p, "recall": round(float(per_query.mean()), 4),
-                      "recall_lower_bound": min(b["recall_lower_bound"] for b in per_bucket.values()),
-                      "buckets": per_bucket,
-                      "p50_ms": round(float(np.median([b["p50_ms"] for b in per_bucket.values()])), 4)})
+        tried.append(curve_entry({"nprobe": p}, float(per_query.mean()), per_bucket))
     own = np.empty(len(queries))  # each query's recall with its bucket's setting
     cost = np.empty(len(queries))
     for name, rows in buckets.items():
         own[rows] = np.mean(ranks[rows] < chosen[name], axis=1)
         cost[rows] = fixed + scanned[rows, chosen[name] - 1] * per_vector
-    return {"type": "ivf", "key": f"IVF{nlist},Flat", "forecast": True, "params": {"nprobe": uniform},
+    return {"type": "ivf", "key": f"IVF{nlist},Flat", "nlist": nlist, "forecast": True, "params": {"nprobe": uniform},
             "params_by_bucket": {name: {"nprobe": chosen[name]} for name in buckets},
             "recall": round(float(own.mean()), 4),
             "recall_lower_bound": round(min(lower_bound(own[rows]) for rows in buckets.values()), 4),

@@ -74,8 +74,8 @@ def summary(manifest_or_dir: Any) -> dict[str, Any]:
                   "labels": get("index.labels")},
         "tuning": tuned,
         # What `auto` compared: built candidates and IVF-Flat's forecast ("forecast": true), without their curves.
-        "candidates": [{key: c.get(key) for key in ("type", "key", "forecast", "priced_out", "recall", "p50_ms",
-                                                     "reached")} for c in get("index.candidates", [])],
+        "candidates": [{key: c.get(key) for key in ("type", "key", "nlist", "forecast", "priced_out", "recall",
+                                                     "p50_ms", "reached")} for c in get("index.candidates", [])],
         "auto_latency_ms": get("config.build.auto_latency_ms"),
         "bytes": {"index": get("index.bytes"), **towers,
                   "shards": sum(s.get("bytes", 0) for s in get("shards", []))},

@@ -251,10 +251,7 @@ def _walk(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: d
             timing = vectors[_timing_rows(walked, TIME_PER_BUCKET)]
             for name, p50 in _split_p50(single_query_ms(index, timing, k), walked, TIME_PER_BUCKET).items():
                 per_bucket[name]["p50_ms"] = p50
-            tried.append({**params, "recall": round(mean, 4),
-                          "recall_lower_bound": min(b["recall_lower_bound"] for b in per_bucket.values()),
-                          "buckets": per_bucket,
-                          "p50_ms": round(float(np.median([b["p50_ms"] for b in per_bucket.values()])), 4)})
+            tried.append(curve_entry(params, mean, per_bucket))
             for name, b in per_bucket.items():
                 if b["recall_lower_bound"] >= target_recall:
                     reached_at.setdefault(name, pos)
@@ -283,6 +280,19 @@ def _walk(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: d
         if not active:
             break
     return tried
+
+
+def curve_entry(params: dict, recall: float, buckets: dict[str, dict]) -> dict:
+    """One setting of a tuning curve: its parameters, mean recall, the worst bucket's lower bound,
+    the buckets' figures (each with ``p50_ms``) and the median of their p50s."""
+    return {**params, "recall": round(recall, 4),
+            "recall_lower_bound": min(b["recall_lower_bound"] for b in buckets.values()), "buckets": buckets,
+            "p50_ms": round(float(np.median([b["p50_ms"] for b in buckets.values()])), 4)}
+
+
+def _params_of(entry: dict) -> dict:
+    """The search parameters of a curve entry."""
+    return {key: v for key, v in entry.items() if key in PARAM_KEYS}
 
 
 SCREEN = 4  # a setting is searched first with a quarter of each bucket's queries,
@@ -365,22 +375,21 @@ def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, 
     if not winners:  # the choice among short settings is made on all queries, not screening parts
         for e in tried:
             if any(b["queries"] < len(buckets[name]) for name, b in e["buckets"].items()):
-                faiss_index.set_params(index, {key: v for key, v in e.items() if key in PARAM_KEYS})
+                faiss_index.set_params(index, _params_of(e))
                 mean, again, _ = _recall_of(index, vectors, truth, {name: buckets[name] for name in e["buckets"]}, k)
                 for name, b in again.items():
-                    e["buckets"][name].update(b)
-                e["recall"] = round(mean, 4)
-                e["recall_lower_bound"] = min(b["recall_lower_bound"] for b in e["buckets"].values())
+                    e["buckets"][name].update(b)  # their p50s stay
+                e.update(curve_entry(_params_of(e), mean, e["buckets"]))
     uniform = min(winners, key=lambda e: e["p50_ms"]) if winners else _best_short(tried, target_recall)
     per_bucket, own = {}, {}
     for name in buckets:
         ok = _first_per_line([e for e in tried if name in e["buckets"]
                               and e["buckets"][name]["recall_lower_bound"] >= target_recall])
         best = min(ok, key=lambda e: e["buckets"][name]["p50_ms"]) if ok else uniform
-        own[name] = {key: v for key, v in best.items() if key in PARAM_KEYS}
+        own[name] = _params_of(best)
         per_bucket[name] = {key: v for key, v in best["buckets"][name].items() if key != "p50_ms"}
         per_bucket[name]["params"] = own[name]
-    params = {key: v for key, v in uniform.items() if key in PARAM_KEYS}
+    params = _params_of(uniform)
     faiss_index.set_params(index, params)
     searchers = {name: faiss_index.search_parameters(index, own[name]) for name in buckets}
     lat = np.concatenate([single_query_ms(index, vectors[rows[:TIME_KEPT_PER_BUCKET]], k, searchers[name])
