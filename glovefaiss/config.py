@@ -98,7 +98,7 @@ class BuildConfig:
     text_column: str = "text"
     batch_size: int = 32768
     shard_rows: int = 1_000_000
-    row_group_rows: int = 65536
+    row_group_rows: int = 16384
     store_text: bool = True
     index: str = "auto"
     index_key: str | None = None

@@ -126,3 +126,14 @@ def test_read_scored_formats(tmp_path):
         read_scored(tmp_path / "bad.jsonl")
     with pytest.raises(DataError, match=r"^pairs file not found: "):
         read_scored(tmp_path / "none.csv")
+
+
+def test_open_corpus_takes_one_path_as_well_as_a_list(tmp_path):
+    from glovefaiss.io.corpus import open_corpus
+
+    path = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"id": [1, 2, 3], "text": ["a", "b", "c"]}), path)
+    for given in (str(path), path, [path]):
+        corpus = open_corpus(given)
+        assert corpus.num_rows == 3
+        assert [t.to_pylist() for _, t in corpus.batches(10)] == [["a", "b", "c"]]

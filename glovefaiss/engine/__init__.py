@@ -45,7 +45,7 @@ def build(corpus, out: str | Path, config: Config | None = None, *, model_dir: s
         return build_index(corpus, out, config, engine=engine, **kwargs)
 
 
-def add(directory: str | Path, corpus: Sequence[str | Path], *, engine: str = "local", ray_address: str | None = None,
+def add(directory: str | Path, corpus: str | Path | Sequence[str | Path], *, engine: str = "local", ray_address: str | None = None,
         workers: int | None = None, **kwargs):
     """:func:`glovefaiss.index.add.add_documents` on ``engine``."""
     from ..index.add import add_documents

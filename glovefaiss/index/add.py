@@ -41,7 +41,7 @@ class AddResult:
     replaced: int = 0  # with upsert: old documents the new ones replaced (the index was then made afresh)
 
 
-def add_documents(directory: str | Path, corpus: Sequence[str | Path], *, progress: bool | None = None,
+def add_documents(directory: str | Path, corpus: str | Path | Sequence[str | Path], *, progress: bool | None = None,
                   threads: int | None = None, id_column: str | None = None,
                   text_column: str | None = None, upsert: bool = False,
                   engine: LocalEngine | None = None) -> AddResult:

@@ -135,7 +135,7 @@ def _prepare_partial(out: Path, resume: bool) -> Path:
 
 
 def build(
-    corpus: Sequence[str | Path] | Corpus,
+    corpus: str | Path | Sequence[str | Path] | Corpus,
     out: str | Path,
     config: Config | None = None,
     *,

@@ -214,13 +214,16 @@ def file_signature(path: str | Path) -> list:
 RESERVED_COLUMNS = ("id", "vector", "text", "query_id", "rank", "score")
 
 
-def open_corpus(paths: Sequence[str | Path], id_column: str = "id", text_column: str = "text",
+def open_corpus(paths: str | Path | Sequence[str | Path], id_column: str = "id", text_column: str = "text",
                 columns: Sequence[str] = (), columns_fix: str = "choose the stored ones with --columns") -> Corpus:
     """Check every file's schema (footers only) and return a :class:`Corpus` to stream.
 
     ``columns``: extra columns every file must have, kept with each document (``build --columns``);
-    ``columns_fix``: what the error says to do when a file lacks one.
+    ``columns_fix``: what the error says to do when a file lacks one. ``paths``: files, directories
+    or URIs, or one of them.
     """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
     if not paths:
         raise CorpusError("no corpus given")
     for col in columns:

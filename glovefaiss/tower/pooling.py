@@ -67,11 +67,11 @@ def segment_sums(matrix, ids: np.ndarray, offsets: np.ndarray,
     (``np.add.reduceat`` is not: it sums pairwise).
 
     ``scipy``: a (texts x vocabulary) CSR matrix of the weights times ``matrix``, which
-    accumulates each row left to right too (same bits, tested); about 2x faster, but it holds
-    the GIL, so two encoding threads cannot pool at once.
+    accumulates each row left to right too (same bits, tested); about 2x faster, and it releases
+    the GIL, so encoding threads pool at once.
 
     ``torch`` (the build, for large corpora): ``embedding_bag(mode="sum")``, left to right per
-    bag as well (same bits, tested), 3x faster than scipy and free of the GIL; costs the torch
+    bag as well (same bits, tested), several times faster than scipy; costs the torch
     import (about 1.4 s). ``matrix`` may then be a torch tensor whose rows are already weighted
     (see :meth:`TextEncoder.batch_rows`), with ``weights`` None: scaling the rows first is what
     the numpy path does too, whereas embedding_bag's own per-sample weights use fused
