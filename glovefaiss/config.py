@@ -96,7 +96,7 @@ class BuildConfig:
 
     id_column: str = "id"
     text_column: str = "text"
-    batch_size: int = 32768
+    batch_size: int = 16384
     shard_rows: int = 1_000_000
     row_group_rows: int = 16384
     store_text: bool = True
