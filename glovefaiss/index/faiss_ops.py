@@ -133,6 +133,12 @@ def _stores_ids(index: faiss.Index) -> bool:
     return isinstance(index, faiss.IndexIVF) and not isinstance(index, faiss.IndexRefine)
 
 
+# k-means iterations for IVF centroids (FAISS's default is 25). At 1M documents, 10 gave the same
+# recall at every nprobe as 25 (within 0.005, topics over 4,000 lists and Zipf over 1,000) in
+# 0.3-0.4x the training time (12.9 s of a 37 s topics build at 25).
+IVF_KMEANS_ITERATIONS = 10
+
+
 def train(index: faiss.Index, sample: np.ndarray, seed: int = 0) -> None:
     """Train on a sample (IVF centroids, PQ codebooks), seeded so builds are reproducible."""
     _seed(index, seed)
@@ -143,6 +149,7 @@ def _seed(index: faiss.Index, seed: int) -> None:
     for sub in index_chain(index):
         if isinstance(sub, faiss.IndexIVF):
             sub.cp.seed = seed
+            sub.cp.niter = IVF_KMEANS_ITERATIONS
         if hasattr(sub, "pq"):
             sub.pq.cp.seed = seed
 
