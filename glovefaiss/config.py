@@ -211,6 +211,23 @@ def _check_type(value: Any, tp: Any, where: str, origin: str) -> Any:
     raise ConfigError(f"{origin}: '{where}' must be {names}, got {value!r}")
 
 
+# Bounds of numbers a config file may set (the CLI's options have the same ranges): (low, high), None: open.
+RANGES = {
+    "build.target_recall": (0, 1), "build.batch_size": (1, None), "build.shard_rows": (1, None),
+    "build.row_group_rows": (1, None), "build.threads": (1, None), "build.tune_k": (1, None),
+    "build.tune_queries": (1, None), "build.auto_latency_ms": (0, None), "build.workers": (1, None),
+}
+
+
+def _check_range(value: Any, where: str, origin: str) -> None:
+    if where not in RANGES or value is None:
+        return
+    low, high = RANGES[where]
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{origin}: '{where}' must be {bound}, got {value!r}")
+
+
 def _build(cls: type, data: Any, prefix: str, origin: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: '{prefix.rstrip('.') or 'config'}' must be a mapping")
@@ -228,6 +245,7 @@ def _build(cls: type, data: Any, prefix: str, origin: str) -> Any:
             kwargs[name] = _build(tp, value, f"{prefix}{name}.", origin)
         else:
             kwargs[name] = _check_type(value, tp, prefix + name, origin)
+            _check_range(kwargs[name], prefix + name, origin)
     return cls(**kwargs)
 
 

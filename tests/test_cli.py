@@ -189,3 +189,13 @@ def test_python_dash_m_and_config_flag_override(tmp_path, onehot):
 
 def test_sizes_are_shown_in_binary_units():
     assert [human_bytes(n) for n in (512, 1536, 3 * 2**20, 5 * 2**30)] == ["512 B", "1.5 KiB", "3.0 MiB", "5.0 GiB"]
+
+
+def test_output_beside_a_file_is_one_line(onehot, tmp_path):
+    vectors, corpus = onehot
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = run("build", corpus, "--out", blocker / "idx", "--glove", vectors)
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: cannot write {blocker / 'idx'}: {blocker} is a file, not a directory; "
+                             "choose another --out\n")

@@ -155,3 +155,21 @@ def test_info(index_dir, id_kind):
     assert (data["documents"], data["empty_documents"], data["dim"], data["index"]["family"]) == (5, 1, 4, "flat")
     result = run("info", index_dir.parent / "nowhere")
     assert (result.exit_code, result.stderr) == (1, f"Error: index directory not found: {index_dir.parent / 'nowhere'}\n")
+
+
+def test_a_reader_that_goes_away_ends_the_query_quietly(index_dir, tmp_path, id_kind):
+    import os
+    import subprocess
+    import sys
+
+    if id_kind == "str":
+        pytest.skip("one id kind is enough")
+    queries = tmp_path / "many.txt"
+    queries.write_text("cat dog\n" * 20000)  # far more output than a pipe buffers
+    proc = subprocess.Popen([sys.executable, "-m", "glovefaiss", "query", str(index_dir), "--queries", str(queries),
+                             "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.stdout.read(100)
+    proc.stdout.close()  # as `| head -c 100` does
+    _, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err) == (1, b"")  # click's ending for a closed pipe: no message, no traceback

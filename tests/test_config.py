@@ -79,3 +79,16 @@ def test_overrides_ignore_none_and_validate():
 
 def test_int_accepted_for_float():
     assert Config().replace({"loss.margin": 1}).loss.margin == 1.0
+
+
+def test_numbers_out_of_range_are_refused(tmp_path):
+    p = tmp_path / "c.yml"
+    p.write_text("build:\n  target_recall: 5\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == f"{p}: 'build.target_recall' must be between 0 and 1, got 5.0"
+    p.write_text("build:\n  batch_size: 0\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert str(e.value) == f"{p}: 'build.batch_size' must be at least 1, got 0"
+    assert load_config(CONFIGS / "default_config.yml").build.target_recall == 0.95

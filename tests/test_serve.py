@@ -476,3 +476,15 @@ def test_an_internal_error_is_a_json_500_without_traceback(served, monkeypatch):
         assert s.get("/search?q=cat") == (500, error)
         assert s.post("/search", {"queries": ["cat"]}) == (500, error)
         assert s.get("/health")[0] == 200  # the server keeps serving
+
+
+def test_cli_serve_on_a_port_in_use_is_one_line(served):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        busy = subprocess.run([sys.executable, "-m", "glovefaiss", "serve", str(served["ints"]), "--port", str(port)],
+                              capture_output=True, text=True, env=_env(), timeout=60)
+    assert busy.returncode == 1
+    assert busy.stderr == (f"Error: cannot listen on 127.0.0.1:{port}: Address already in use; "
+                           "choose another --port or --host\n")

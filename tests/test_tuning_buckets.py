@@ -14,7 +14,7 @@ from glovefaiss.index import families
 from glovefaiss.index.build import build
 from glovefaiss.index.recall import index_recall
 from glovefaiss.index.search import Index
-from glovefaiss.index.tuning import BUCKETS, QuerySet, bucket_summary, tune
+from glovefaiss.index.tuning import BUCKETS, QuerySet, bucket_summary, short_message, tune
 
 from .helpers import config_for, write_corpus, write_glove_text
 
@@ -122,6 +122,10 @@ def test_a_bucket_that_cannot_reach_the_target_is_reported_short():
     assert t.buckets["1-3 tokens"]["recall_lower_bound"] >= 0.95 > t.buckets["13+ tokens"]["recall_lower_bound"]
     line = bucket_summary(t.to_dict())
     assert "13+ tokens" in line and line.endswith("SHORT") and "1-3 tokens" in line
+    lb = t.buckets["13+ tokens"]["recall_lower_bound"]
+    assert short_message(10, 0.95, t.buckets, t.short_buckets) == (
+        f"recall@10 target 0.950 not reached in 13+ tokens: lower bound {lb:.3f} (short by {0.95 - lb:.3f}) "
+        f"with nprobe={t.buckets['13+ tokens']['params']['nprobe']} (13+ tokens)")
 
 
 def test_eval_recall_cli_and_info_plot(clustered, tmp_path):
@@ -140,6 +144,13 @@ def test_eval_recall_cli_and_info_plot(clustered, tmp_path):
         return
     assert r.exit_code == 0, r.output
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    r = CliRunner().invoke(cli, ["info", str(out), "--plot", str(tmp_path / "curve.txt")])
+    assert r.exit_code == 1 and r.output.startswith(f"Error: cannot draw {tmp_path / 'curve.txt'}: name a .png, "
+                                                    ".svg or .pdf file (matplotlib writes ")
+    missing = tmp_path / "no" / "dir" / "c.png"
+    r = CliRunner().invoke(cli, ["info", str(out), "--plot", str(missing)])
+    assert (r.exit_code, r.output) == (1, f"Error: cannot write {missing}: No such file or directory; "
+                                          "choose another --plot file\n")
 
 
 def _length_queries(texts, n=240, seed=2):

@@ -79,9 +79,14 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
         note(f"adapted: self-supervised tower trained on {a['sample_documents']:,} of {a['documents']:,} documents "
               f"in {a['train_seconds']:.1f} s (kept epoch {a['best_epoch']} of {a['epochs']}{f', {shown}' if shown else ''}; "
               f"{a['words_added']:,} words added); model in {result.out_dir / a['model_dir']}")
+    resumed = m.timings.get("resumed_documents") or 0
+    encoding = (f"{m.timings['docs_per_s']:,.0f} docs/s encoding" if m.timings.get("docs_per_s")
+                else "nothing left to encode")
+    if resumed:
+        encoding += f"; {resumed:,} documents were encoded before the resume"
     note(
         f"built {result.out_dir}: {result.documents:,} documents in {result.seconds:.1f} s "
-        f"({m.timings['docs_per_s'] or 0:,.0f} docs/s encoding), OOV rate {result.oov_rate:.1%}, "
+        f"({encoding}), OOV rate {result.oov_rate:.1%}, "
         f"{result.empty_documents:,} empty documents, index {human_bytes(result.index_bytes)} "
         f"(+ {'towers' if m.document_tower else 'query tower'} {human_bytes(result.tower_bytes)}), "
         f"anisotropy {m.anisotropy or 0:.3f} (mean cosine to the centroid)")
@@ -89,7 +94,7 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
     if tuning:
         params = params_text(tuning["params"])
         if tuning.get("params_by_length"):  # the figures are with each length's setting (next line)
-            params = f"a setting per query length ({params} for any length)"
+            params = f"a setting per query length ({params} for queries of unknown length)"
         lb = tuning.get("recall_lower_bound", tuning["recall"])
         short = ", ".join(tuning.get("short_buckets", []))
         verdict = ("" if tuning["reached"] else
@@ -214,7 +219,7 @@ def info(index_dir, as_json, plot_path):
         f"index: {idx['family']} ({idx['key']}), search with {params_text(idx['params'])}",
     ]
     if tuning:
-        setting = (f"a setting per query length ({params_text(tuning['params'])} for any length)"
+        setting = (f"a setting per query length ({params_text(tuning['params'])} for queries of unknown length)"
                    if tuning.get("params_by_length") else params_text(tuning["params"]))
         lines.append(f"tuning: recall@{tuning['k']} {tuning['recall']:.3f} with {setting}, target "
                      f"{tuning['target_recall']} {'reached' if tuning['reached'] else 'NOT reached'}")

@@ -104,7 +104,7 @@ def train(data, out, config_path, epochs, seed, validation, holdout, corpus, los
     if t.get("objective") == "self_supervised":
         sample = "" if t["sampled_documents"] == t["documents"] else f" (a seeded sample of {t['documents']:,})"
         note(f"self-supervised on {t['sampled_documents']:,} documents{sample}: {t['pairs']:,} pseudo pairs "
-              f"({t['pairs_per_epoch']:,} a epoch, {t['epochs']} epochs), validated on {t['validation_queries']:,} "
+              f"({t['pairs_per_epoch']:,} an epoch, {t['epochs']} epochs), validated on {t['validation_queries']:,} "
               f"span queries of {t['validation_documents']:,} held-out documents; {t['words_added']:,} words added "
               f"(min count {t['grow_min_count']})")
         note(f"trained {s.out_dir} (model {s.model_id[:12]}) in {s.seconds:.1f} s: kept epoch {best.epoch}"

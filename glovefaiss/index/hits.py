@@ -108,6 +108,8 @@ class HitsWriter:
         self.count += len(hits)
         try:
             getattr(self, f"_write_{self.format}")(hits)
+        except BrokenPipeError:  # the reader went away (`| head`): the CLI ends quietly, as other tools do
+            raise
         except OSError as e:
             raise OutputError(f"cannot write {self._path or 'the output'}: {e.strerror or e}") from None
 
@@ -201,6 +203,9 @@ class HitsWriter:
                     os.replace(self._tmp, self._path)
             else:
                 self._stream.flush()
+        except BrokenPipeError:
+            self.abort()
+            raise
         except OSError as e:
             self.abort()
             raise OutputError(f"cannot write {self._path or 'the output'}: {e.strerror or e}") from None

@@ -47,6 +47,12 @@ def tuning_curve(manifest, path: str | Path) -> Path:
         import matplotlib.ticker
     except ImportError:
         raise PlotError(MISSING) from None
+    path = Path(path)
+    formats = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if path.suffix.lstrip(".").lower() not in formats:
+        raise PlotError(f"cannot draw {path}: name a .png, .svg or .pdf file (matplotlib writes "
+                        f"{', '.join(sorted(formats))})")
     info = manifest["index"] if isinstance(manifest, dict) else manifest.index
     lines = curves(info)
     if not lines:
@@ -84,7 +90,10 @@ def tuning_curve(manifest, path: str | Path) -> Path:
     ax.set_title(f"tuning curve, {info.get('ntotal', 0):,} vectors")
     ax.grid(True, which="both", lw=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes, off the curves
-    path = Path(path)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    except OSError as e:
+        raise PlotError(f"cannot write {path}: {e.strerror or e}; choose another --plot file") from None
+    finally:
+        plt.close(fig)
     return path

@@ -349,7 +349,11 @@ def short_message(k: int, target_recall: float, buckets: dict[str, dict], short:
     worst = min(buckets[name]["recall_lower_bound"] for name in short)
     return (f"recall@{k} target {target_recall:.3f} not reached in {', '.join(short)}: lower bound {worst:.3f} "
             f"(short by {target_recall - worst:.3f}) with "
-            + ", ".join(f"{buckets[name]['params'] or 'exact search'}" for name in short))
+            + ", ".join(f"{_setting(buckets[name]['params'])} ({name})" for name in short))
+
+
+def _setting(params: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or "exact search"
 
 
 def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, k: int = 10,

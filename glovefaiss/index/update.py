@@ -33,10 +33,17 @@ def index_lock(directory: Path, action: str) -> Iterator[None]:
     except ImportError:  # not POSIX: no lock
         yield
         return
-    directory.parent.mkdir(parents=True, exist_ok=True)
     path = lock_path(directory)
     while True:
-        f = open(path, "a+", encoding="utf-8")
+        try:
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            f = open(path, "a+", encoding="utf-8")
+        except OSError as e:
+            fix = "choose another --out" if action == "build" else f"check that {directory.parent} is writable"
+            parent = next((p for p in directory.parents if p.exists()), None)
+            why = f"{parent} is a file, not a directory" if parent is not None and not parent.is_dir() else \
+                f"{e.strerror or e} ({e.filename})"
+            raise IndexDirError(f"cannot write {directory}: {why}; {fix}") from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -564,6 +564,19 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return _error("internal error; the server log has the details", 500)
 
 
+def _check_port(host: str, port: int) -> None:
+    """Raise :class:`ServeError` if ``host:port`` cannot be listened on (uvicorn would only log it)."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            s.bind(address)
+    except OSError as e:
+        raise ServeError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port or --host") from None
+
+
 def run(indexes, *, host: str = "127.0.0.1", port: int = 8000, default: str | None = None,
         limits: Limits = DEFAULT_LIMITS, api_key: str | None = None, reload_interval: float = 0.5,
         access_log: bool = True, log_level: str = "info") -> None:
@@ -573,6 +586,7 @@ def run(indexes, *, host: str = "127.0.0.1", port: int = 8000, default: str | No
     except ImportError:
         raise ServeError("glovefaiss serve needs the serve extra (uvicorn is not installed): "
                          "pip install 'glovefaiss[serve]'") from None
+    _check_port(host, port)
     app = create_app(indexes, default=default, limits=limits, api_key=api_key, reload_interval=reload_interval)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         logger.warning("serving on %s without an API key: anyone who can reach port %d can search", host, port)

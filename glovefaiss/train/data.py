@@ -288,7 +288,8 @@ def load_training_data(path: str | Path) -> PairData | ScoredData:
                                       source=str(path))
     raise DataError(
         f"{path}: cannot tell what this data is (columns: {', '.join(sorted(cols)) or 'none'}); "
-        "pairs need 'query' (or 'anchor') and 'positive' (optionally 'negative'), scored pairs 'sentence1', 'sentence2' and 'score'"
+        "pairs need 'query' (or 'anchor') and 'positive' (optionally 'negative'), scored pairs 'sentence1', 'sentence2' and 'score'; "
+        "for a corpus of plain documents (id, text), train with --self-supervised"
     )
 
 
