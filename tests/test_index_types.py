@@ -98,6 +98,10 @@ def test_auto_choice_as_documented():
         faiss_index.parse_bytes("lots")
     assert faiss_index.factory_key("ivf", 1_000_000, 50) == "IVF4000,Flat"
     assert faiss_index.factory_key("ivf-fastscan", 1_000_000, 50) == "IVF4000,PQ50x4fsr,RFlat"
+    # 256 PQ centroids want 9,984 training vectors; fewer train fewer bits (no FAISS warning per sub-quantiser).
+    assert faiss_index.factory_key("ivf-pq", 1_000_000, 50) == "IVF4000,PQ25"
+    assert faiss_index.factory_key("ivf-pq", 9_984, 50) == "IVF256,PQ25"
+    assert faiss_index.factory_key("ivf-pq", 5_000, 50) == "IVF128,PQ25x7"
 
 
 def test_tuner_reports_an_unreachable_target():

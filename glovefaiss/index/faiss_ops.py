@@ -8,7 +8,7 @@ Index families (``kind``), each a FAISS factory key over L2-normalised vectors:
 | hnsw | ``HNSW32`` | 4d + ~260 | efSearch |
 | ivf | ``IVF{nlist},Flat`` | 4d | nprobe |
 | ivf-fastscan | ``IVF{nlist},PQ{m}x4fsr,RFlat`` | 4d + m/2 | nprobe, k_factor |
-| ivf-pq | ``IVF{nlist},PQ{m}`` (OPQ via an index key: its training is slow) | m | nprobe |
+| ivf-pq | ``IVF{nlist},PQ{m}`` (``xB``, fewer bits, below 9,984 vectors; OPQ via an index key) | m | nprobe |
 | ivf-sq8 | ``IVF{nlist},SQ8`` | d | nprobe |
 
 ``auto`` picks ``flat`` for small corpora and otherwise the first family that fits the
@@ -62,6 +62,11 @@ def _pq_m(dim: int) -> int:
     return max(m for m in range(1, min(64, dim) + 1) if dim % m == 0 and m <= max(1, dim // 2))
 
 
+def _pq_bits(n: int) -> int:
+    """Bits per PQ code: 8, or fewer when ``n`` vectors cannot train 256 centroids (FAISS wants 39 each)."""
+    return max(1, min(8, int(math.log2(max(n, 2) / 39)) if n >= 78 else 1))
+
+
 def bytes_per_vector(kind: str, dim: int) -> float:
     m = _pq_m(dim)
     return {"flat": 4 * dim, "ivf": 4 * dim, "hnsw": 4 * dim + HNSW_M * 2 * 4 * 1.05,
@@ -100,7 +105,7 @@ def factory_key(kind: str, n: int, dim: int, nlist: int | None = None) -> str:
         "hnsw": f"HNSW{HNSW_M}",
         "ivf": f"IVF{nlist},Flat",
         "ivf-fastscan": f"IVF{nlist},PQ{dim}x4fsr,RFlat" if dim <= 64 else f"IVF{nlist},PQ{m}x4fsr,RFlat",
-        "ivf-pq": f"IVF{nlist},PQ{m}",
+        "ivf-pq": f"IVF{nlist},PQ{m}" + (f"x{_pq_bits(n)}" if _pq_bits(n) < 8 else ""),
         "ivf-sq8": f"IVF{nlist},SQ8",
     }
     if kind not in keys:
