@@ -212,7 +212,7 @@ def test_cli_self_supervised_train_and_errors(tmp_path, tiny_vectors, corpus_fil
     assert r.exit_code == 0, r.output
     info = json.loads((out / "model.json").read_text())
     lines = r.stderr.splitlines()
-    assert lines[-2] == ("self-supervised on 80 documents: 148 pseudo pairs (74 a epoch, 2 epochs), validated on 12 "
+    assert lines[-2] == ("self-supervised on 80 documents: 148 pseudo pairs (74 an epoch, 2 epochs), validated on 12 "
                          "span queries of 6 held-out documents; 0 words added (min count 0)")
     assert lines[-1].startswith(f"trained {out} (model {info['model_id'][:12]}) in ")
     assert f"kept epoch {info['training']['best_epoch']} (pseudo ndcg@10 " in lines[-1]

@@ -567,7 +567,6 @@ async def _server_error(request: Request, exc: Exception) -> Response:
 def _check_port(host: str, port: int) -> None:
     """Raise :class:`ServeError` if ``host:port`` cannot be listened on (uvicorn would only log it)."""
     import socket
-
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind, proto) as s:
