@@ -335,7 +335,9 @@ class Index:
         ids = list(ids)
         if self._row_ids is None:  # FAISS labels are the int64 ids: binary search in the id lookup
             keys = [_as_int(i) for i in ids]
-            labels = np.asarray([-1 if key is None else key for key in keys], dtype=np.int64)
+            if None in keys:
+                raise QueryError(f"id {ids[keys.index(None)]!r} is not an integer; this index has integer ids")
+            labels = np.asarray(keys, dtype=np.int64)
             rows = self._rows_of_ids(labels)
             if self._id_order is not None:
                 sorted_ids, _ = self._id_order
@@ -343,7 +345,6 @@ class Index:
                 found = sorted_ids[pos] == labels
             else:
                 found = (labels >= 0) & (labels < len(self))
-            found &= np.asarray([key is not None for key in keys], dtype=bool)
         elif isinstance(self._row_ids, np.ndarray):  # an in-memory index
             if self._id_rows is None:
                 self._id_rows = {v: r for r, v in enumerate(self._row_ids.tolist())}
