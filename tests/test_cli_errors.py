@@ -136,6 +136,7 @@ def test_add_upsert_replaces_and_plain_add_still_refuses(tmp_path, tiny_vectors,
     assert result.stderr.startswith(
         f"added 2 documents (1 of them replacing documents with the same id) to {out} in ")
     assert result.stderr.rstrip().endswith("it now holds 9")
+    assert f"added 2 documents from {new} (1 of them replacing documents with the same id)" in run("info", out).output
     idx = Index.load(out)
     assert [h["text"] for h in idx.hits(["river boat"], k=8) if h["id"] == 16] == ["river boat"]
     assert idx.manifest.empty_documents == 1  # document 16 was empty; its replacement has words

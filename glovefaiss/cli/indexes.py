@@ -237,7 +237,8 @@ def info(index_dir, as_json, plot_path):
     lines.append(f"built from {', '.join(s['built_from']['files'])} by glovefaiss {s['glovefaiss_version']}; "
                  f"written {s['written_at']}")
     for a in s["additions"]:
-        lines.append(f"added {a['documents']:,} documents from {', '.join(map(str, a['files']))}")
+        replaced = f" ({a['replaced']:,} of them replacing documents with the same id)" if a.get("replaced") else ""
+        lines.append(f"added {a['documents']:,} documents from {', '.join(map(str, a['files']))}{replaced}")
     if s["deletions"]:
         lines.append(f"deletions: {len(s['deletions'])}")
     click.echo("\n".join(lines))

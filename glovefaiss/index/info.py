@@ -83,7 +83,8 @@ def summary(manifest_or_dir: Any) -> dict[str, Any]:
                        "text_column": get("corpus.text_column")},
         "glovefaiss_version": get("glovefaiss_version"),
         "written_at": written_at,
-        "additions": [{"documents": a.get("documents"), "files": a.get("files", [])} for a in additions],
+        "additions": [{"documents": a.get("documents"), "files": a.get("files", []),
+                       **({"replaced": a["replaced"]} if a.get("replaced") else {})} for a in additions],
         "deletions": get("deletions", []),
     }
 
