@@ -144,6 +144,32 @@ def test_a_forecast_within_the_budget_leaves_the_old_path(clustered, monkeypatch
                 progress=False).manifest.index
     assert idx["type"] == "ivf" and idx["key"] == f"IVF{faiss_index.nlist_for(3000)},Flat"
     assert idx["candidates"][0]["forecast"] and len(idx["candidates"]) == 2
+    lists = faiss_index.forecast_nlist(3000)
+    assert idx["centroids"] == f"the forecast's {lists} lists, each split in {families.LIST_PARTS}"
+
+
+def test_split_lists_refines_each_list_within_its_own_members():
+    rng = np.random.default_rng(5)
+    x = np.hstack([rng.standard_normal((4000, 8)), -np.ones((4000, 1))]).astype(np.float32)
+    faiss.normalize_L2(x)
+    coarse = x[rng.choice(len(x), 6, replace=False)].copy()
+    coarse[5] = np.eye(9, dtype=np.float32)[8]  # every point of x scores it below the others
+    far = coarse[5] + 0.01 * rng.standard_normal((3, 9)).astype(np.float32)  # its only members
+    faiss.normalize_L2(far)
+    sample = np.concatenate([x, far])
+    out = faiss_index.split_lists(coarse, sample, 4, seed=1)
+    assert out.shape == (24, 9)
+    np.testing.assert_array_equal(out, faiss_index.split_lists(coarse, sample, 4, seed=1))  # seeded
+    lists = np.argmax(sample @ coarse.T, axis=1)  # the brute-force assignment
+    for i in range(6):
+        members, parts = sample[lists == i], out[4 * i:4 * i + 4]
+        if len(members) < 16:  # too few to split: the centroid, repeated
+            np.testing.assert_array_equal(parts, np.repeat(coarse[i:i + 1], 4, axis=0))
+            continue
+        np.testing.assert_allclose(np.linalg.norm(parts, axis=1), 1.0, atol=1e-5)  # spherical, as IVF's k-means
+        # Each member fits its best part better, on average, than the one centroid it replaced.
+        assert (members @ parts.T).max(axis=1).mean() > (members @ coarse[i]).mean() + 0.05
+    assert (lists == 5).sum() < 16  # the repeated branch ran
 
 
 def test_blas_scoring_is_undone_when_the_last_overlapping_block_ends():
