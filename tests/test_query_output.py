@@ -107,8 +107,14 @@ def test_like_unknown_ids_are_named(built):
     missing = 99 if isinstance(ids[0], int) else "doc-nope"
     with pytest.raises(QueryError, match=f"^no document with id {missing!r} in the index$"):
         index.like([ids[0], missing])
-    with pytest.raises(QueryError, match=r"^no documents with ids 'x', 'y' in the index$"):
-        index.like(["x", "y"])
+    if isinstance(ids[0], int):  # not even an id of the index's kind
+        with pytest.raises(QueryError, match=r"^id 'x' is not an integer; this index has integer ids$"):
+            index.like(["x", "y"])
+        with pytest.raises(QueryError, match=r"^no documents with ids 98, 99 in the index$"):
+            index.like([98, 99])
+    else:
+        with pytest.raises(QueryError, match=r"^no documents with ids 'x', 'y' in the index$"):
+            index.like(["x", "y"])
 
 
 def test_like_of_an_empty_document_has_no_hits(built):
