@@ -39,12 +39,17 @@ def test_unknown_top_level_key(tmp_path):
         load_config(p)
 
 
+def config_error(path: Path, text: str) -> str:
+    """The message of the ConfigError that loading ``text``, written to ``path``, raises."""
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    return str(e.value)
+
+
 def test_wrong_type_is_named(tmp_path):
     p = tmp_path / "c.yml"
-    p.write_text("tokeniser:\n  lowercase: 'yes'\n")
-    with pytest.raises(ConfigError) as e:
-        load_config(p)
-    assert str(e.value) == f"{p}: 'tokeniser.lowercase' must be bool, got 'yes'"
+    assert config_error(p, "tokeniser:\n  lowercase: 'yes'\n") == f"{p}: 'tokeniser.lowercase' must be bool, got 'yes'"
 
 
 def test_extends_loop_and_missing_file(tmp_path):
@@ -83,12 +88,6 @@ def test_int_accepted_for_float():
 
 def test_numbers_out_of_range_are_refused(tmp_path):
     p = tmp_path / "c.yml"
-    p.write_text("build:\n  target_recall: 5\n")
-    with pytest.raises(ConfigError) as e:
-        load_config(p)
-    assert str(e.value) == f"{p}: 'build.target_recall' must be between 0 and 1, got 5.0"
-    p.write_text("build:\n  batch_size: 0\n")
-    with pytest.raises(ConfigError) as e:
-        load_config(p)
-    assert str(e.value) == f"{p}: 'build.batch_size' must be at least 1, got 0"
+    assert config_error(p, "build:\n  target_recall: 5\n") == f"{p}: 'build.target_recall' must be between 0 and 1, got 5.0"
+    assert config_error(p, "build:\n  batch_size: 0\n") == f"{p}: 'build.batch_size' must be at least 1, got 0"
     assert load_config(CONFIGS / "default_config.yml").build.target_recall == 0.95

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..index.hits import FORMATS as HIT_FORMATS
+from ..index.info import params_text
 from . import CORPUS, cli, engine_options, human_bytes, note, progress
 
 
@@ -291,10 +292,6 @@ def delete(index_dir, ids, ids_file, missing_ok):
     r = delete_documents(index_dir, ids, missing_ok=missing_ok)
     skipped = f" ({len(r.missing):,} ids not in the index, skipped)" if r.missing else ""
     note(f"deleted {r.deleted:,} documents from {r.out_dir}{skipped} in {r.seconds:.1f} s; it now holds {r.documents:,}")
-
-
-def params_text(params: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
 
 
 @cli.command()

@@ -64,7 +64,7 @@ def _pq_m(dim: int) -> int:
 
 def _pq_bits(n: int) -> int:
     """Bits per PQ code: 8, or fewer when ``n`` vectors cannot train 256 centroids (FAISS wants 39 each)."""
-    return max(1, min(8, int(math.log2(max(n, 2) / 39)) if n >= 78 else 1))
+    return min(8, int(math.log2(n / 39))) if n >= 78 else 1
 
 
 def bytes_per_vector(kind: str, dim: int) -> float:
@@ -99,13 +99,13 @@ def choose_kind(n: int, dim: int, max_memory: int | None = None) -> str:
 def factory_key(kind: str, n: int, dim: int, nlist: int | None = None) -> str:
     """The FAISS factory key of ``kind`` over ``n`` vectors of ``dim`` (``nlist``: lists other than :func:`nlist_for`)."""
     nlist = nlist or nlist_for(n)
-    m = _pq_m(dim)
+    m, bits = _pq_m(dim), _pq_bits(n)
     keys = {
         "flat": "Flat",
         "hnsw": f"HNSW{HNSW_M}",
         "ivf": f"IVF{nlist},Flat",
         "ivf-fastscan": f"IVF{nlist},PQ{dim}x4fsr,RFlat" if dim <= 64 else f"IVF{nlist},PQ{m}x4fsr,RFlat",
-        "ivf-pq": f"IVF{nlist},PQ{m}" + (f"x{_pq_bits(n)}" if _pq_bits(n) < 8 else ""),
+        "ivf-pq": f"IVF{nlist},PQ{m}" + (f"x{bits}" if bits < 8 else ""),
         "ivf-sq8": f"IVF{nlist},SQ8",
     }
     if kind not in keys:

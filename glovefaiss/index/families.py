@@ -121,8 +121,8 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
             logger.info("building %s after all", key)
     # After a priced-out forecast, IVF-Flat reuses the finer alternative's centroids; after one in
     # budget, it gets the forecast's lists each split in LIST_PARTS, instead of a k-means over all.
-    reuse, t_split = (centroids if early else None), 0.0
-    if forecasting and not early and kind == "ivf":
+    reuse, split, t_split = (centroids if early else None), forecasting and not early, 0.0
+    if split:  # forecasting: kind is ivf
         t_split = time.perf_counter()
         reuse = faiss_index.split_lists(centroids, sample, LIST_PARTS, seed)
         t_split = time.perf_counter() - t_split
@@ -131,7 +131,7 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
                     len(centroids), LIST_PARTS, t_split)
     index, info = _build_one(reader, kind, key, dim, with_ids, seed, rng, fill, centroids=reuse, sample=sample)
     info["requested"] = bc.index_key or bc.index
-    if t_split:
+    if split:
         info["centroids"] = f"the forecast's {len(centroids)} lists, each split in {LIST_PARTS}"
         info["train_s"] = round(info["train_s"] + t_split, 3)
     # With other families to try, walking this one past the latency budget only prices it out.

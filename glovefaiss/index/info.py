@@ -9,6 +9,11 @@ from typing import Any
 from .layout import DOCUMENT_TOWER_DIR, MANIFEST, TOWER_DIR, read_manifest
 
 
+def params_text(params: dict, none: str = "defaults") -> str:
+    """Search parameters as ``nprobe=24, k_factor=16``; ``none`` when there are none."""
+    return ", ".join(f"{k}={v}" for k, v in params.items()) or none
+
+
 def manifest_value(manifest: Any, path: str, default: Any = None) -> Any:
     """The manifest's value at a dotted ``path`` (``"index.tuning.recall"``), or ``default``.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import GloveFaissError
+from .info import params_text
 
 MISSING = "drawing needs matplotlib: pip install 'glovefaiss[plot]'"
 
@@ -47,9 +48,10 @@ def tuning_curve(manifest, path: str | Path) -> Path:
         import matplotlib.ticker
     except ImportError:
         raise PlotError(MISSING) from None
+    from matplotlib.backend_bases import FigureCanvasBase
+
     path = Path(path)
-    formats = plt.figure().canvas.get_supported_filetypes()
-    plt.close("all")
+    formats = FigureCanvasBase.get_supported_filetypes()
     if path.suffix.lstrip(".").lower() not in formats:
         raise PlotError(f"cannot draw {path}: name a .png, .svg or .pdf file (matplotlib writes "
                         f"{', '.join(sorted(formats))})")
@@ -80,7 +82,7 @@ def tuning_curve(manifest, path: str | Path) -> Path:
     kept = next((e for e in tuning["tried"] if all(e.get(k) == v for k, v in tuning["params"].items())), None)
     if kept is not None:
         ax.plot([kept["p50_ms"]], [_worst(kept)], marker="*", ms=14, color="black", ls="none",
-                label="kept: " + ", ".join(f"{k}={v}" for k, v in tuning["params"].items()))
+                label="kept: " + params_text(tuning["params"]))
     ax.axhline(tuning["target_recall"], color="red", lw=0.8, ls="--", label=f"target {tuning['target_recall']}")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from ..errors import ConfigError, QueryError
 from . import faiss_ops as faiss_index
+from .info import params_text
 
 if TYPE_CHECKING:
     from ..io.corpus import Corpus
@@ -349,11 +350,7 @@ def short_message(k: int, target_recall: float, buckets: dict[str, dict], short:
     worst = min(buckets[name]["recall_lower_bound"] for name in short)
     return (f"recall@{k} target {target_recall:.3f} not reached in {', '.join(short)}: lower bound {worst:.3f} "
             f"(short by {target_recall - worst:.3f}) with "
-            + ", ".join(f"{_setting(buckets[name]['params'])} ({name})" for name in short))
-
-
-def _setting(params: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.items()) or "exact search"
+            + ", ".join(f"{params_text(buckets[name]['params'], 'exact search')} ({name})" for name in short))
 
 
 def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, k: int = 10,
@@ -536,7 +533,7 @@ def bucket_summary(tuning: dict) -> str:
     """One line: recall@k, its lower bound, p50 and setting per token-count bucket of a manifest's ``index.tuning``."""
     parts = [f"{name} {b['recall']:.3f} (lower bound {b['recall_lower_bound']:.3f}"
              + (f", p50 {b['p50_ms']:.3f} ms" if b.get("p50_ms") is not None else "")
-             + (", " + ", ".join(f"{k}={v}" for k, v in b["params"].items()) if b.get("params") else "") + ")"
+             + (", " + params_text(b["params"]) if b.get("params") else "") + ")"
              + (" SHORT" if name in tuning.get("short_buckets", []) else "")
              for name, b in tuning["buckets"].items()]
     return f"recall@{tuning['k']} by query length: " + "; ".join(parts)
