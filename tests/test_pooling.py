@@ -71,6 +71,9 @@ def test_batch_and_single_paths_agree(encoder):
     single = np.vstack([encoder.encode(t) for t in texts])
     np.testing.assert_allclose(batch, single, atol=1e-6)
     np.testing.assert_allclose(encoder.encode(texts[:5]), batch[:5], atol=1e-6)
+    _, counts = encoder.encode_counted(pa.array(texts))
+    assert [int(encoder.encode_counted(t)[1][0]) for t in texts[:20]] == counts[:20].tolist()
+    assert encoder.encode_counted(texts[:5])[1].tolist() == counts[:5].tolist()
     norms = np.linalg.norm(batch, axis=1)
     assert np.all(np.isclose(norms, 1.0, atol=1e-5) | (norms == 0))
 
