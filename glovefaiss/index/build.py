@@ -108,7 +108,11 @@ class _BuildState:
 
     def add(self, shard: dict) -> None:
         self.shards.append(shard)
-        write_json_atomic(self.path, {"fingerprint": self.fingerprint, "shards": self.shards})
+        # Not fsynced: a resume adopts a shard only once its files match their recorded size and
+        # sha256 (load_completed), so a journal that outlived its shards' data costs a re-encode,
+        # never a wrong index. The fsync flushed the shard just written too: 90 ms of a 0.9 s
+        # encoding phase at 100,000 documents, on the writing thread.
+        write_json_atomic(self.path, {"fingerprint": self.fingerprint, "shards": self.shards}, durable=False)
 
 
 def _intact(path: Path, size: int, digest: str) -> bool:
