@@ -241,3 +241,24 @@ def test_auto_tries_fast_scan_when_the_first_family_is_slow(tmp_path, topic_corp
     info = result.manifest.index
     assert info["type"] == "ivf" and [(c["type"], bool(c.get("forecast"))) for c in info["candidates"]] == [
         ("ivf", True), ("ivf", False)]
+
+
+@pytest.mark.parametrize("key", ["IVF32,PQ16x4fsr,RFlat", "IVF32,PQ8"])
+def test_pq_codes_added_as_faiss_encodes_them(key):
+    """faiss_ops.add encodes with transposed PQ centroids (a faster formula): the codes FAISS's own
+    add writes, but for rare near-ties, and nothing of it in the saved index."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((6000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ours = faiss_index.make_index(16, key, with_ids=True)
+    faiss_index.train(ours, x, seed=0)
+    theirs = faiss.deserialize_index(faiss.serialize_index(ours))
+    faiss_index.add(ours, x, np.arange(len(x)))
+    theirs.add_with_ids(x, np.arange(len(x)))
+    assert [sub.pq.transposed_centroids.size() > 0 for sub in faiss_index.index_chain(ours) if hasattr(sub, "pq")] == [True]
+    a, b = faiss.serialize_index(ours), faiss.serialize_index(theirs)
+    assert len(a) == len(b) and (a != b).sum() <= 4
+    q = x[:200] + 0.05 * rng.standard_normal((200, 16)).astype(np.float32)
+    assert (faiss_index.search(ours, q, 10)[1] == faiss_index.search(theirs, q, 10)[1]).mean() > 0.99
+    loaded = faiss.deserialize_index(a)
+    assert all(sub.pq.transposed_centroids.size() == 0 for sub in faiss_index.index_chain(loaded) if hasattr(sub, "pq"))
