@@ -77,7 +77,6 @@ class Index:
         self.directory: Path | None = None
         self._columns: ColumnStore | None = None  # build --columns: corpus columns returned in every hit
         self._by_length: list[tuple[int | None, Any]] = []  # (most tokens, SearchParameters) per query length
-        self._length_bounds: list[int | None] = []  # the most tokens of each, for _length_group
 
     @classmethod
     def in_memory(cls, encoder: TextEncoder, doc_vectors: np.ndarray, texts: Sequence[str]) -> Index:
@@ -152,7 +151,6 @@ class Index:
         """
         self._by_length = [(e["max_tokens"], faiss_index.search_parameters(self.faiss, e["params"]))
                            for e in params_by_length]
-        self._length_bounds = [most for most, _ in self._by_length]
 
     def search(self, texts: Sequence[str] | str, k: int = 10) -> SearchResult:
         """Top-``k`` documents for each text, best first."""
@@ -228,7 +226,8 @@ class Index:
                      tokens: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """FAISS's (scores, labels) and the shard row of each label; each query with the setting of its
         length when ``tokens`` are given, grouped by setting and put back in query order."""
-        group = None if tokens is None or not self._by_length else _length_group(self._length_bounds, tokens)
+        group = None if tokens is None or not self._by_length else \
+            _length_group([most for most, _ in self._by_length], np.asarray(tokens))
         if group is None or (group == group[0]).all():  # one setting: no gathering (every single query)
             params = self._by_length[group[0]][1] if group is not None and len(group) and group[0] >= 0 else None
             scores, labels = faiss_index.search(self.faiss, vectors, depth, params)
@@ -439,11 +438,6 @@ class Index:
 def _length_group(most_tokens: list[int | None], tokens: np.ndarray) -> np.ndarray:
     """Position in ``most_tokens`` (ascending, None last for any longer) of the first bound each count
     is within; -1 for a count beyond every bound or unknown (below 0)."""
-    if len(tokens) == 1:  # a single query: plain Python, a tenth of the numpy calls' time
-        count = int(tokens[0])
-        at = next((i for i, most in enumerate(most_tokens) if most is None or count <= most), -1)
-        return np.array([at if count >= 0 else -1], np.int64)
-    tokens = np.asarray(tokens)
     bounds = np.asarray([m for m in most_tokens if m is not None], dtype=np.int64)
     group = np.searchsorted(bounds, tokens, side="left")
     if most_tokens[-1] is not None:
