@@ -88,6 +88,26 @@ def test_arrow_and_python_paths_agree_on_any_unicode(batch, cfg):
                        for t in tokens), tokens
 
 
+ascii_texts = st.text(alphabet=st.characters(max_codepoint=127), max_size=80)
+
+
+@settings(max_examples=400, deadline=None)
+@given(ascii_texts, st.sampled_from(CONFIGS))
+def test_ascii_byte_table_path_gives_the_regex_tokens(text, cfg):
+    # tokenise() takes the byte table for ASCII text where the rules allow: every ASCII code point
+    # (controls, \x1c-\x1f, punctuation) must split as the regex rules split it.
+    tok = Tokeniser(cfg)
+    assert tok.tokenise(text) == tok.tokenise_regex(text)
+
+
+def test_every_ascii_character_splits_as_the_regex_says():
+    every = "".join(chr(c) + "a" for c in range(128))
+    for cfg in CONFIGS:
+        tok = Tokeniser(cfg)
+        assert tok.tokenise(every) == tok.tokenise_regex(every), cfg
+    assert len(DEFAULT.tokenise(every)) > 1
+
+
 def test_alnum_matches_the_reference_regex():
     # The STS anchor's tokens: re.findall("[a-z0-9]+") of the lowercased text after "n't" -> " not".
     import random

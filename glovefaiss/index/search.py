@@ -100,7 +100,8 @@ class Index:
         ``mmap=False`` (for a process that answers many queries) reads the FAISS index, the query
         tower and the id lookup into memory, so that no query waits on first-touch page faults;
         ``mmap=True`` (for one-off queries) maps them, which starts in milliseconds. Stored texts
-        are memory-mapped either way.
+        are memory-mapped either way; with ``mmap=False`` their pages are mapped at load
+        (MAP_POPULATE: 50 ms for 200 MB in the page cache).
         """
         directory = Path(directory)
         manifest = read_manifest(directory)
@@ -117,7 +118,7 @@ class Index:
                 f"{directory}: the index holds {idx.ntotal} vectors but the shards {reader.num_rows} rows; rebuild the index"
             )
         by_row = not manifest.labels_are_ids
-        texts = TextStore(directory, manifest.shards) if manifest.store_text else None
+        texts = TextStore(directory, manifest.shards, populate=not mmap) if manifest.store_text else None
         self = cls(encoder, idx, None, texts, manifest)
         self.directory = directory
         self.set_params_by_length(manifest.index.get("params_by_length") or [])

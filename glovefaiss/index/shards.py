@@ -292,9 +292,10 @@ class ColumnStore:
 class TextStore:
     """Texts by global row number from the shards' memory-mapped packed texts."""
 
-    def __init__(self, root: Path, shards: list[dict]):
+    def __init__(self, root: Path, shards: list[dict], populate: bool = False):
         root = Path(root)
-        self._parts = [PackedStrings.open(root / s["texts"][0]["file"], root / s["texts"][1]["file"]) for s in shards]
+        self._parts = [PackedStrings.open(root / s["texts"][0]["file"], root / s["texts"][1]["file"], populate)
+                       for s in shards]
         self._starts = np.cumsum([0] + [len(p) for p in self._parts])
 
     def take(self, rows: np.ndarray, column: str = "text") -> list:

@@ -7,6 +7,7 @@ Writing takes Arrow string arrays and copies their buffers as they are.
 
 from __future__ import annotations
 
+import mmap
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,13 +25,25 @@ class PackedStrings:
         self.data = data
 
     @classmethod
-    def open(cls, data_path: str | Path, offsets_path: str | Path) -> PackedStrings:
-        """Memory-map a pair written by :class:`PackedStringsWriter`."""
+    def open(cls, data_path: str | Path, offsets_path: str | Path, populate: bool = False) -> PackedStrings:
+        """Memory-map a pair written by :class:`PackedStringsWriter`.
+
+        ``populate``: read the offsets into memory and map the bytes with their page tables filled
+        now (Linux's MAP_POPULATE), for a process that answers many queries: otherwise each hit's
+        first read of a page faults (about 0.1 ms of a 1M-document query's ten texts, measured).
+        """
         # Plain ndarray views of the maps: slicing a np.memmap costs microseconds a call.
-        offsets = np.load(offsets_path, mmap_mode="r").view(np.ndarray)
+        offsets = np.load(offsets_path) if populate else np.load(offsets_path, mmap_mode="r").view(np.ndarray)
         size = os.path.getsize(data_path)
-        # np.memmap refuses empty files; an all-empty column has no bytes.
-        data = np.memmap(data_path, dtype=np.uint8, mode="r").view(np.ndarray) if size else np.zeros(0, np.uint8)
+        if not size:  # mmap refuses empty files; an all-empty column has no bytes.
+            data = np.zeros(0, np.uint8)
+        elif populate:
+            with open(data_path, "rb") as f:
+                mapped = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                                   prot=mmap.PROT_READ)
+            data = np.frombuffer(mapped, dtype=np.uint8)
+        else:
+            data = np.memmap(data_path, dtype=np.uint8, mode="r").view(np.ndarray)
         if len(offsets) < 1 or int(offsets[-1]) != size:
             raise ValueError(f"{data_path} has {size} bytes but its offsets end at "
                              f"{int(offsets[-1]) if len(offsets) else None}")

@@ -155,6 +155,17 @@ class Tokeniser:
 
     def tokenise(self, text: str) -> list[str]:
         """Tokens of one string (the query path: a few microseconds, no Arrow batch overhead)."""
+        table = self._ascii_table
+        if table is not None and text.isascii():
+            # The byte table (the corpus path's rules) instead of the regex: 4 µs instead of 59 µs
+            # for a 50-word query. split() breaks only at bytes the table maps to spaces.
+            tokens = text.encode("ascii").translate(table).decode("ascii").split()
+            return tokens if self.config.max_len is None else tokens[: self.config.max_len]
+        return self.tokenise_regex(text)
+
+    def tokenise_regex(self, text: str) -> list[str]:
+        """Tokens of one string by the regex rules (what :meth:`tokenise` gives; the reference its
+        byte-table path is tested against)."""
         if self.config.lowercase:
             if text.isascii():
                 text = text.lower()  # the same as utf8_lower on ASCII, without importing pyarrow
@@ -194,6 +205,12 @@ class Tokeniser:
             separators = [b for a, z in _SPACE_RANGES + _PUNCT_RANGES for b in range(a, min(z, 127) + 1)]
         table[separators] = 32
         return table
+
+    @cached_property
+    def _ascii_table(self) -> bytes | None:
+        """:attr:`_byte_map` as a ``bytes.translate`` table (None where it is None)."""
+        table = self._byte_map
+        return None if table is None else table.tobytes()
 
     def tokenise_arrow(self, texts: pa.Array | pa.ChunkedArray) -> pa.ListArray:
         """Tokens of every string in an Arrow array, vectorised; null texts give null lists."""

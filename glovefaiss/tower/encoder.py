@@ -291,7 +291,7 @@ def load_encoder(directory: Path, mmap: bool = True) -> TextEncoder:
     directory = Path(directory)
     meta = json.loads((directory / "tower.json").read_text(encoding="utf-8"))
     tokeniser = Tokeniser(TokeniserConfig(**meta["tokeniser"]))
-    vocabulary = Vocabulary(PackedStrings.open(directory / VOCAB_FILES[0], directory / VOCAB_FILES[1]))
+    vocabulary = Vocabulary(PackedStrings.open(directory / VOCAB_FILES[0], directory / VOCAB_FILES[1], populate=not mmap))
     if (directory / "vocab_hash.npy").exists():
         vocabulary.attach_hash_table(_load_array(directory / "vocab_hash.npy", mmap),
                                      _load_array(directory / "vocab_hash_rows.npy", mmap))
