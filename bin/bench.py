@@ -232,6 +232,7 @@ def measure_warm_queries(index_dir: Path, queries: list[str], k: int = 10, warmu
     import glovefaiss
 
     idx, load_s = timed(glovefaiss.Index.load, index_dir)
+    idx.warm()  # as `glovefaiss serve` loads it
     first_search = timed(idx.search, queries[0], k)[1]
     first_hits = timed(idx.hits, queries[0], k)[1]
     load_mmap_s = timed(glovefaiss.Index.load, index_dir, mmap=True)[1]

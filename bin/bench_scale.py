@@ -4,8 +4,9 @@
 For each corpus flavour it builds an index with ``glovefaiss build`` (index family chosen by
 ``--index``, tuned for recall@10 >= --target-recall), then measures, against exact search over the
 same shard vectors: recall@10 of text queries, warm single-query latency end to end (text in,
-hits out) on one thread, batch queries/s, cold ``glovefaiss query --mmap`` and ``--no-mmap``
-wall time vs ``import faiss``, build time, index bytes and peak RSS. Run through ``bin/bench-scale``.
+hits out) on one thread of an index loaded as ``glovefaiss serve`` loads it, batch queries/s, cold
+``glovefaiss query --mmap`` and ``--no-mmap`` wall time vs ``import faiss``, build time, index
+bytes and peak RSS. Run through ``bin/bench-scale``.
 
 Raw results go to ``<out>/scale-<docs>.json`` as each flavour finishes; the report is rendered
 from that file to ``<out>/scale-<docs>.md`` and stdout. ``--render FILE`` re-renders without measuring.
@@ -48,7 +49,7 @@ def measure_queries(index_dir: Path, texts: list[str], k: int = 10, warmup: int 
     import glovefaiss
     from glovefaiss.index.tuning import QuerySet, bucket_recall, knn_recall, recall_per_query
 
-    idx = glovefaiss.Index.load(index_dir)
+    idx = glovefaiss.Index.load(index_dir).warm()  # as `glovefaiss serve` loads it
     vecs = idx.encode(texts)
     keep = np.flatnonzero(np.any(vecs != 0, axis=1))
     texts = [texts[i] for i in keep]

@@ -75,7 +75,7 @@ def test_hashed_lookup_remembers_words_and_stays_exact(vocab, queries, limit):
             if len(seen) > limit:  # past the limit a thread builds the dict, which then answers
                 assert v._dict_started
         if v._dict_started:
-            v._build_dict()  # waits for the thread's build (same lock), or does it
+            v.build_dict()  # waits for the thread's build (same lock), or does it
             assert v._dict == rows
             for tokens in queries:
                 np.testing.assert_array_equal(v.lookup(tokens), [rows.get(t, -1) for t in tokens])
@@ -83,3 +83,19 @@ def test_hashed_lookup_remembers_words_and_stays_exact(vocab, queries, limit):
             assert v._dict is None and len(seen) <= limit
     finally:
         vocabulary.DICT_AFTER = old
+
+
+def test_warm_builds_the_word_dict_and_lookups_stay_exact(tmp_path, tiny_vectors, tiny_corpus):
+    # What `glovefaiss serve` does at load: single-text lookups from the dict at once, same rows.
+    from glovefaiss.index.build import build
+    from glovefaiss.index.search import Index
+
+    from .helpers import config_for
+
+    build([tiny_corpus[0]], tmp_path / "idx", config_for(tiny_vectors[0]), progress=False)
+    cold, warm = Index.load(tmp_path / "idx"), Index.load(tmp_path / "idx")
+    assert warm.warm() is warm and warm.encoder.vocabulary._dict is not None
+    assert cold.encoder.vocabulary._dict is None
+    for text in ("the cat sat", "dog unknownword the", "nothing known here qqq"):
+        np.testing.assert_array_equal(warm.encode(text), cold.encode(text))
+        assert warm.hits(text, k=3) == cold.hits(text, k=3)

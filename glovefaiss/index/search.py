@@ -135,6 +135,12 @@ class Index:
     def __len__(self) -> int:
         return int(self.faiss.ntotal)
 
+    def warm(self) -> Index:
+        """Ready for many queries (a server): the word lookup of single texts built now, not after
+        thousands of distinct words (10-40 µs a query until then; 0.3-0.5 s for 400,000 words)."""
+        self.encoder.vocabulary.build_dict()
+        return self
+
     @property
     def dim(self) -> int:
         return self.encoder.dim

@@ -126,7 +126,7 @@ class IndexSlot:
         self._current = self._open(manifest_identity(self.directory))
 
     def _open(self, identity) -> _Loaded:
-        return _Loaded(Index.load(self.directory), identity)
+        return _Loaded(Index.load(self.directory).warm(), identity)
 
     def acquire(self) -> _Loaded:
         with self._lock:

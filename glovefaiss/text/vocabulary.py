@@ -92,11 +92,13 @@ class Vocabulary:
         if self._dict is None and self._hashes is not None:
             return self._lookup_hashed(tokens)
         if self._dict is None:
-            self._build_dict()
+            self.build_dict()
         get = self._dict.get
         return np.fromiter((get(t, -1) for t in tokens), dtype=np.int64, count=len(tokens))
 
-    def _build_dict(self) -> None:
+    def build_dict(self) -> None:
+        """Build the dict of every word that single-text lookups use (0.3-0.5 s for 400,000 words),
+        now rather than after ``DICT_AFTER`` words; a no-op once built."""
         with self._dict_lock:
             if self._dict is not None:
                 return
@@ -126,7 +128,7 @@ class Vocabulary:
             with self._start_lock:  # not the build's lock, which a query thread must never wait on
                 start, self._dict_started = not self._dict_started, True
             if start:
-                threading.Thread(target=self._build_dict, name="vocabulary-dict", daemon=True).start()
+                threading.Thread(target=self.build_dict, name="vocabulary-dict", daemon=True).start()
         return out
 
     @property
