@@ -224,6 +224,12 @@ def test_eval_retrieval_cli_builds_and_scores(beir, tiny_vectors, tmp_path):
     assert pq_["3"]["recall@10"] == 1.0  # both judged documents are among the 4 returned
     means = {m: sum(q[m] for q in pq_.values()) / 4 * 100 for m in report["metrics"]}
     assert report["metrics"] == pytest.approx(means)
+    assert f"built {tmp_path / 'idx'}: 4 documents in " in res.stderr
+    # Without --out the index lives in a temporary directory: the line says so, not a path that is gone.
+    res_tmp = runner.invoke(cli, ["eval", "retrieval", str(beir), "--glove", str(tiny_vectors[0]), "--format", "json"])
+    assert res_tmp.exit_code == 0, res_tmp.output
+    assert res_tmp.stderr.startswith("built a temporary index (--out DIR keeps it): 4 documents in "), res_tmp.stderr
+    assert json.loads(res_tmp.stdout)[0]["metrics"] == report["metrics"]
     # The kept index evaluates the same with --index, and renders as a table.
     res2 = runner.invoke(cli, ["eval", "retrieval", str(beir), "--index", str(tmp_path / "idx")])
     assert res2.exit_code == 0, res2.output

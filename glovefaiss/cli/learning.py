@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
@@ -157,10 +156,8 @@ def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, 
                    model_dir):
     """nDCG@10, Recall@10/100, MRR@10, MAP@100 (or the --metric ones) of an index on DATA (a BEIR
     directory) or on --queries/--qrels; without --index, an index of the corpus is built first (--config, --glove)."""
-    import tempfile
-
     from ..evaluation.metrics import EvalError, parse_metrics
-    from ..evaluation.retrieval import RETRIEVAL_METRICS, corpus_to_parquet, evaluate_retrieval, load_retrieval
+    from ..evaluation.retrieval import RETRIEVAL_METRICS, evaluate_built, evaluate_retrieval, load_retrieval
     from ..index.search import Index
 
     try:
@@ -176,24 +173,16 @@ def eval_retrieval(data, split, corpus, queries, qrels, index_dir, config_path, 
         raise click.UsageError("--model brings its towers and word vectors; --config and --glove cannot be combined "
                                "with it")
     rd = load_retrieval(data, split, corpus=corpus, queries=queries, qrels=qrels)
-    with tempfile.TemporaryDirectory(prefix="glovefaiss-eval-") as tmp:
-        if index_dir is None:
-            from ..index.build import build as run_build
-
-            if rd.corpus is None:
-                raise click.UsageError("give --index, or a corpus (a BEIR directory or --corpus) to build one")
-            if model_dir is not None:
-                from ..index.with_model import build_with_model
-
-                run_build = functools.partial(build_with_model, model_dir=model_dir)  # noqa: F811
-            corpus_file = corpus_to_parquet(rd.corpus, Path(tmp) / "corpus.parquet")
-            index_dir = out or Path(tmp) / "index"
-            result = run_build([corpus_file], index_dir, config=_eval_config(config_path, glove),
-                               overwrite=out is not None, progress=progress())
-            note(f"built {index_dir}: {result.documents:,} documents in {result.seconds:.1f} s"
-                  f"{f' through model {model_dir}' if model_dir is not None else ''}")
-        report = evaluate_retrieval(Index.load(index_dir), rd, metrics,
-                                    name=f"{rd.name}/{split}" if data is not None else rd.name)
+    name = f"{rd.name}/{split}" if data is not None else rd.name
+    if index_dir is not None:
+        report = evaluate_retrieval(Index.load(index_dir), rd, metrics, name=name)
+    elif rd.corpus is None:
+        raise click.UsageError("give --index, or a corpus (a BEIR directory or --corpus) to build one")
+    else:
+        report, built = evaluate_built(rd, metrics, name, config=_eval_config(config_path, glove), model_dir=model_dir,
+                                       out=out, progress=progress())
+        note(f"built {out if out is not None else 'a temporary index (--out DIR keeps it)'}: {built.documents:,} "
+             f"documents in {built.seconds:.1f} s{f' through model {model_dir}' if model_dir is not None else ''}")
     _emit_reports([report], fmt, per_query)
 
 

@@ -113,6 +113,29 @@ def evaluate_retrieval(index, data: RetrievalData, metrics: Sequence[str] = RETR
                   result["per_query"])
 
 
+def evaluate_built(data: RetrievalData, metrics: Sequence[str] = RETRIEVAL_METRICS, name: str = "", *,
+                   config=None, model_dir: str | Path | None = None, out: str | Path | None = None,
+                   progress: bool | None = None):
+    """(:class:`Report`, the build's result) of an index of ``data.corpus`` built first: at ``out``
+    (replacing it), else in a temporary directory removed afterwards; through ``model_dir``'s
+    towers when given (``config`` then contributes its build section)."""
+    import tempfile
+
+    from ..index.build import build
+    from ..index.search import Index
+    from ..index.with_model import build_with_model
+
+    if data.corpus is None:
+        raise EvalError("no corpus to build an index of: give a BEIR directory with corpus.jsonl, or a corpus file")
+    with tempfile.TemporaryDirectory(prefix="glovefaiss-eval-") as tmp:
+        corpus_file = corpus_to_parquet(data.corpus, Path(tmp) / "corpus.parquet")
+        index_dir = Path(out) if out is not None else Path(tmp) / "index"
+        kwargs = {"config": config, "overwrite": out is not None, "progress": progress}
+        built = (build_with_model([corpus_file], index_dir, model_dir, **kwargs) if model_dir is not None
+                 else build([corpus_file], index_dir, **kwargs))
+        return evaluate_retrieval(Index.load(index_dir), data, metrics, name), built
+
+
 def render_table(reports: Sequence[Report]) -> str:
     """A plain-text table: one row per report, metric values x100 with 2 decimals."""
     if not reports:
