@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -100,17 +102,21 @@ def test_add_needs_the_stored_columns_with_their_types(tmp_path, tiny_vectors):
 def test_stored_columns_in_table_csv_and_parquet_output(tmp_path):
     from glovefaiss.index.hits import render
 
-    hits = [{"query_id": 1, "rank": 1, "id": 7, "score": 0.5, "year": 2001, "title": "A", "text": "cat"},
-            {"query_id": 1, "rank": 2, "id": 8, "score": 0.25, "year": 1999, "title": "B", "text": "dog"}]
+    # As Index.hits makes them: the text, then the stored columns.
+    hits = [{"query_id": 1, "rank": 1, "id": 7, "score": 0.5, "text": "cat", "year": 2001, "title": "A"},
+            {"query_id": 1, "rank": 2, "id": 8, "score": 0.25, "text": "dog", "year": 1999, "title": "B"}]
     table = render(hits, "table").splitlines()
-    assert table[0].split() == ["query_id", "rank", "id", "score", "year", "title", "text"]
+    assert table[0].split() == ["query_id", "rank", "id", "score", "year", "title", "text"]  # wide text last
     assert table[2].split() == ["1", "1", "7", "0.5000", "2001", "A", "cat"]
-    assert render(hits, "csv").splitlines() == ["query_id,rank,id,score,year,title,text",
-                                                "1,1,7,0.5,2001,A,cat", "1,2,8,0.25,1999,B,dog"]
+    # Every other format in one order, the hits' own.
+    order = list(hits[0])
+    assert render(hits, "csv").splitlines() == [",".join(order), "1,1,7,0.5,cat,2001,A", "1,2,8,0.25,dog,1999,B"]
+    assert list(json.loads(render(hits, "json"))[0]) == order
+    assert list(json.loads(render(hits, "jsonl").splitlines()[0])) == order
     from glovefaiss.index.hits import HitsWriter
 
     with HitsWriter(tmp_path / "h.parquet") as w:
         w.write(hits)
     got = pq.read_table(tmp_path / "h.parquet")
-    assert got.column_names == ["query_id", "rank", "id", "score", "text", "year", "title"]
+    assert got.column_names == order
     assert got.column("year").to_pylist() == [2001, 1999] and got.column("title").to_pylist() == ["A", "B"]

@@ -227,14 +227,16 @@ def stored_columns(hits: list[dict]) -> list[str]:
 
 
 def fields_of(hits: list[dict], with_text: bool = True) -> list[str]:
-    """The columns of a tabular output: the hit's fields, stored corpus columns, then the text."""
-    return list(FIELDS) + stored_columns(hits) + (["text"] if with_text and hits and "text" in hits[0] else [])
+    """The columns of a CSV output, in the order of a hit's keys (and of JSON and Parquet): the
+    hit's fields, the text, then the stored corpus columns."""
+    return list(FIELDS) + (["text"] if with_text and hits and "text" in hits[0] else []) + stored_columns(hits)
 
 
 def render_table(hits: list[dict], with_text: bool = True) -> str:
     """Aligned columns, texts cut to one line of 80 characters."""
-    fields = fields_of(hits, with_text)
     extra = stored_columns(hits)
+    # The text last here, not after the score: it is the wide column of a terminal table.
+    fields = list(FIELDS) + extra + (["text"] if with_text and hits and "text" in hits[0] else [])
     rows = [[str(h["query_id"]), str(h["rank"]), str(h["id"]), f"{h['score']:.4f}"]
             + [snippet(str(h.get(c, ""))) for c in extra]
             + ([snippet(h["text"])] if "text" in fields else []) for h in hits]
