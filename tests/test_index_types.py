@@ -262,3 +262,25 @@ def test_pq_codes_added_as_faiss_encodes_them(key):
     assert (faiss_index.search(ours, q, 10)[1] == faiss_index.search(theirs, q, 10)[1]).mean() > 0.99
     loaded = faiss.deserialize_index(a)
     assert all(sub.pq.transposed_centroids.size() == 0 for sub in faiss_index.index_chain(loaded) if hasattr(sub, "pq"))
+
+
+def test_pq_training_skips_polysemous_reordering_and_caps_its_sample():
+    # FAISS's factory trains PQ codes for Hamming filtering (unused here: a minute at 20,000 vectors)
+    # and k-means each 8-bit sub-quantizer on up to 65,536 points; 4-bit fast-scan keeps its cap.
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((12_000, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    pq8 = faiss_index.make_index(8, "IVF16,PQ4", with_ids=False)
+    fs = faiss_index.make_index(8, "IVF16,PQ8x4fsr,RFlat", with_ids=False)
+    assert faiss.downcast_index(faiss.extract_index_ivf(pq8)).do_polysemous_training  # what the factory gives
+    for idx in (pq8, fs):
+        faiss_index.train(idx, x)
+    ivf8 = faiss.downcast_index(faiss.extract_index_ivf(pq8))
+    assert not ivf8.do_polysemous_training
+    assert ivf8.pq.cp.max_points_per_centroid == faiss_index.PQ_TRAIN_POINTS // 256
+    assert faiss.downcast_index(faiss.extract_index_ivf(fs)).pq.cp.max_points_per_centroid == 256
+    faiss_index.add(pq8, x)
+    ivf8.nprobe = 16
+    _, found = pq8.search(x[:200], 10)
+    exact = np.argsort(-(x[:200] @ x.T), axis=1)[:, :10]
+    assert knn_recall(found, exact) > 0.5  # the codes still rank: a trained PQ, not noise
