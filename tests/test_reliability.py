@@ -141,6 +141,8 @@ def test_missing_shard_and_newer_format(built):
     (built / "shards" / "part-00000.parquet").unlink()
     assert run("query", built, "cat").stderr == (
         f"Error: {built}: shards/part-00000.parquet is missing; rebuild the index\n")
+    r = run("info", built)  # a summary of files that are gone would mislead
+    assert r.exit_code == 1 and r.stderr == f"Error: {built}: shards/part-00000.parquet is missing; rebuild the index\n"
     m["format_version"] = 99
     (built / "manifest.json").write_text(json.dumps(m))
     assert run("query", built, "cat").stderr == (

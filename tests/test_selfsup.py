@@ -259,6 +259,10 @@ def test_build_adapt_keeps_its_model_and_reproduces(tmp_path, tiny_vectors, corp
     assert f"(kept epoch {a['best_epoch']} of 6, pseudo ndcg@10 " in line
     assert line.endswith(f"; {a['words_added']} words added); model in {idx / 'model'}")
     assert run("verify", idx).exit_code == 0
+    # info names the word vectors the model was trained from (the manifest keeps them with the model).
+    r = run("info", idx)
+    assert r.exit_code == 0, r.output
+    assert f"vectors: {m['model']['vectors']['source']} ({m['query_tower']['vocab_size']:,} words x " in r.stdout
     assert not list(tmp_path.glob(".idx.adapt-*"))
     # build --model DIR/model builds the same index.
     again = tmp_path / "again"

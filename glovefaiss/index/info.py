@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .layout import DOCUMENT_TOWER_DIR, MANIFEST, TOWER_DIR, read_manifest
+from .layout import DOCUMENT_TOWER_DIR, MANIFEST, TOWER_DIR, check_sizes, read_manifest
 
 
 def params_text(params: dict, none: str = "defaults") -> str:
@@ -41,6 +41,7 @@ def summary(manifest_or_dir: Any) -> dict[str, Any]:
     if isinstance(manifest_or_dir, (str, Path)):
         directory = Path(manifest_or_dir)
         manifest = read_manifest(directory)
+        check_sizes(directory, manifest)  # a summary of files that are not there would mislead
     else:
         manifest = manifest_or_dir
 
@@ -70,8 +71,10 @@ def summary(manifest_or_dir: Any) -> dict[str, Any]:
         "dim": get("dim"),
         "ids": get("corpus.id_type"),
         "texts": bool(get("store_text")),
-        "vectors": {"source": get("vectors.source"), "vocab_size": get("vectors.vocab_size"),
-                    "dim": get("vectors.dim")},
+        # A build through a model (--model, --adapt) records its word vectors with the model.
+        "vectors": {"source": get("vectors.source", get("model.vectors.source")),
+                    "vocab_size": get("vectors.vocab_size", get("query_tower.vocab_size")),
+                    "dim": get("vectors.dim", get("query_tower.embedding_dim"))},
         "tokeniser": get("tokeniser"),
         "weighting": get("pooling.weighting"),
         "model": {"id": get("model.id"), "dir": get("model.dir")} if get("model") else None,
