@@ -129,7 +129,8 @@ def test_duplicate_ids_fail_and_leave_nothing(tmp_path, tiny_vectors):
     corpus = write_corpus(tmp_path / "c.parquet", [1, 2, 2, 3, 3], ["a", "b", "c", "d", "e"], pa.int64())
     with pytest.raises(CorpusError) as e:
         build([corpus], tmp_path / "idx", config_for(tiny_vectors[0]), progress=False)
-    assert str(e.value) == "the corpus has 2 duplicate ids (e.g. 2, 3); ids must be unique"
+    assert str(e.value) == ("the corpus has 2 duplicate ids (e.g. 2, 3); ids must be unique; drop the repeated "
+                            "rows, or choose another column with --id-column")
     assert not (tmp_path / "idx").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".idx")] == []
 

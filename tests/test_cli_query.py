@@ -129,11 +129,11 @@ def test_like_finds_neighbours_without_the_document(index_dir, id_kind):
 
 def test_like_unknown_id_is_named(index_dir, id_kind):
     result = run("query", index_dir, "--like", "zz")
-    expected = "no document with id 'zz' in the index" if id_kind == "str" else \
+    expected = "no document with id 'zz' in the index; like takes ids of indexed documents" if id_kind == "str" else \
         "id 'zz' is not an integer; this index has integer ids"
     assert (result.exit_code, result.stderr) == (1, f"Error: {expected}\n")
     result = run("query", index_dir, "--like", "99")
-    assert (result.exit_code, result.stderr) == (1, "Error: no document with id '99' in the index\n")
+    assert (result.exit_code, result.stderr) == (1, "Error: no document with id '99' in the index; like takes ids of indexed documents\n")
     result = run("query", index_dir, "--like")
     assert result.exit_code == 2 and "give at least one document ID with --like" in result.stderr
 

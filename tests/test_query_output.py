@@ -105,15 +105,16 @@ def test_like_matches_brute_force_and_leaves_the_document_out(built):
 def test_like_unknown_ids_are_named(built):
     index, ids, _ = built
     missing = 99 if isinstance(ids[0], int) else "doc-nope"
-    with pytest.raises(QueryError, match=f"^no document with id {missing!r} in the index$"):
+    with pytest.raises(QueryError,
+                       match=f"^no document with id {missing!r} in the index; like takes ids of indexed documents$"):
         index.like([ids[0], missing])
     if isinstance(ids[0], int):  # not even an id of the index's kind
         with pytest.raises(QueryError, match=r"^id 'x' is not an integer; this index has integer ids$"):
             index.like(["x", "y"])
-        with pytest.raises(QueryError, match=r"^no documents with ids 98, 99 in the index$"):
+        with pytest.raises(QueryError, match=r"^no documents with ids 98, 99 in the index; like takes ids of indexed documents$"):
             index.like([98, 99])
     else:
-        with pytest.raises(QueryError, match=r"^no documents with ids 'x', 'y' in the index$"):
+        with pytest.raises(QueryError, match=r"^no documents with ids 'x', 'y' in the index; like takes ids of indexed documents$"):
             index.like(["x", "y"])
 
 

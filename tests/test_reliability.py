@@ -72,7 +72,17 @@ def test_empty_directory_and_mixed_id_types(tmp_path, tiny_vectors):
     write_corpus(d / "a.parquet", [1], ["cat"], pa.int64())
     write_corpus(d / "b.parquet", ["x"], ["dog"])
     result = run("build", d, "--out", tmp_path / "o", "--glove", tiny_vectors[0])
-    assert result.stderr == "Error: the corpus files mix integer and string ids; use one id type in every file\n"
+    assert result.stderr == (f"Error: the corpus files mix id types (int64 in {d / 'a.parquet'}; string in "
+                             f"{d / 'b.parquet'}); use one id type in every file\n")
+
+
+def test_null_ids_name_the_file_and_the_fix(tmp_path, tiny_vectors):
+    c = write_corpus(tmp_path / "n.parquet", [1, None, 3], ["cat", "dog", "fish"], pa.int64())
+    result = run("build", c, "--out", tmp_path / "o", "--glove", tiny_vectors[0])
+    assert result.exit_code == 1
+    assert result.stderr.endswith(f"\nError: {c}: column 'id' has 1 null ids; give every row an id, "
+                                  "or choose another column with --id-column\n")  # after the vectors' parse note
+    assert not (tmp_path / "o").exists()
 
 
 def test_null_and_odd_texts_are_empty_documents_not_errors(tmp_path, tiny_vectors):

@@ -78,7 +78,8 @@ def _add(directory: Path, files: Sequence[str | Path], progress: bool | None, th
                          columns_fix="the index stores it with every document: give the new documents one")
     id_type = manifest.corpus["id_type"]
     if corpus.id_type != id_type:
-        raise CorpusError(f"the new documents have {corpus.id_type} ids but the index has {id_type} ids")
+        raise CorpusError(f"the new documents have {corpus.id_type} ids but the index has {id_type} ids; "
+                          "give them ids of the index's type, or build a new index")
     old_reader = ShardReader(directory, manifest.shards)
     _check_column_types(old_reader, corpus)
     engine.start(corpus.num_rows)

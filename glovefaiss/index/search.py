@@ -369,8 +369,8 @@ class Index:
         if not found.all():
             missing = [ids[i] for i in np.flatnonzero(~found)[:10].tolist()]
             shown = ", ".join(map(repr, missing))
-            raise QueryError(f"no document with id {shown} in the index" if len(missing) == 1
-                             else f"no documents with ids {shown} in the index")
+            raise QueryError((f"no document with id {shown} in the index" if len(missing) == 1
+                              else f"no documents with ids {shown} in the index") + "; like takes ids of indexed documents")
         return rows
 
     def write_like(self, ids: Sequence[Any], k: int = 10, output: str | Path | IO[str] | None = None,

@@ -252,7 +252,7 @@ def duplicate_ids(ids: pa.ChunkedArray | pa.Array) -> list:
 
 
 def check_unique(ids: pa.ChunkedArray | pa.Array, problem: str = "the corpus has {n} duplicate ids",
-                 hint: str = "") -> None:
+                 hint: str = "; drop the repeated rows, or choose another column with --id-column") -> None:
     """Raise :class:`CorpusError` (``problem`` with the count, and examples, then ``hint``) if an id repeats."""
     dups = duplicate_ids(ids)
     if dups:

@@ -89,7 +89,8 @@ class Corpus:
             for cols in _file_batches(path, max(0, lo - at), hi - at, batch_size, names):
                 ids = cols[0]
                 if ids.null_count:
-                    raise CorpusError(f"{path}: column '{self.id_column}' has {ids.null_count} null ids")
+                    raise CorpusError(f"{path}: column '{self.id_column}' has {ids.null_count} null ids; "
+                                      "give every row an id, or choose another column with --id-column")
                 try:
                     ids = ids.cast(id_type)
                 except pa.ArrowInvalid:  # uint64 ids past the int64 range
@@ -234,7 +235,7 @@ def open_corpus(paths: str | Path | Sequence[str | Path], id_column: str = "id",
     for p in paths:
         files.extend(_parquet_files(p))
     counts = []
-    id_types = set()
+    id_types: dict[str, str] = {}  # id type -> the first file with it
     extra: list[pa.Field] = []
     for f in files:
         try:
@@ -264,11 +265,12 @@ def open_corpus(paths: str | Path | Sequence[str | Path], id_column: str = "id",
                               f"{columns_fix}")
         if not extra:
             extra = [pa.field(c, schema.field(c).type) for c in columns]
-        id_types.add(it)
+        id_types.setdefault(it, str(f))
         counts.append(meta.num_rows)
     if len(id_types) > 1:
-        raise CorpusError("the corpus files mix integer and string ids; use one id type in every file")
+        seen = "; ".join(f"{t} in {f}" for t, f in id_types.items())
+        raise CorpusError(f"the corpus files mix id types ({seen}); use one id type in every file")
     if sum(counts) == 0:
         raise CorpusError("the corpus has no rows")
-    return Corpus(tuple(files), id_column, text_column, sum(counts), id_types.pop(), tuple(counts),
+    return Corpus(tuple(files), id_column, text_column, sum(counts), next(iter(id_types)), tuple(counts),
                   columns=tuple(extra))
