@@ -26,11 +26,10 @@ from pathlib import Path
 from urllib.parse import quote_plus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench  # noqa: E402
-import bench_scale  # noqa: E402
+from benchlib.corpus import GLOVE, topic_corpus, window_queries  # noqa: E402
+from benchlib.env import ROOT, BenchError, log, machine_info  # noqa: E402
+from benchlib.measure import pct, run_build  # noqa: E402
 
-ROOT = bench.ROOT
-log = bench.log
 K = 10
 BATCH = 100
 CONCURRENCY = (1, 8, 64)
@@ -123,7 +122,7 @@ def run_wrk(url: str, script: Path, out: Path, connections: int, duration: float
     with CpuMeter(server_pid) as cpu:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
     if proc.returncode != 0 or not out.exists():
-        raise bench.BenchError(f"wrk failed: {proc.stderr or proc.stdout}")
+        raise BenchError(f"wrk failed: {proc.stderr or proc.stdout}")
     r = json.loads(out.read_text())
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
     r["failed"] = sum(r["errors"].values())
@@ -155,7 +154,7 @@ def start_server(index_dir: Path, port: int, log_path: Path) -> subprocess.Popen
             return proc
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise bench.BenchError(f"the server did not start: {log_path.read_text()[-2000:]}") from None
+                raise BenchError(f"the server did not start: {log_path.read_text()[-2000:]}") from None
             time.sleep(0.2)
 
 
@@ -163,7 +162,7 @@ def in_process(index_dir: Path, texts: list[str]) -> dict:
     """Index.hits timed in this process: single queries (each text once) and batches of 100."""
     import glovefaiss
 
-    idx = glovefaiss.Index.load(index_dir)
+    idx = glovefaiss.Index.load(index_dir).warm()  # as the server loads it
     for t in texts[:50]:
         idx.hits(t, K)
     single = []
@@ -178,9 +177,9 @@ def in_process(index_dir: Path, texts: list[str]) -> dict:
         a = time.perf_counter()
         idx.hits(b, K)
         times.append(time.perf_counter() - a)
-    return {"single_p50_us": bench.pct(single, 50), "single_p99_us": bench.pct(single, 99),
+    return {"single_p50_us": pct(single, 50), "single_p99_us": pct(single, 99),
             "single_per_s": len(single) / sum(single), "single_n": len(single),
-            "batch_p50_us": bench.pct(times, 50), "batch_p99_us": bench.pct(times, 99),
+            "batch_p50_us": pct(times, 50), "batch_p99_us": pct(times, 99),
             "batch_per_s": len(times) / sum(times), "batch_n": len(times)}
 
 
@@ -198,24 +197,24 @@ def swapper(index_dir: Path, copies: list[Path], at: list[float], started: threa
 
 def measure(args) -> dict:
     if shutil.which("wrk") is None:
-        raise bench.BenchError("wrk is not installed: apt-get install wrk")
+        raise BenchError("wrk is not installed: apt-get install wrk")
     args.out.mkdir(parents=True, exist_ok=True)
-    from glovefaiss.vectors import load_vectors
+    from glovefaiss.vectors.sources import load_vectors
 
-    info = bench.machine_info()
+    info = machine_info()
     try:
         info["wrk"] = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     except (OSError, IndexError):
         info["wrk"] = "?"
-    corpus = bench_scale.topic_corpus(args.out, args.docs, args.seed)
+    corpus = args.out / f"topics-{args.docs}-{args.seed}.parquet"
+    topic_corpus(corpus, args.docs, args.seed, load_vectors(GLOVE))
     index_dir = args.out / f"serve-index-topics-{args.docs}"
     if not (index_dir / "manifest.json").exists():
-        bench_scale.run_build(corpus, index_dir, ["--index", "auto", "--target-recall", "0.95"])
+        run_build(corpus, index_dir, ["--index", "auto", "--target-recall", "0.95"])
     else:
         log(f"reusing {index_dir}")
     manifest = json.loads((index_dir / "manifest.json").read_text())
-    words = load_vectors(bench.GLOVE).words
-    texts = bench_scale.query_texts(words, corpus, args.queries, args.seed)
+    texts = window_queries(corpus, args.queries, args.seed)
     log(f"in-process: {len(texts)} single queries, {len(texts) // BATCH} batches of {BATCH}")
     inproc = in_process(index_dir, texts)
     log(f"in-process single p50 {inproc['single_p50_us']:.0f} us, batch p50 {inproc['batch_p50_us']:.0f} us")
@@ -383,6 +382,6 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except bench.BenchError as e:
+    except BenchError as e:
         print(f"bench-serve: {e}", file=sys.stderr)
         sys.exit(1)
