@@ -22,6 +22,10 @@ from .tuning import QuerySet, bucket_recall, curve_entry, lower_bound, nprobe_gr
 TIMED_QUERIES = 80  # single queries timed on the stand-in, each round, to price one scanned vector
 ROUNDS = 3  # the cheapest round counts: a busy machine only ever slows a round down
 STAND_IN_BYTES = 1 << 30  # far past any cache, as the real index is; copies stop here
+# Scanned vectors are priced at the target's nprobe, or at this many lists if that is more: a vector
+# costs the same past it (lists of hundreds), and at 1M on Zipf (nprobe 384, 5 ms a query) the three
+# rounds took 1.2 s of a 23 s build to price a forecast 10x over the budget.
+TIMED_NPROBE = 64
 
 
 def list_ranks(quantizer: faiss.Index, queries: np.ndarray, neighbours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +117,7 @@ def forecast(quantizer: faiss.Index, queries: QuerySet, neighbours: np.ndarray, 
     uniform = next((p for p, _, b in curve if all(x["recall_lower_bound"] >= target_recall for x in b.values())),
                    curve[-1][0])
     ivf, sizes = stand_in(quantizer, sample, n)
-    per_vector, fixed = query_costs(ivf, queries.vectors, uniform)
+    per_vector, fixed = query_costs(ivf, queries.vectors, min(uniform, TIMED_NPROBE))
     del ivf
     scanned = np.cumsum(sizes[order], axis=1)  # vectors scanned with the first j + 1 lists probed
     tried = []
