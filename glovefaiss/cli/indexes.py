@@ -211,10 +211,12 @@ def info(index_dir, as_json, plot_path):
         return
     idx, tuning, size = s["index"], s["tuning"], s["bytes"]
     tok = s["tokeniser"] or {}
+    words = s["vectors"]["vocab_size"]
+    words = f"{words:,}" if words is not None else "?"
     lines = [
         f"{index_dir}: {s['documents']:,} documents ({s['empty_documents']:,} empty: no known word), "
         f"{s['ids']} ids{', texts stored' if s['texts'] else ''}",
-        f"vectors: {s['vectors']['source']} ({format(s['vectors']['vocab_size'] or 0, ',') or '?'} words x {s['dim']}), "
+        f"vectors: {s['vectors']['source']} ({words} words x {s['dim']}), "
         f"{s['weighting']} pooling, tokeniser {tok.get('type')}"
         + "".join(f", {k.replace('_', ' ')}" for k, v in tok.items() if v is True),
         f"index: {idx['family']} ({idx['key']}), search with {params_text(idx['params'])}",

@@ -226,17 +226,21 @@ def stored_columns(hits: list[dict]) -> list[str]:
     return [k for k in hits[0] if k not in FIELDS and k != "text"] if hits else []
 
 
+def _text_field(hits: list[dict], with_text: bool) -> list[str]:
+    return ["text"] if with_text and hits and "text" in hits[0] else []
+
+
 def fields_of(hits: list[dict], with_text: bool = True) -> list[str]:
     """The columns of a CSV output, in the order of a hit's keys (and of JSON and Parquet): the
     hit's fields, the text, then the stored corpus columns."""
-    return list(FIELDS) + (["text"] if with_text and hits and "text" in hits[0] else []) + stored_columns(hits)
+    return list(FIELDS) + _text_field(hits, with_text) + stored_columns(hits)
 
 
 def render_table(hits: list[dict], with_text: bool = True) -> str:
     """Aligned columns, texts cut to one line of 80 characters."""
     extra = stored_columns(hits)
     # The text last here, not after the score: it is the wide column of a terminal table.
-    fields = list(FIELDS) + extra + (["text"] if with_text and hits and "text" in hits[0] else [])
+    fields = list(FIELDS) + extra + _text_field(hits, with_text)
     rows = [[str(h["query_id"]), str(h["rank"]), str(h["id"]), f"{h['score']:.4f}"]
             + [snippet(str(h.get(c, ""))) for c in extra]
             + ([snippet(h["text"])] if "text" in fields else []) for h in hits]

@@ -318,32 +318,37 @@ def _screened_recall(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray,
     """
     part = {name: _screen_part(rows) for name, rows in walked.items()}
     if not all(len(part[name]) < len(walked[name]) for name in walked):
-        mean, per_bucket, _ = _recall_of(index, vectors, truth, walked, k)
-        return mean, per_bucket
-    mean, per_bucket, first = _recall_of(index, vectors, truth, part, k)
+        return _recall_of(index, vectors, truth, walked, k)
+    first = _per_query_recall(index, vectors, truth, part, k)
+    mean, per_bucket = _figures(first)
     if all(b["recall"] + Z_SCREEN / Z * (b["recall"] - b["recall_lower_bound"]) < target_recall
            for b in per_bucket.values()):
         return mean, per_bucket
-    rest = {name: rows[len(part[name]):] for name, rows in walked.items()}
-    _, _, second = _recall_of(index, vectors, truth, rest, k)
-    # Each bucket's per-query recalls in its own order: the screened part, then the rest.
-    cut_first = np.cumsum([len(r) for r in part.values()])[:-1]
-    cut_second = np.cumsum([len(r) for r in rest.values()])[:-1]
-    per_query = np.concatenate([np.concatenate(pair) for pair in zip(np.split(first, cut_first),
-                                                                     np.split(second, cut_second))])
-    starts = np.cumsum([0] + [len(r) for r in walked.values()])
-    local = {name: np.arange(starts[i], starts[i + 1]) for i, name in enumerate(walked)}
-    return float(per_query.mean()), bucket_recall(per_query, local)
+    rest = _per_query_recall(index, vectors, truth, {name: rows[len(part[name]):] for name, rows in walked.items()}, k)
+    return _figures({name: np.concatenate([first[name], rest[name]]) for name in walked})
 
 
 def _recall_of(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: dict[str, np.ndarray],
-               k: int) -> tuple[float, dict[str, dict], np.ndarray]:
+               k: int) -> tuple[float, dict[str, dict]]:
+    """(mean recall, :func:`bucket_recall` per bucket) of ``buckets``' queries at the index's setting."""
+    return _figures(_per_query_recall(index, vectors, truth, buckets, k))
+
+
+def _per_query_recall(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: dict[str, np.ndarray],
+                      k: int) -> dict[str, np.ndarray]:
+    """Each bucket's per-query recall@k, its queries (rows of ``vectors``) searched in one batch."""
     rows = np.concatenate(list(buckets.values()))
-    starts = np.cumsum([0] + [len(r) for r in buckets.values()])
-    local = {name: np.arange(starts[i], starts[i + 1]) for i, name in enumerate(buckets)}
     _, found = index.search(vectors[rows], k)
     per_query = recall_per_query(found, truth[rows])
-    return float(per_query.mean()), bucket_recall(per_query, local), per_query
+    return dict(zip(buckets, np.split(per_query, np.cumsum([len(r) for r in buckets.values()])[:-1])))
+
+
+def _figures(per_query: dict[str, np.ndarray]) -> tuple[float, dict[str, dict]]:
+    """(mean over every query, :func:`bucket_recall` per bucket) of per-query recalls by bucket."""
+    every = np.concatenate(list(per_query.values()))
+    starts = np.cumsum([0] + [len(r) for r in per_query.values()])
+    local = {name: np.arange(starts[i], starts[i + 1]) for i, name in enumerate(per_query)}
+    return float(every.mean()), bucket_recall(every, local)
 
 
 def _first_per_line(entries: list[dict]) -> list[dict]:
@@ -387,7 +392,7 @@ def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, 
         for e in tried:
             if any(b["queries"] < len(buckets[name]) for name, b in e["buckets"].items()):
                 faiss_index.set_params(index, _params_of(e))
-                mean, again, _ = _recall_of(index, vectors, truth, {name: buckets[name] for name in e["buckets"]}, k)
+                mean, again = _recall_of(index, vectors, truth, {name: buckets[name] for name in e["buckets"]}, k)
                 for name, b in again.items():
                     e["buckets"][name].update(b)  # their p50s stay
                 e.update(curve_entry(_params_of(e), mean, e["buckets"]))
