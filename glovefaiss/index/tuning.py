@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from ..errors import ConfigError, QueryError
 from . import faiss_ops as faiss_index
+from .faiss_warm import single_query_view
 from .info import params_text
 
 if TYPE_CHECKING:
@@ -136,7 +137,9 @@ def warn_if_few(queries: np.ndarray) -> None:
 
 
 def single_query_ms(index: faiss.Index, queries: np.ndarray, k: int, params=None) -> np.ndarray:
-    """Single-query latencies in ms on one thread, each query timed once (``params``: SearchParameters)."""
+    """Single-query latencies in ms on one thread, each query timed once (``params``: SearchParameters),
+    searched as a warmed :class:`~.search.Index` searches one query."""
+    index = single_query_view(index)
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
