@@ -20,7 +20,6 @@ import ctypes
 import logging
 
 import faiss
-import numpy as np
 
 from .faiss_ops import index_chain
 
