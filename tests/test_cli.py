@@ -49,6 +49,9 @@ def test_build_summary(tmp_path, onehot):
     assert f"(+ query tower {human_bytes(tower)})" in result.stderr
     quiet = run("-q", "build", corpus, "--out", tmp_path / "y", "--glove", vectors)
     assert quiet.exit_code == 0 and quiet.stderr == "" and (tmp_path / "y" / "manifest.json").exists()
+    # After the command, as users type it, too.
+    late = run("build", corpus, "--out", tmp_path / "z", "--glove", vectors, "--quiet")
+    assert late.exit_code == 0 and late.stderr == "" and (tmp_path / "z" / "manifest.json").exists()
 
 
 def test_query_with_no_known_word_says_so(index_dir):
@@ -164,10 +167,14 @@ def test_existing_output_needs_overwrite(index_dir, onehot):
     assert run("build", corpus, "--out", index_dir, "--glove", vectors, "--overwrite").exit_code == 0
 
 
-def test_verbose_shows_the_exception(tmp_path):
-    result = run("--verbose", "query", tmp_path / "nowhere", "cat")
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_shows_the_exception(tmp_path, where):
+    args = ["query", tmp_path / "nowhere", "cat"]
+    result = run("--verbose", *args) if where == "before" else run(*args, "-v")
     assert result.exit_code == 1
     assert type(result.exception).__name__ == "IndexDirError"
+    plain = run(*args)
+    assert plain.exit_code == 1 and plain.stderr == f"Error: index directory not found: {tmp_path / 'nowhere'}\n"
 
 
 @pytest.mark.slow

@@ -30,6 +30,10 @@ class _Group(click.Group):
 def cli(ctx, verbose, quiet):
     """Build and query FAISS indexes of GloVe mean-pool text vectors."""
     ctx.obj = {"verbose": verbose, "quiet": quiet}
+    _configure_logging(verbose, quiet)
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
@@ -38,6 +42,30 @@ def cli(ctx, verbose, quiet):
         # user gets glovefaiss's own lines and the one-line error.
         handler.addFilter(lambda record: record.name == "glovefaiss" or record.name.startswith("glovefaiss."))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+_LATE_FLAGS = (("verbose", ("-v", "--verbose"), "Debug logging and full tracebacks (also before the command)."),
+               ("quiet", ("-q", "--quiet"), "Only errors on stderr (also before the command)."))
+
+
+def _late_flag(ctx, param, value) -> None:
+    """-v / -q given after the command name: what they do before it."""
+    if value:
+        obj = ctx.find_root().obj
+        obj[param.name.removeprefix("late_")] = True
+        _configure_logging(obj["verbose"], obj["quiet"])
+
+
+def _accept_late_flags(command: click.Command) -> None:
+    """Give ``command`` (and every command under it) -v/--verbose and -q/--quiet where it has no
+    option of that name of its own (``serve --quiet`` is the access log's)."""
+    taken = {opt for p in command.params for opt in getattr(p, "opts", [])}
+    for name, opts, help_text in _LATE_FLAGS:
+        if not taken & set(opts):
+            command.params.append(click.Option([*opts, f"late_{name}"], is_flag=True, expose_value=False, show_default=False,
+                                               is_eager=True, callback=_late_flag, help=help_text))
+    for sub in getattr(command, "commands", {}).values():
+        _accept_late_flags(sub)
 
 
 def quiet() -> bool:
@@ -82,6 +110,10 @@ CORPUS = click.argument("corpus", nargs=-1, required=True, type=str)
 
 # The commands register themselves on ``cli`` when imported.
 from . import indexes, learning, serving  # noqa: E402, F401
+
+
+for _command in cli.commands.values():
+    _accept_late_flags(_command)
 
 
 def main() -> None:
