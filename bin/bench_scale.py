@@ -76,7 +76,7 @@ def measure_queries(index_dir: Path, texts: list[str], k: int = 10, warmup: int 
     idx.search(batch[:100], k)
     qps = len(batch) / timed(idx.search, batch, k)[1]
     return {"queries": len(texts), "recall": knn_recall(found, truth), "lat_s": lat, "bucket_lat_s": by_bucket,
-            "buckets": bucket_recall(per_query, qs.buckets()), "batch": len(batch), "batch_qps": qps,
+            "buckets": bucket_recall(per_query, qs.buckets(), k), "batch": len(batch), "batch_qps": qps,
             "threads": faiss.omp_get_max_threads()}
 
 

@@ -187,10 +187,17 @@ def test_mmap_load_maps_instead_of_reading(tmp_path):
 def test_recall_lower_bound():
     from glovefaiss.index.tuning import lower_bound
 
-    assert lower_bound(np.ones(50)) == 1.0
-    per_query = np.array([1.0, 0.9, 0.8, 1.0] * 25)
+    # Misses bunched in a few queries (as near-tied neighbours make them): the normal bound, mean
+    # minus 1.645 standard errors.
+    per_query = np.array([1.0, 1.0, 1.0, 0.7] * 25)
     se = per_query.std(ddof=1) / 10
-    assert lower_bound(per_query) == pytest.approx(per_query.mean() - 1.645 * se)
+    assert lower_bound(per_query, 10) == pytest.approx(per_query.mean() - 1.645 * se)
+    # No spread seen: the Wilson bound over the queries' k neighbour slots. Three perfect queries do
+    # not show recall 0.95 with 95% confidence; a thousand do.
+    z = 1.645
+    assert lower_bound(np.ones(3), 10) == pytest.approx(30 / (30 + z * z))
+    assert lower_bound(np.ones(3), 10) < 0.95 < lower_bound(np.ones(1000), 10) < 1.0
+    assert lower_bound(np.ones(1), 10) < lower_bound(np.ones(2), 10)
 
 
 def test_tuning_with_the_users_queries(tmp_path, topic_corpus):

@@ -303,3 +303,43 @@ def test_screened_settings_are_only_those_far_short_and_the_kept_ones_are_measur
             assert {n: b["recall"] for n, b in e["buckets"].items()} == {n: b["recall"] for n, b in same["buckets"].items()}
     plain_short = tune(idx, qs, truth, 10, target_recall=1.01)
     assert (plain_short.params, plain_short.uniform_recall_lower_bound) == (short.params, short.uniform_recall_lower_bound)
+
+
+def test_recall_counts_a_duplicate_of_the_kth_neighbour_as_found():
+    from glovefaiss.index.tuning import recall_per_query
+
+    truth = np.array([[1, 2, 3], [4, 5, 6]])
+    found = np.array([[1, 2, 9], [4, 8, 7]])
+    assert recall_per_query(found, truth).tolist() == [2 / 3, 1 / 3]
+    tied = np.array([[False, False, True], [False, True, False]])  # 9 and 8 score as 3 and 6 do
+    assert recall_per_query(found, truth, tied).tolist() == [1.0, 2 / 3]
+
+
+def test_eval_recall_of_an_exact_index_is_one_with_duplicate_documents(tmp_path):
+    # Documents added later repeat existing ones word for word: FAISS may return the copy where
+    # exact search returns the first, at the same score. Neither is a miss.
+    rng = np.random.default_rng(21)
+    words = [f"w{i}" for i in range(300)]
+    vec = write_glove_text(tmp_path / "v.txt", words, rng.standard_normal((300, 16)).astype(np.float32))
+    texts = [" ".join(rng.choice(words, int(rng.integers(2, 12)))) for _ in range(3000)]
+    build([write_corpus(tmp_path / "c.parquet", list(range(3000)), texts)], tmp_path / "idx",
+          config_for(vec, index="flat"), progress=False)
+    from glovefaiss.index.add import add_documents
+
+    add_documents(tmp_path / "idx", [write_corpus(tmp_path / "more.parquet", list(range(3000, 3300)), texts[:300])],
+                  progress=False)
+    r = index_recall(tmp_path / "idx", texts=texts[:300] + [t.split()[0] for t in texts[:300]])
+    assert r["recall"] == 1.0 and all(b["recall"] == 1.0 for b in r["buckets"].values())
+
+
+def test_three_perfect_tuning_queries_do_not_show_the_target(tmp_path, clustered):
+    # Recall 1.0 on 3 queries is no 95%-confidence promise of 0.95: the build says the target was not shown.
+    out, texts = clustered
+    src = json.loads((out / "manifest.json").read_text())
+    queries = tmp_path / "q.txt"
+    queries.write_text("\n".join(texts[:3]) + "\n", encoding="utf-8")
+    corpus = write_corpus(tmp_path / "c.parquet", list(range(len(texts))), texts)
+    cfg = config_for(src["config"]["embedding"]["model_name"], index="ivf", tuning_queries=str(queries))
+    t = build([corpus], tmp_path / "idx", cfg, progress=False).manifest.index["tuning"]
+    assert t["queries"] == 3 and t["recall"] == 1.0
+    assert t["recall_lower_bound"] < 0.95 and not t["reached"] and t["short_buckets"]

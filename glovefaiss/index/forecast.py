@@ -105,7 +105,7 @@ def forecast(quantizer: faiss.Index, queries: QuerySet, neighbours: np.ndarray, 
     curve, chosen = [], {}
     for p in grid:
         per_query = np.mean(ranks < p, axis=1)
-        per_bucket = bucket_recall(per_query, buckets)
+        per_bucket = bucket_recall(per_query, buckets, ranks.shape[1])
         for name in buckets:
             if per_bucket[name]["recall_lower_bound"] >= target_recall:
                 chosen.setdefault(name, p)
@@ -134,6 +134,6 @@ def forecast(quantizer: faiss.Index, queries: QuerySet, neighbours: np.ndarray, 
     return {"type": "ivf", "key": f"IVF{nlist},Flat", "nlist": nlist, "forecast": True, "params": {"nprobe": uniform},
             "params_by_bucket": {name: {"nprobe": chosen[name]} for name in buckets},
             "recall": round(float(own.mean()), 4),
-            "recall_lower_bound": round(min(lower_bound(own[rows]) for rows in buckets.values()), 4),
+            "recall_lower_bound": round(min(lower_bound(own[rows], ranks.shape[1]) for rows in buckets.values()), 4),
             "reached": reached, "p50_ms": round(float(np.median(cost)), 4),
             "ms_per_vector": per_vector, "ms_per_query": fixed, "tried": tried}

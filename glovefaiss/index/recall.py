@@ -47,14 +47,37 @@ def index_recall(directory: str | Path, texts: list[str] | None = None, k: int =
         qs = encode_queries([str(t) for t in texts], idx.encoder).known()
     if not len(qs):
         raise QueryError("none of the queries has a word in the vocabulary")
-    return recall_of(idx, qs, k, exact_topk(shard_rows(directory, m.shards), qs.vectors, k))
+    truth = exact_topk(shard_rows(directory, m.shards), qs.vectors, k)
+    return recall_of(idx, qs, k, truth, ShardReader(directory, m.shards).vectors_at)
 
 
-def recall_of(idx: Index, qs: QuerySet, k: int, truth_rows: np.ndarray) -> dict:
+# Exact scores this close count as the same: one float32 dot product of unit vectors against another.
+TIE = 1e-6
+
+
+def recall_of(idx: Index, qs: QuerySet, k: int, truth_rows: np.ndarray, vectors_at=None) -> dict:
     """Recall@k of ``idx.search_vectors`` on ``qs`` (each query with the setting of its length, as
-    :meth:`Index.search` does) against exact top-k row numbers."""
+    :meth:`Index.search` does) against exact top-k row numbers.
+
+    ``vectors_at(rows)``: the stored vectors of shard rows. With it, a hit outside the exact top k
+    whose exact score ties the k-th (a duplicate document) counts as found.
+    """
     known = qs.tokens if np.all(qs.tokens >= 0) else None
     found = idx.search_vectors(qs.vectors, k, tokens=known).rows
-    per_query = recall_per_query(found, truth_rows)
+    tied = None if vectors_at is None else _tied(found, truth_rows, qs.vectors, vectors_at)
+    per_query = recall_per_query(found, truth_rows, tied)
     return {"k": k, "queries": len(qs), "recall": round(float(per_query.mean()), 4),
-            "buckets": bucket_recall(per_query, qs.buckets())}
+            "buckets": bucket_recall(per_query, qs.buckets(), k)}
+
+
+def _tied(found: np.ndarray, truth: np.ndarray, queries: np.ndarray, vectors_at) -> np.ndarray:
+    """Found slots whose exact score reaches the k-th exact score (scores from the stored vectors)."""
+    rows = np.concatenate([truth[:, -1:], found], axis=1)  # one read of the shards for both
+    scores = np.full(rows.shape, -np.inf, dtype=np.float32)
+    at = rows >= 0
+    if at.any():
+        q = np.broadcast_to(queries[:, None, :], (*rows.shape, queries.shape[1]))[at]
+        scores[at] = np.einsum("ij,ij->i", vectors_at(rows[at]), q)
+    kth = scores[:, :1]
+    kth[~np.isfinite(kth)] = np.inf  # fewer than k documents: nothing ties
+    return scores[:, 1:] >= kth - TIE

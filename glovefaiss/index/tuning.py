@@ -32,9 +32,9 @@ EF_SEARCH = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 # 128: whole Zipf documents, whose neighbours are nearly tied, fell short at 64 over 1,000 lists (0.92)
 K_FACTORS = (1, 2, 4, 8, 16, 32, 64, 128)
 PLATEAU = 0.002  # recall gains smaller than this are not worth a costlier setting
-# A setting passes when recall's one-sided 95% lower bound (mean - Z * standard error over the
-# held-out queries) reaches the target: the mean alone passes, half the time, settings that
-# fall short on the next sample of queries.
+# A setting passes when recall's one-sided 95% lower bound (see lower_bound) over the held-out
+# queries reaches the target: the mean alone passes, half the time, settings that fall short on
+# the next sample of queries.
 Z = 1.645
 # Below this many tuning queries the bound is too loose to trust (a few perfect queries pass any setting).
 FEW_QUERIES = 100
@@ -105,10 +105,20 @@ def exact_neighbours(chunks, queries: np.ndarray, k: int,
     return best_l, best_v
 
 
-def recall_per_query(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """|found ∩ truth| / k for each query."""
+def recall_per_query(found: np.ndarray, truth: np.ndarray, tied: np.ndarray | None = None) -> np.ndarray:
+    """|found ∩ truth| / k for each query.
+
+    ``tied`` (bool, found's shape): the found slots whose exact score reaches the k-th exact score.
+    They count as found too: a duplicate of the k-th neighbour is as near as it is.
+    """
     k = truth.shape[1]
-    hits = [len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) for f, t in zip(found, truth)]
+    if tied is None:
+        hits = [len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) for f, t in zip(found, truth)]
+    else:
+        hits = []
+        for f, t, tie in zip(found.tolist(), truth.tolist(), tied.tolist()):
+            true = set(t)
+            hits.append(min(k, sum(1 for x, x_tied in zip(f, tie) if x >= 0 and (x in true or x_tied))))
     return np.asarray(hits, dtype=np.float64) / k
 
 
@@ -123,11 +133,21 @@ def knn_recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 
-def lower_bound(per_query: np.ndarray) -> float:
-    """One-sided 95% lower confidence bound of the mean recall."""
-    if len(per_query) < 2:
-        return float(np.mean(per_query))
-    return float(np.mean(per_query) - Z * np.std(per_query, ddof=1) / np.sqrt(len(per_query)))
+def lower_bound(per_query: np.ndarray, k: int) -> float:
+    """One-sided 95% lower confidence bound of the mean recall@k of ``per_query`` recalls.
+
+    The lower of the normal bound (mean minus Z standard errors) and the Wilson bound over the
+    n x k neighbour slots: with few queries the spread seen can be nil (3 queries all at 1.0),
+    and the normal bound alone would then claim 1.0.
+    """
+    n = len(per_query)
+    if n == 0:
+        return 0.0
+    p = float(np.mean(per_query))
+    normal = p - Z * float(np.std(per_query, ddof=1)) / np.sqrt(n) if n >= 2 else p
+    m = n * k
+    wilson = (p + Z * Z / (2 * m) - Z * np.sqrt(p * (1 - p) / m + Z * Z / (4 * m * m))) / (1 + Z * Z / m)
+    return float(min(normal, wilson))
 
 
 def warn_if_few(queries: np.ndarray) -> None:
@@ -174,10 +194,10 @@ def _grid(fam: str, nlist: int) -> list[list[dict]]:
     return [[{}]]
 
 
-def bucket_recall(per_query: np.ndarray, buckets: dict[str, np.ndarray]) -> dict[str, dict]:
-    """{bucket: {"queries", "recall", "recall_lower_bound"}} of per-query recalls."""
+def bucket_recall(per_query: np.ndarray, buckets: dict[str, np.ndarray], k: int) -> dict[str, dict]:
+    """{bucket: {"queries", "recall", "recall_lower_bound"}} of per-query recalls@``k``."""
     return {name: {"queries": len(rows), "recall": round(float(per_query[rows].mean()), 4),
-                   "recall_lower_bound": round(lower_bound(per_query[rows]), 4)} for name, rows in buckets.items()}
+                   "recall_lower_bound": round(lower_bound(per_query[rows], k), 4)} for name, rows in buckets.items()}
 
 
 def _timing_rows(buckets: dict[str, np.ndarray], per_bucket: int) -> np.ndarray:
@@ -323,18 +343,18 @@ def _screened_recall(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray,
     if not all(len(part[name]) < len(walked[name]) for name in walked):
         return _recall_of(index, vectors, truth, walked, k)
     first = _per_query_recall(index, vectors, truth, part, k)
-    mean, per_bucket = _figures(first)
+    mean, per_bucket = _figures(first, k)
     if all(b["recall"] + Z_SCREEN / Z * (b["recall"] - b["recall_lower_bound"]) < target_recall
            for b in per_bucket.values()):
         return mean, per_bucket
     rest = _per_query_recall(index, vectors, truth, {name: rows[len(part[name]):] for name, rows in walked.items()}, k)
-    return _figures({name: np.concatenate([first[name], rest[name]]) for name in walked})
+    return _figures({name: np.concatenate([first[name], rest[name]]) for name in walked}, k)
 
 
 def _recall_of(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: dict[str, np.ndarray],
                k: int) -> tuple[float, dict[str, dict]]:
     """(mean recall, :func:`bucket_recall` per bucket) of ``buckets``' queries at the index's setting."""
-    return _figures(_per_query_recall(index, vectors, truth, buckets, k))
+    return _figures(_per_query_recall(index, vectors, truth, buckets, k), k)
 
 
 def _per_query_recall(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: dict[str, np.ndarray],
@@ -346,12 +366,12 @@ def _per_query_recall(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray
     return dict(zip(buckets, np.split(per_query, np.cumsum([len(r) for r in buckets.values()])[:-1])))
 
 
-def _figures(per_query: dict[str, np.ndarray]) -> tuple[float, dict[str, dict]]:
-    """(mean over every query, :func:`bucket_recall` per bucket) of per-query recalls by bucket."""
+def _figures(per_query: dict[str, np.ndarray], k: int) -> tuple[float, dict[str, dict]]:
+    """(mean over every query, :func:`bucket_recall` per bucket) of per-query recalls@``k`` by bucket."""
     every = np.concatenate(list(per_query.values()))
     starts = np.cumsum([0] + [len(r) for r in per_query.values()])
     local = {name: np.arange(starts[i], starts[i + 1]) for i, name in enumerate(per_query)}
-    return float(every.mean()), bucket_recall(every, local)
+    return float(every.mean()), bucket_recall(every, local, k)
 
 
 def _first_per_line(entries: list[dict]) -> list[dict]:
@@ -421,7 +441,7 @@ def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, 
     # Each bucket's figures over all its queries (the walk may have screened a short setting on a part).
     for name, rows in buckets.items():
         per_bucket[name].update(bucket_recall(recall_per_query(found[name], truth[rows]),
-                                              {name: np.arange(len(rows))})[name])
+                                              {name: np.arange(len(rows))}, k)[name])
     short = [name for name, b in per_bucket.items() if b["recall_lower_bound"] < target_recall]
     if short:
         logger.log(short_level, "%s", short_message(k, target_recall, per_bucket, short))
