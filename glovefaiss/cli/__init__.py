@@ -111,7 +111,6 @@ CORPUS = click.argument("corpus", nargs=-1, required=True, type=str)
 # The commands register themselves on ``cli`` when imported.
 from . import indexes, learning, serving  # noqa: E402, F401
 
-
 for _command in cli.commands.values():
     _accept_late_flags(_command)
 
