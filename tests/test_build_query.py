@@ -145,8 +145,9 @@ def test_overwrite_rules(tmp_path, tiny_vectors, tiny_corpus):
     other = tmp_path / "mine"
     other.mkdir()
     (other / "precious.txt").write_text("keep")
-    with pytest.raises(IndexDirError, match="is not a glovefaiss index; refusing to overwrite"):
-        build([tiny_corpus[0]], other, cfg, overwrite=True, progress=False)
+    for overwrite in (True, False):  # without --overwrite too: the fix is another --out, not --overwrite
+        with pytest.raises(IndexDirError, match="is not a glovefaiss index; refusing to overwrite it, choose another --out"):
+            build([tiny_corpus[0]], other, cfg, overwrite=overwrite, progress=False)
     assert (other / "precious.txt").read_text() == "keep"
 
 

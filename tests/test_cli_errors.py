@@ -109,7 +109,7 @@ def test_delete_of_unknown_ids_is_refused_or_skipped(tmp_path, tiny_vectors, tin
     assert len(Index.load(out)) == 8
     result = run("delete", out, "10", "98", "99", "--missing-ok")
     assert result.exit_code == 0
-    assert result.stderr.startswith(f"deleted 1 documents from {out} (2 ids not in the index, skipped) in ")
+    assert result.stderr.startswith(f"deleted 1 document from {out} (2 ids not in the index, skipped) in ")
     result = run("delete", out, "abc")
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [f"Error: id 'abc' is not an integer; the index at {out} has integer ids"]

@@ -65,6 +65,17 @@ def test_read_queries_errors_are_query_errors(tmp_path):
     with pytest.raises(QueryError, match=r"has no 'text' column; columns present: id, body; "
                                          r"query files need 'id' \(or '_id'\) and 'text'$"):
         read_queries(_jsonl(tmp_path / "t.jsonl", [{"id": 1, "body": "x"}]))
+    # A .parquet name on a file that is not Parquet is an error, not a text file of queries.
+    (tmp_path / "np.parquet").write_text("hello\n")
+    with pytest.raises(QueryError) as e:
+        read_queries(tmp_path / "np.parquet")
+    assert str(e.value) == (f"{tmp_path / 'np.parquet'} is not a readable Parquet file (it does not start with PAR1); "
+                            "give a Parquet file, or name a text or JSONL file .txt or .jsonl")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(QueryError) as e:
+        read_queries(tmp_path / "bin.txt")
+    assert str(e.value) == (f"{tmp_path / 'bin.txt'} is neither Parquet nor UTF-8 text (invalid start byte at byte 0); "
+                            "give a Parquet, JSONL or text file")
 
 
 def test_read_qrels_formats(tmp_path):

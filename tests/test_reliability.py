@@ -424,7 +424,7 @@ def test_a_second_writer_is_told_who_holds_the_index(tmp_path, tiny_vectors, tin
                             text=True)
     try:
         assert proc.stdout.readline().strip() == "locked"
-        want = f"Error: another {holder} is writing {out} (pid {proc.pid})"
+        want = f"Error: another {holder} is writing {out} (pid {proc.pid}); wait for it to finish and try again"
         for args in (["build", tiny_corpus[0], "--out", out, "--glove", tiny_vectors[0], "--overwrite"],
                      ["add", out, tiny_corpus[0]], ["delete", out, "10"]):
             result = CliRunner().invoke(cli, [str(a) for a in args])

@@ -432,11 +432,10 @@ def test_cli_serve_access_log_api_key_env_and_sighup(served, tmp_path, monkeypat
     assert "index main: reloaded" in err
 
 
-@pytest.mark.slow
-def test_cli_serve_quiet_and_usage_errors(served):
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "glovefaiss", "serve", str(served["ints"]), "--port", str(port),
-                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+def _serve_briefly(args: list[str], port: int) -> str:
+    """stderr of ``glovefaiss ARGS --port PORT`` run until its /health answers, then stopped."""
+    proc = subprocess.Popen([sys.executable, "-m", "glovefaiss", *args, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -452,6 +451,18 @@ def test_cli_serve_quiet_and_usage_errors(served):
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
+    return err
+
+
+@pytest.mark.slow
+def test_cli_serve_quiet_and_usage_errors(served):
+    # serve --quiet (-q): no access log, but the address it listens on is still said.
+    port = _free_port()
+    err = _serve_briefly(["serve", str(served["ints"]), "-q"], port)
+    assert "GET /health" not in err and f"Uvicorn running on http://127.0.0.1:{port}" in err
+    # glovefaiss -q serve: only errors, as for every command.
+    port = _free_port()
+    err = _serve_briefly(["-q", "serve", str(served["ints"])], port)
     assert "GET /health" not in err and "Uvicorn running" not in err
     bad = subprocess.run([sys.executable, "-m", "glovefaiss", "serve", str(served["ints"]), str(served["strs"]),
                           "--name", "a"], capture_output=True, text=True, env=_env())

@@ -293,7 +293,8 @@ def delete(index_dir, ids, ids_file, missing_ok):
         raise click.UsageError("give at least one ID, or --ids-file FILE")
     r = delete_documents(index_dir, ids, missing_ok=missing_ok)
     skipped = f" ({len(r.missing):,} ids not in the index, skipped)" if r.missing else ""
-    note(f"deleted {r.deleted:,} documents from {r.out_dir}{skipped} in {r.seconds:.1f} s; it now holds {r.documents:,}")
+    note(f"deleted {r.deleted:,} {'document' if r.deleted == 1 else 'documents'} from {r.out_dir}{skipped} "
+         f"in {r.seconds:.1f} s; it now holds {r.documents:,}")
 
 
 @cli.command()

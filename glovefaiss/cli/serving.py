@@ -26,7 +26,8 @@ from . import cli, quiet
               help="Largest request body.")
 @click.option("--reload-interval", default=0.5, show_default=True, type=click.FloatRange(min=0),
               help="Seconds between checks for a replaced index directory (0: only on SIGHUP).")
-@click.option("--quiet", "serve_quiet", is_flag=True, help="No access log (one line per request otherwise).")
+@click.option("-q", "--quiet", "serve_quiet", is_flag=True,
+              help="No access log (one line per request otherwise); glovefaiss -q serve: only errors.")
 def serve(index_dirs, names, host, port, api_key, max_k, max_query_chars, max_batch, max_body_bytes,
           reload_interval, serve_quiet):
     """Serve DIR... over HTTP: GET / (search page), GET/POST /search, GET /health, GET /info."""
@@ -37,9 +38,8 @@ def serve(index_dirs, names, host, port, api_key, max_k, max_query_chars, max_ba
     indexes = dict(zip(names, index_dirs)) if names else list(index_dirs)
     if names and len(set(names)) != len(names):
         raise click.UsageError("--name values must differ")
-    silent = serve_quiet or quiet()
     run(indexes, host=host, port=port, api_key=api_key or None, reload_interval=reload_interval,
         limits=Limits(max_k=max_k, max_query_chars=max_query_chars, max_batch=max_batch, max_body_bytes=max_body_bytes),
-        access_log=not silent, log_level="warning" if silent else "info")
+        access_log=not (serve_quiet or quiet()), log_level="warning" if quiet() else "info")
 
 

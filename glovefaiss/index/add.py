@@ -162,7 +162,7 @@ def _extended(tmp: Path, directory: Path, manifest: Manifest, config: Config, co
             retuned = {"params_before": manifest.index["params"], "params": info["params"],
                        **{k: info["tuning"][k] for k in ("recall", "recall_lower_bound", "reached", "p50_ms")},
                        "tune_s": info["tune_s"]}
-            logger.info("retuned for %d documents: %s -> %s, recall@%d %.3f", m.documents,
+            logger.debug("retuned for %d documents: %s -> %s, recall@%d %.3f", m.documents,
                         retuned["params_before"], info["params"], bc.tune_k, info["tuning"]["recall"])
             # The build's comparison of families described the corpus before these documents.
             m.index = {key: v for key, v in {**m.index, **info}.items() if key != "candidates"}

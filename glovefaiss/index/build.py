@@ -61,10 +61,11 @@ class BuildResult:
 def _check_out_dir(out: Path, overwrite: bool) -> None:
     if not out.exists():
         return
-    if not overwrite:
-        raise IndexDirError(f"{out} already exists; pass --overwrite to replace it")
+    # A directory that is not an index is refused outright: --overwrite would not replace it either.
     if not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists()):
         raise IndexDirError(f"{out} exists and is not a glovefaiss index; refusing to overwrite it, choose another --out")
+    if not overwrite:
+        raise IndexDirError(f"{out} already exists; pass --overwrite to replace it")
 
 
 class ResumeMismatch(IndexDirError):

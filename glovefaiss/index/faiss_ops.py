@@ -124,8 +124,10 @@ def make_index(dim: int, key: str = "Flat", with_ids: bool = True) -> faiss.Inde
     try:
         index = faiss.index_factory(dim, key, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as e:
-        msg = str(e).strip().splitlines()[-1]
-        raise ConfigError(f"FAISS cannot build index key '{key}' ({msg})") from None
+        # FAISS prefixes its reason with the C++ function and source line: only the reason is kept.
+        msg = str(e).strip().splitlines()[-1].rpartition(": ")[2] or str(e)
+        raise ConfigError(f"FAISS cannot build index key '{key}' ({msg}); give a FAISS factory string such as "
+                          "'IVF1024,Flat' or 'HNSW32', or --index auto") from None
     if with_ids and not _stores_ids(index):
         index = faiss.IndexIDMap(index)
     return index

@@ -261,11 +261,11 @@ def _training_rows(n: int, nlist: int) -> int:
 
 def _tune_into(index, info: dict, queries: QuerySet, truth: np.ndarray, bc: BuildConfig,
                budget_ms: float | None = None, candidate: bool = False) -> None:
-    """Tune ``index`` into ``info``; a ``candidate`` among several says a shortfall at INFO only
-    (build_index warns of the kept one's)."""
+    """Tune ``index`` into ``info``; a ``candidate`` among several logs a shortfall at DEBUG only
+    (build_index warns of the kept one's, and the CLI shows INFO: it would be said twice)."""
     t0 = time.perf_counter()
     tuning = tune(index, queries, truth, bc.tune_k, bc.target_recall, budget_ms,
-                  short_level=logging.INFO if candidate else logging.WARNING)
+                  short_level=logging.DEBUG if candidate else logging.WARNING)
     info["params"] = tuning.params
     # Index.search gives each query the setting of its length; without lengths, every query gets params.
     info["params_by_length"] = tuning.params_by_length

@@ -52,7 +52,7 @@ def index_lock(directory: Path, action: str) -> Iterator[None]:
             f.close()
             pid = holder[0] if holder else "unknown"
             raise IndexDirError(f"another {holder[1] if len(holder) > 1 else 'writer'} is writing {directory} "
-                                f"(pid {pid})") from None
+                                f"(pid {pid}); wait for it to finish and try again") from None
         # The holder before us removes the file as it lets go: locked a removed file, so try again.
         if path.exists() and os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
             break

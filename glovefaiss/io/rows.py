@@ -37,7 +37,14 @@ def read_rows(path: str | Path, *, lines: bool = False, blank_lines: bool = Fals
         raise DataError(f"file not found: {path}")
     if is_parquet(path):
         return pq.read_table(path).to_pylist()
-    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".parquet":
+        raise DataError(f"{path} is not a readable Parquet file (it does not start with PAR1); "
+                        "give a Parquet file, or name a text or JSONL file .txt or .jsonl")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is neither Parquet nor UTF-8 text ({e.reason} at byte {e.start}); "
+                        "give a Parquet, JSONL or text file") from None
     if lines and path.suffix.lower() not in JSONL_SUFFIXES:
         return [{"id": n, TEXT_COLUMN: line} for n, line in enumerate(text.splitlines(), 1)
                 if blank_lines or line.strip()]
