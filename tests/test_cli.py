@@ -206,3 +206,11 @@ def test_output_beside_a_file_is_one_line(onehot, tmp_path):
     assert result.exit_code == 1
     assert result.stderr == (f"Error: cannot write {blocker / 'idx'}: {blocker} is a file, not a directory; "
                              "choose another --out\n")
+
+
+def test_build_help_states_the_config_defaults():
+    from glovefaiss.config import BuildConfig
+
+    text = " ".join(run("build", "--help").output.split())
+    assert f"Documents encoded per batch (default: {BuildConfig().batch_size})." in text
+    assert f"Rows per Parquet shard (default: {BuildConfig().shard_rows})." in text

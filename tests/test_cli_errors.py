@@ -94,6 +94,8 @@ def test_delete_removes_documents_and_says_so(tmp_path, tiny_vectors, tiny_corpu
     ids = {h["id"] for h in Index.load(out).hits(tiny_corpus[2][:6], k=8)}
     assert ids and not ids & ({"d10", "d11"} if string_ids else {10, 11})
     assert run("verify", out).exit_code == 0
+    assert run("delete", out, "d12" if string_ids else "12").exit_code == 0
+    assert run("info", out).output.splitlines()[-2:] == ["deleted 2 documents", "deleted 1 document"]
 
 
 def test_delete_of_unknown_ids_is_refused_or_skipped(tmp_path, tiny_vectors, tiny_corpus):

@@ -1,6 +1,7 @@
 """Every index family builds and answers; auto picks as documented; the tuner meets or reports the target."""
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -294,3 +295,15 @@ def test_pq_training_skips_polysemous_reordering_and_caps_its_sample():
     _, found = pq8.search(x[:200], 10)
     exact = np.argsort(-(x[:200] @ x.T), axis=1)[:, :10]
     assert knn_recall(found, exact) > 0.5  # the codes still rank: a trained PQ, not noise
+
+
+def test_auto_says_when_no_family_fits_the_memory_budget(tmp_path, topic_corpus, caplog):
+    _, vec, corpus, texts = topic_corpus
+    with caplog.at_level(logging.WARNING, logger="glovefaiss.index.families"):
+        result = build([corpus], tmp_path / "idx", config_for(vec, max_index_memory="1K", tune_queries=100),
+                       progress=False)
+    assert result.manifest.index["type"] == "ivf-pq"
+    need = len(texts) * faiss_index.bytes_per_vector("ivf-pq", 16) / 2**20
+    assert [r.getMessage() for r in caplog.records if "no index family fits" in r.getMessage()] == [
+        f"no index family fits --max-index-memory 1K for {len(texts)} vectors: the smallest, ivf-pq, needs about "
+        f"{need:.1f} MiB; building it anyway (raise the budget to fit it)"]

@@ -20,8 +20,8 @@ from . import CORPUS, cli, engine_options, human_bytes, note, progress
 @click.option("--id-column", help="Column with document ids (default: id).")
 @click.option("--text-column", help="Column with document text (default: text).")
 @click.option("--glove", help="Word vectors: a gensim-data name or a path (default: glove-wiki-gigaword-50, bundled).")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Documents encoded per batch.")
-@click.option("--shard-rows", type=click.IntRange(min=1), help="Rows per Parquet shard.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Documents encoded per batch (default: 16384).")
+@click.option("--shard-rows", type=click.IntRange(min=1), help="Rows per Parquet shard (default: 1000000).")
 @click.option("--threads", type=click.IntRange(min=1), help="Encoding threads (default: all cores).")
 @click.option("--store-text/--no-store-text", default=None, help="Keep document texts in the shards (default: yes).")
 @click.option("--index", "index_kind", type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivf-fastscan", "ivf-pq", "ivf-sq8"]),
@@ -242,8 +242,8 @@ def info(index_dir, as_json, plot_path):
     for a in s["additions"]:
         replaced = f" ({a['replaced']:,} of them replacing documents with the same id)" if a.get("replaced") else ""
         lines.append(f"added {a['documents']:,} documents from {', '.join(map(str, a['files']))}{replaced}")
-    if s["deletions"]:
-        lines.append(f"deletions: {len(s['deletions'])}")
+    for d in s["deletions"]:
+        lines.append(f"deleted {d['documents']:,} {'document' if d['documents'] == 1 else 'documents'}")
     click.echo("\n".join(lines))
 
 
