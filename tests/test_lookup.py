@@ -3,6 +3,7 @@
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -99,3 +100,25 @@ def test_warm_builds_the_word_dict_and_lookups_stay_exact(tmp_path, tiny_vectors
     for text in ("the cat sat", "dog unknownword the", "nothing known here qqq"):
         np.testing.assert_array_equal(warm.encode(text), cold.encode(text))
         assert warm.hits(text, k=3) == cold.hits(text, k=3)
+
+
+@pytest.mark.parametrize("scheme", ["rows", "offset", "sparse", "shuffled"])
+def test_warm_maps_hits_to_rows_as_a_cold_index_does(tmp_path, tiny_vectors, tiny_corpus, scheme):
+    # Ids that are the rows plus a constant, in row order, are mapped to rows by subtraction once
+    # warm; any other integer ids by the sorted-id search. Either way the same hits.
+    from glovefaiss.index.build import build
+    from glovefaiss.index.search import Index
+
+    from .helpers import config_for, write_corpus
+
+    texts = tiny_corpus[2]
+    n = len(texts)
+    ids = {"rows": list(range(n)), "offset": list(range(1000, 1000 + n)), "sparse": [3 * i + 1 for i in range(n)],
+           "shuffled": list(np.random.default_rng(2).permutation(n))}[scheme]
+    corpus = write_corpus(tmp_path / "c.parquet", [int(i) for i in ids], texts)
+    build([corpus], tmp_path / "idx", config_for(tiny_vectors[0]), progress=False)
+    cold, warm = Index.load(tmp_path / "idx"), Index.load(tmp_path / "idx").warm()
+    assert warm._id_offset == {"rows": 0, "offset": 1000, "sparse": None, "shuffled": None}[scheme]
+    for text in texts[:4] + ["the cat sat"]:
+        assert warm.hits(text, k=3) == cold.hits(text, k=3)
+    assert warm.hits(texts[:4], k=3) == cold.hits(texts[:4], k=3)

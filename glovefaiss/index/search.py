@@ -79,6 +79,7 @@ class Index:
         self._columns: ColumnStore | None = None  # build --columns: corpus columns returned in every hit
         self._by_length: list[tuple[int | None, Any]] = []  # (most tokens, SearchParameters) per query length
         self._single = faiss_idx  # what one query at a time searches (see warm)
+        self._id_offset: int | None = None  # ids are rows + this, in row order (see warm)
         self._mapped = False
 
     @classmethod
@@ -151,6 +152,13 @@ class Index:
         if not self._mapped:
             faiss_warm.advise_huge_pages(self.faiss)
         self._single = faiss_warm.single_query_view(self.faiss)
+        if self._id_order is not None and len(self._id_order[0]):
+            # Integer ids that are the row numbers plus a constant, in row order (0..n-1 most often):
+            # a hit's row is its id minus that, not a binary search of the sorted ids (20 µs a query).
+            sorted_ids, order = self._id_order
+            n = len(sorted_ids)
+            if int(sorted_ids[-1]) - int(sorted_ids[0]) == n - 1 and np.array_equal(order, np.arange(n)):
+                self._id_offset = int(sorted_ids[0])
         return self
 
     @property
@@ -287,6 +295,8 @@ class Index:
             ids = self._id_source.column("id").to_numpy()
             order = np.argsort(ids, kind="stable")
             self._id_order = (ids[order], order)
+        if self._id_offset is not None:
+            return np.where(labels >= 0, labels - self._id_offset, -1)
         sorted_ids, order = self._id_order
         pos = np.minimum(sorted_ids.searchsorted(labels), len(sorted_ids) - 1)
         return np.where(labels >= 0, order[pos], -1)
