@@ -3,15 +3,15 @@
 - :func:`single_query_view`: fast-scan lists searched one query at a time scan list by list
   (FAISS's ``implem`` 11, reservoir) instead of grouping queries per list (12/13, the default),
   which only pays off for batches. ``implem`` is a field of the index, not a search parameter, so
-  the single queries get a view of their own that shares every array: threads searching batches
-  and single queries at once never see each other's setting.
+  the single queries get a view of their own that shares the large arrays: threads searching
+  batches and single queries at once never see each other's setting.
 - :func:`advise_huge_pages`: the index's large arrays (stored vectors, inverted lists, id map)
   moved to 2 MiB pages. A re-ranked query reads ~1,000 vectors at random from the stored ones: a
   page-table walk each with 4 KiB pages.
 
 Both measured on the 1M Zipf fast-scan index, single queries, one process, each text once (part 8
-in docs/scale.md): 8-10% and 4-6% off a query's time; same results (the view is tested against
-the index it views).
+in docs/scale.md): 8-10% and 4-6% off a query's time. The view gives the results of the index
+with ``implem`` 11 set (tested); they differ from the batch scan's only where 4-bit candidates tie.
 """
 
 from __future__ import annotations
