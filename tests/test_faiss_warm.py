@@ -31,11 +31,12 @@ def fastscan():
 
 
 def _singles(index, queries, k, params=None):
+    threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
         out = [index.search(q[None], k, params=params) for q in queries]
     finally:
-        faiss.omp_set_num_threads(2)
+        faiss.omp_set_num_threads(threads)
     return np.concatenate([d for d, _ in out]), np.concatenate([i for _, i in out])
 
 

@@ -79,10 +79,11 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
     n = reader.num_rows
     kind, key = resolve_index(bc, n, dim)
     budget = faiss_index.parse_bytes(bc.max_index_memory)
-    if bc.index == "auto" and not bc.index_key and budget is not None and n * faiss_index.bytes_per_vector(kind, dim) > budget:
+    need = n * faiss_index.bytes_per_vector(kind, dim) if kind != "custom" else 0
+    if bc.index == "auto" and budget is not None and need > budget:  # choose_kind fell back to its smallest family
         logger.warning("no index family fits --max-index-memory %s for %d vectors: the smallest, %s, needs about "
                        "%.1f MiB; building it anyway (raise the budget to fit it)", bc.max_index_memory, n, kind,
-                       n * faiss_index.bytes_per_vector(kind, dim) / 2**20)
+                       need / 2**20)
     rng = np.random.default_rng(seed)
     if faiss_index.family(faiss_index.make_index(dim, key, with_ids)) == "flat":
         index, info = _build_one(reader, kind, key, dim, with_ids, seed, rng, fill)
