@@ -194,6 +194,23 @@ def test_adaptive_search_equals_per_bucket_searches_with_the_stored_params(clust
     assert not np.array_equal(idx.search(queries, 10).ids, ids)
 
 
+@pytest.mark.parametrize("open_end", [True, False], ids=["last-bound-open", "last-bound-12"])
+def test_a_single_query_gets_the_setting_of_its_length_as_in_a_batch(clustered, open_end):
+    out, texts = clustered
+    idx = Index.load(out)
+    nlist = faiss.extract_index_ivf(idx.faiss).nlist
+    faiss_index.set_params(idx.faiss, {"nprobe": 2})  # the index's own: past a closed last bound
+    by_length = [{"max_tokens": 3, "params": {"nprobe": 1}}, {"max_tokens": 12, "params": {"nprobe": nlist}}]
+    idx.set_params_by_length(by_length + ([{"max_tokens": None, "params": {"nprobe": 4}}] if open_end else []))
+    queries = _length_queries(texts)
+    counts = idx.encoder.encode_counted(queries)[1]
+    assert {2, 3, 4, 12, 13, 14} <= set(counts.tolist())  # both sides of each bound
+    batch = idx.search(queries, 10)
+    for i, q in enumerate(queries):
+        one = idx.search(q, 10)
+        assert np.array_equal(one.ids[0], batch.ids[i]) and np.array_equal(one.scores[0], batch.scores[i]), counts[i]
+
+
 def test_adaptive_search_reaches_the_target_in_every_bucket_of_the_tuning_set(clustered):
     out, _ = clustered
     t = json.loads((out / "manifest.json").read_text())["index"]["tuning"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,7 @@ class Index:
         self.directory: Path | None = None
         self._columns: ColumnStore | None = None  # build --columns: corpus columns returned in every hit
         self._by_length: list[tuple[int | None, Any]] = []  # (most tokens, SearchParameters) per query length
+        self._bounds: list[int | None] = []  # their most tokens
         self._single = faiss_idx  # what one query at a time searches (see warm)
         self._id_offset: int | None = None  # ids are rows + this, in row order (see warm)
         self._mapped = False
@@ -178,6 +180,7 @@ class Index:
         """
         self._by_length = [(e["max_tokens"], faiss_index.search_parameters(self.faiss, e["params"]))
                            for e in params_by_length]
+        self._bounds = [most for most, _ in self._by_length]
 
     def search(self, texts: Sequence[str] | str, k: int = 10) -> SearchResult:
         """Top-``k`` documents for each text, best first."""
@@ -253,11 +256,15 @@ class Index:
                      tokens: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """FAISS's (scores, labels) and the shard row of each label; each query with the setting of its
         length when ``tokens`` are given, grouped by setting and put back in query order."""
-        group = None if tokens is None or not self._by_length else \
-            _length_group([most for most, _ in self._by_length], np.asarray(tokens))
-        if group is None or (group == group[0]).all():  # one setting: no gathering (every single query)
+        if len(vectors) == 1:
+            # Its setting by Python arithmetic: the numpy calls that group a batch cost 40 µs here.
+            g = -1 if tokens is None or not self._by_length else _length_group_of(self._bounds, int(tokens[0]))
+            scores, labels = faiss_index.search(self._single, vectors, depth, self._by_length[g][1] if g >= 0 else None)
+            return scores, labels, labels if self._row_ids is not None else self._rows_of_ids(labels)
+        group = None if tokens is None or not self._by_length else _length_group(self._bounds, np.asarray(tokens))
+        if group is None or (group == group[0]).all():  # one setting: no gathering
             params = self._by_length[group[0]][1] if group is not None and len(group) and group[0] >= 0 else None
-            scores, labels = faiss_index.search(self._single if len(vectors) == 1 else self.faiss, vectors, depth, params)
+            scores, labels = faiss_index.search(self.faiss, vectors, depth, params)
         else:
             scores = np.empty((len(vectors), depth), np.float32)
             labels = np.empty((len(vectors), depth), np.int64)
@@ -295,6 +302,8 @@ class Index:
             ids = self._id_source.column("id").to_numpy()
             order = np.argsort(ids, kind="stable")
             self._id_order = (ids[order], order)
+        if self._id_offset == 0:
+            return labels  # ids 0..n-1 are the rows
         if self._id_offset is not None:
             return np.where(labels >= 0, labels - self._id_offset, -1)
         sorted_ids, order = self._id_order
@@ -473,6 +482,14 @@ def _length_group(most_tokens: list[int | None], tokens: np.ndarray) -> np.ndarr
         group[tokens > bounds[-1]] = -1
     group[tokens < 0] = -1
     return group
+
+
+def _length_group_of(most_tokens: list[int | None], count: int) -> int:
+    """:func:`_length_group` of one token count."""
+    if count < 0:
+        return -1
+    g = bisect_left(most_tokens, count, hi=len(most_tokens) - (most_tokens[-1] is None))
+    return g if g < len(most_tokens) else -1
 
 
 def _sorted_contains(sorted_values: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Vector shards: Parquet files of (id, vector[, text][, extra columns]), written atomically, read by column or batch.
 
-For each shard with texts, the same texts packed for the query path (see :mod:`.strings`) in a
+For each shard with texts, the same texts packed for the query path (see :mod:`..text.packed`) in a
 sibling directory, so that the shards directory stays all Parquet: ``texts/part-NNNNN.text``
 (UTF-8 bytes) and ``texts/part-NNNNN.text-offsets.npy``.
 
@@ -11,7 +11,8 @@ packed texts and the id lookup, and starts faster without it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,7 @@ from ..io.files import HashingFile, sha256_file
 from ..text.packed import PackedStrings, PackedStringsWriter
 
 TEXTS_DIR = "texts"
+FEW_ROWS = 64  # rows that TextStore.take fetches one by one rather than per shard
 
 if TYPE_CHECKING:  # annotations only: imported where used, see the module docstring
     import pyarrow as pa
@@ -297,8 +299,17 @@ class TextStore:
         self._parts = [PackedStrings.open(root / s["texts"][0]["file"], root / s["texts"][1]["file"], populate)
                        for s in shards]
         self._starts = np.cumsum([0] + [len(p) for p in self._parts])
+        self._start_list = self._starts.tolist()
 
-    def take(self, rows: np.ndarray, column: str = "text") -> list:
+    def take(self, rows: Sequence[int] | np.ndarray, column: str = "text") -> list:
+        if len(rows) <= FEW_ROWS:
+            # A query's hits: numpy calls per shard would cost more than these few strings.
+            starts, parts = self._start_list, self._parts
+            out = []
+            for r in rows.tolist() if isinstance(rows, np.ndarray) else rows:
+                p = bisect_right(starts, r) - 1
+                out.append(parts[p][r - starts[p]])
+            return out
         rows = np.asarray(rows, dtype=np.int64)
         if len(self._parts) == 1:
             return self._parts[0].take(rows)

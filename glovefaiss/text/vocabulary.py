@@ -80,7 +80,11 @@ class Vocabulary:
         return self.key_table().lookup(padded(data), offsets[:-1] - offsets[0], np.diff(offsets))
 
     def lookup(self, tokens: list[str]) -> np.ndarray:
-        """Row of each token, -1 where unknown.
+        """Row of each token, -1 where unknown (:meth:`rows` as an int64 array)."""
+        return np.array(self.rows(tokens), dtype=np.int64)
+
+    def rows(self, tokens: list[str]) -> list[int]:
+        """Row of each token as a Python int, -1 where unknown (the single-text path: no numpy call).
 
         With a saved hash table (see :meth:`hash_table`), a binary search of the token's hash,
         confirmed against the word itself: nothing to build, so a cold query starts at once. Once
@@ -90,11 +94,11 @@ class Vocabulary:
         on first use.
         """
         if self._dict is None and self._hashes is not None:
-            return self._lookup_hashed(tokens)
+            return self._rows_hashed(tokens)
         if self._dict is None:
             self.build_dict()
         get = self._dict.get
-        return np.fromiter((get(t, -1) for t in tokens), dtype=np.int64, count=len(tokens))
+        return [get(t, -1) for t in tokens]
 
     def build_dict(self) -> None:
         """Build the dict of every word that single-text lookups use (0.3-0.5 s for 400,000 words),
@@ -113,16 +117,16 @@ class Vocabulary:
             self._dict = rows  # assigned complete: other threads read the memo meanwhile
             self._seen = {}
 
-    def _lookup_hashed(self, tokens: list[str]) -> np.ndarray:
+    def _rows_hashed(self, tokens: list[str]) -> list[int]:
         # Words recur from query to query: each is hashed and searched once (5-10 µs), then
         # remembered. The memo only grows (so a reader in another thread never misses a word it
         # just saw in it); past DICT_AFTER words a thread builds the dict that replaces it.
         seen = self._seen
         new = [t for t in dict.fromkeys(tokens) if t not in seen]
         if not new:
-            return np.fromiter((seen[t] for t in tokens), dtype=np.int64, count=len(tokens))
+            return [seen[t] for t in tokens]
         found = dict(zip(new, self._search_hashes(new).tolist()))
-        out = np.fromiter((found[t] if t in found else seen[t] for t in tokens), dtype=np.int64, count=len(tokens))
+        out = [found[t] if t in found else seen[t] for t in tokens]
         seen.update(found)
         if len(seen) > DICT_AFTER and not self._dict_started:
             with self._start_lock:  # not the build's lock, which a query thread must never wait on

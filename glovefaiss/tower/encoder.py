@@ -24,7 +24,7 @@ from ..config import TokeniserConfig
 from ..text.packed import PackedStrings, PackedStringsWriter
 from ..text.tokeniser import Tokeniser
 from ..text.vocabulary import Vocabulary
-from .pooling import mean_pool, scaled_rows
+from .pooling import mean_pool, pool_one, scaled_rows
 
 if TYPE_CHECKING:  # annotations only: imported where used, see the module docstring
     import pyarrow as pa
@@ -220,10 +220,14 @@ class TextEncoder:
 
     def _encode_few(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         if len(texts) == 1:
-            # One query: a quarter of the numpy calls of the general case below, same arithmetic.
-            ids = self.vocabulary.lookup(self.tokeniser.tokenise(texts[0]))
-            known = ids[ids >= 0]
-            return self.pool(known, np.array([0, len(known)], np.int64)), np.array([len(ids)], np.int64)
+            # One query: Python ints until the rows are gathered, the same arithmetic as below. Each
+            # numpy call costs microseconds once a search has pushed numpy out of the CPU cache.
+            rows = self.vocabulary.rows(self.tokeniser.tokenise(texts[0]))
+            known = [r for r in rows if r >= 0]
+            count = np.array([len(rows)], np.int64)
+            if self.projection is None and self.components is None:
+                return pool_one(self.matrix, known, weights=self.weights), count
+            return self.pool(np.array(known, np.int64), np.array([0, len(known)], np.int64)), count
         id_lists = [self.vocabulary.lookup(self.tokeniser.tokenise(t)) for t in texts]
         counts = np.asarray([len(ids) for ids in id_lists], dtype=np.int64)
         id_lists = [ids[ids >= 0] for ids in id_lists]

@@ -3,6 +3,8 @@ projection, common-component removal and L2 normalisation. Every backend gives t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -32,10 +34,7 @@ def mean_pool(
     offsets = np.asarray(offsets, dtype=np.int64)
     n = len(offsets) - 1
     if n == 1 and ids.size and projection is None and components is None:
-        # One text (a query): the same arithmetic as segment_sums and below, without the bookkeeping.
-        out = np.add.reduce(_rows(matrix, ids, weights), axis=0, dtype=np.float32, keepdims=True)
-        out /= np.float32(ids.size)
-        return l2_normalize(out) if normalize else out
+        return pool_one(matrix, ids, normalize, weights)
     counts = np.diff(offsets)
     nonempty = counts > 0
     out = segment_sums(matrix, ids, offsets, weights, backend=backend)
@@ -48,6 +47,17 @@ def mean_pool(
     if normalize:
         l2_normalize(out)
     return out
+
+
+def pool_one(matrix: np.ndarray, ids: Sequence[int] | np.ndarray, normalize: bool = True,
+             weights: np.ndarray | None = None) -> np.ndarray:
+    """:func:`mean_pool` of one text without projection or components, (1, dim): the same arithmetic
+    as :func:`segment_sums` and below, in a few numpy calls (a query's; ``ids`` may be a list)."""
+    if not len(ids):
+        return np.zeros((1, matrix.shape[1]), np.float32)
+    out = np.add.reduce(_rows(matrix, ids, weights), axis=0, dtype=np.float32, keepdims=True)
+    out /= np.float32(len(ids))
+    return l2_normalize(out) if normalize else out
 
 
 # Tokens gathered at once when summing texts of one length: bounds the temporary (x 4 x dim bytes).
