@@ -90,7 +90,7 @@ def test_auto_builds_the_alternative_on_the_forecast_quantizer_when_ivf_flat_is_
     monkeypatch.setattr(faiss_index, "choose_kind", lambda *a, **k: "ivf")
     monkeypatch.setattr(faiss_index, "alternatives", lambda *a, **k: ["ivf-fastscan"])
     # a budget no IVF-Flat forecast fits in: the alternative comes first, on the forecast's lists
-    cfg = config_for(m, auto_latency_ms=1e-9, target_recall=0.9)
+    cfg = config_for(m, auto_latency_ms=1e-9, target_recall=0.99)
     result = build([m["corpus"]["files"][0]], tmp_path / "auto", cfg, progress=False)
     idx = result.manifest.index
     fc, alt = idx["candidates"]
@@ -98,6 +98,9 @@ def test_auto_builds_the_alternative_on_the_forecast_quantizer_when_ivf_flat_is_
     assert fc["forecast"] and fc["key"] == f"IVF{lists},Flat" and fc["nlist"] == lists and fc["add_s"] == 0.0
     assert fc["priced_out"] and not fc["reached"]  # as a walk given up at the budget
     assert alt["key"].startswith(f"IVF{lists},PQ") and alt["reached"]
+    # Over the forecast's lists, fewer probes than the forecast gives any bucket are not walked.
+    least = min(p["nprobe"] for p in fc["params_by_bucket"].values())
+    assert least > 1 and min(e["nprobe"] for e in alt["tried"]) == least
     assert idx["type"] == "ivf-fastscan" and idx["key"] == alt["key"]
     assert faiss_index.nlist_of(faiss.read_index(str(tmp_path / "auto" / "index.faiss"))) == lists
     # `info` says what auto compared, the forecast named as not built

@@ -267,6 +267,17 @@ def test_a_latency_budget_prices_buckets_out_of_the_walk():
     assert loose.params == full.params
 
 
+def test_a_walk_from_least_nprobe_keeps_the_settings_of_a_walk_from_one_probe():
+    idx, qs, truth = _ivf_case()
+    full = tune(idx, qs, truth, 10, target_recall=0.95)
+    least = min(b["params"]["nprobe"] for b in full.buckets.values())
+    assert least > 1 and full.tried[0]["nprobe"] == 1
+    started = tune(idx, qs, truth, 10, target_recall=0.95, least_nprobe=least)
+    assert started.tried[0]["nprobe"] == least and all(e["nprobe"] >= least for e in started.tried)
+    assert (started.params, started.params_by_length) == (full.params, full.params_by_length)
+    assert len(started.tried) < len(full.tried)
+
+
 def test_auto_walks_the_first_family_in_full_when_no_alternative_reaches_the_target(clustered, monkeypatch, tmp_path):
     out, _ = clustered
     m = json.loads((out / "manifest.json").read_text())

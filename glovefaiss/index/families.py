@@ -110,11 +110,14 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
                         "the %.2f ms budget; building %s instead", fc["p50_ms"], len(centroids),
                         fc["p50_ms"] * FINER_LISTS, faiss_index.nlist_for(n), PRICED_OUT, bc.auto_latency_ms, alt)
             # On the forecast's lists first (its k-means is done), then on the full count if that falls short.
+            # Over the forecast's lists, a query finds at most the neighbours that IVF-Flat finds with as
+            # many probes: the walk starts at the fewest probes the forecast gives a bucket.
+            least = min(p["nprobe"] for p in fc["params_by_bucket"].values())
             for lists, given in ((len(centroids), centroids), (faiss_index.nlist_for(n), None)):
                 cand = _build_one(reader, alt, faiss_index.factory_key(alt, n, dim, nlist=lists), dim, with_ids,
                                   seed, np.random.default_rng(seed), fill, centroids=given, sample=sample)
                 cand[1]["requested"] = bc.index
-                _tune_into(*cand, queries, truth, bc, candidate=True)
+                _tune_into(*cand, queries, truth, bc, candidate=True, least_nprobe=least if given is not None else 0)
                 tried.append(cand[1])
                 early.append(cand)
                 if cand[1]["tuning"]["reached"]:
@@ -266,12 +269,12 @@ def _training_rows(n: int, nlist: int) -> int:
 
 
 def _tune_into(index, info: dict, queries: QuerySet, truth: np.ndarray, bc: BuildConfig,
-               budget_ms: float | None = None, candidate: bool = False) -> None:
+               budget_ms: float | None = None, candidate: bool = False, least_nprobe: int = 0) -> None:
     """Tune ``index`` into ``info``; a ``candidate`` among several logs a shortfall at DEBUG only
     (build_index warns of the kept one's, and the CLI shows INFO: it would be said twice)."""
     t0 = time.perf_counter()
     tuning = tune(index, queries, truth, bc.tune_k, bc.target_recall, budget_ms,
-                  short_level=logging.DEBUG if candidate else logging.WARNING)
+                  short_level=logging.DEBUG if candidate else logging.WARNING, least_nprobe=least_nprobe)
     info["params"] = tuning.params
     # Index.search gives each query the setting of its length; without lengths, every query gets params.
     info["params_by_length"] = tuning.params_by_length

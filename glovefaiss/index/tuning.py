@@ -243,7 +243,7 @@ PRICED_OUT = 1.25  # a bucket leaves a line once it is this much slower than its
 
 
 def _walk(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: dict[str, np.ndarray], k: int,
-          target_recall: float, budget_ms: float | None = None) -> list[dict]:
+          target_recall: float, budget_ms: float | None = None, least_nprobe: int = 0) -> list[dict]:
     """Every setting tried, walking the grid's lines (see :func:`_grid`) for the buckets still reachable.
 
     A line starts at the earliest setting where a bucket met the target in the line before and
@@ -251,7 +251,7 @@ def _walk(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: d
     is not walked in shallower ones. Only the walked buckets' queries are searched and timed.
     Settings cost more along a line, so a bucket short of the target leaves it once its p50 is
     ``PRICED_OUT`` times that of its best setting so far (or of ``budget_ms``, before it has one):
-    nothing further along can be its fastest.
+    nothing further along can be its fastest. The first line starts at ``least_nprobe`` probes.
     """
     fam = faiss_index.family(index)
     stall = 3 if fam == "hnsw" else 2  # HNSW's recall on single words can stall for two steps, then jump
@@ -261,8 +261,10 @@ def _walk(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: d
     buckets = {name: rows[rng.permutation(len(rows))] for name, rows in buckets.items()}
     tried: list[dict] = []
     best_ms: dict[str, float] = {}
-    active, start = list(buckets), dict.fromkeys(buckets, 0)
-    for line in _grid(fam, faiss_index.nlist_of(index)):
+    grid = _grid(fam, faiss_index.nlist_of(index))
+    first = next((pos for pos, params in enumerate(grid[0]) if params.get("nprobe", 0) >= least_nprobe), 0)
+    active, start = list(buckets), dict.fromkeys(buckets, first)
+    for line in grid:
         history: list[float] = []
         was_screened = False
         reached_at: dict[str, int] = {}
@@ -392,7 +394,8 @@ def short_message(k: int, target_recall: float, buckets: dict[str, dict], short:
 
 
 def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, k: int = 10,
-         target_recall: float = 0.95, budget_ms: float | None = None, short_level: int = logging.WARNING) -> Tuning:
+         target_recall: float = 0.95, budget_ms: float | None = None, short_level: int = logging.WARNING,
+         least_nprobe: int = 0) -> Tuning:
     """The fastest settings whose recall@k reaches ``target_recall``: one for every token-count bucket
     of ``queries`` at once, and each bucket's own.
 
@@ -403,12 +406,13 @@ def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, 
     False; a line stops early once two more steps (three for HNSW) gain less than ``PLATEAU``.
     ``budget_ms``: give up on a bucket whose p50 passes it before it reaches the target (see
     :func:`_walk`), when a faster family will be tried anyway. ``short_level``: the log level of
-    the line naming short buckets (a candidate among several says it at INFO).
+    the line naming short buckets (a candidate among several says it at INFO). ``least_nprobe``:
+    no setting with fewer probes is tried, as none could reach the target (see :mod:`.families`).
     """
     qs = QuerySet.of(queries)
     vectors = np.ascontiguousarray(qs.vectors, dtype=np.float32)
     buckets = qs.buckets()
-    tried = _walk(index, vectors, truth, buckets, k, target_recall, budget_ms)
+    tried = _walk(index, vectors, truth, buckets, k, target_recall, budget_ms, least_nprobe)
     full = [e for e in tried if len(e["buckets"]) == len(buckets)]
     winners = [e for e in full if e["recall_lower_bound"] >= target_recall]
     if not winners:  # the choice among short settings is made on all queries, not screening parts
