@@ -1,4 +1,4 @@
-"""Shard readers over several shards: texts taken few or many at a time."""
+"""Shard readers: vectors held across passes, texts taken few or many at a time, over several shards."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from glovefaiss.index.build import build
-from glovefaiss.index.shards import FEW_ROWS, TextStore
+from glovefaiss.index.shards import FEW_ROWS, ShardReader, TextStore, iter_shard_vectors
 
 from .helpers import config_for, write_corpus, write_glove_text
 
@@ -20,6 +20,20 @@ def _built(tmp_path, n=450):
     out = tmp_path / "idx"
     build([corpus], out, config_for(vec, shard_rows=100, row_group_rows=30), progress=False)
     return out, json.loads((out / "manifest.json").read_text())["shards"], texts
+
+
+def test_held_vectors_serve_later_passes_without_the_files(tmp_path):
+    out, shards, _ = _built(tmp_path)
+    assert len(shards) == 5
+    reader = ShardReader(out, shards)
+    reader.hold_vectors()
+    first = [(ids.to_pylist(), v.copy()) for ids, v in iter_shard_vectors(reader, batch_rows=64)]
+    for s in shards:
+        (out / s["file"]).unlink()
+    again = [(ids.to_pylist(), v) for ids, v in iter_shard_vectors(reader)]
+    assert [i for i, _ in again] == [i for i, _ in first]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(again, first))
+    assert sum(len(i) for i, _ in again) == 450
 
 
 def test_text_store_takes_few_rows_as_it_takes_many(tmp_path):

@@ -136,6 +136,7 @@ class RayEngine(LocalEngine):
     """
 
     name = "ray"
+    fills_apart = True
 
     def __init__(self, cluster: RayCluster):
         self.cluster = cluster

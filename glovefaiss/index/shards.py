@@ -182,6 +182,13 @@ class ShardReader:
         self.files = [self.root / s["file"] for s in shards]
         self.starts = np.concatenate([[0], np.cumsum([s["rows"] for s in shards])]).astype(np.int64)
         self._opened = None
+        self._hold = False
+        self._held: list | None = None
+
+    def hold_vectors(self) -> None:
+        """Keep the (ids, vectors) batches of the next full pass of :func:`iter_shard_vectors` in memory,
+        and give later passes those (a build reads every vector three times: 0.6 s a pass at 1M)."""
+        self._hold = True
 
     @property
     def _files(self) -> list[pq.ParquetFile]:
@@ -232,10 +239,19 @@ def vectors_from_arrow(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def iter_shard_vectors(reader: ShardReader, batch_rows: int = 65536):
-    """(ids, vectors) of every row, in row order, a batch at a time."""
+    """(ids, vectors) of every row, in row order, a batch at a time (read-only vectors)."""
+    if reader._held is not None:
+        yield from reader._held
+        return
+    held: list | None = [] if reader._hold else None
     for pf in reader._files:
         for batch in pf.iter_batches(batch_size=batch_rows, columns=["id", "vector"]):
-            yield batch.column(0), vectors_from_arrow(batch.column(1))
+            item = batch.column(0), vectors_from_arrow(batch.column(1))
+            if held is not None:
+                held.append(item)
+            yield item
+    if held is not None:
+        reader._held = held
 
 
 ID_LOOKUP = ("ids_sorted.npy", "ids_order.npy")

@@ -283,6 +283,7 @@ class LocalEngine:
 
     name = "local"
     workers = 1
+    fills_apart = False  # append adds the vectors here, as build_index itself does from the vectors it holds
 
     def start(self, rows: int) -> None:
         """Get ready to encode about ``rows`` documents (another engine starts its workers meanwhile)."""
@@ -349,8 +350,8 @@ def finish_index(directory: Path, shards: list[dict], ids: pa.ChunkedArray, corp
             logger.warning("no stored texts and no tuning queries file: tuning with the documents as queries")
             source = "the documents themselves"
     index, info = build_index(directory, shards, dim, bc, with_ids, config.seed, queries=queries,
-                              fill=None if engine is None else lambda index: engine.append(index, directory, shards,
-                                                                                          with_ids))
+                              fill=None if engine is None or not engine.fills_apart else
+                              lambda index: engine.append(index, directory, shards, with_ids))
     if "tuning" in info:
         info["tuning"]["query_source"] = source
     saved = save_index(index, directory)
