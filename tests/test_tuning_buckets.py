@@ -253,6 +253,40 @@ def _ivf_case(seed=0, n=4000, dim=16, nlist=64, queries=300):
     return idx, QuerySet(q, np.where(np.arange(queries) < queries // 2, 2, 20)), truth
 
 
+def test_each_bucket_keeps_the_fastest_of_its_passing_settings_timed_side_by_side(monkeypatch):
+    import glovefaiss.index.tuning as tuning
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4000, 16)).astype(np.float32)
+    faiss.normalize_L2(x)
+    idx = faiss_index.make_index(16, "IVF32,PQ16x4fs,RFlat", with_ids=False)
+    faiss_index.train(idx, x)
+    idx.add(x)
+    q = x[:400] + 0.05 * rng.standard_normal((400, 16)).astype(np.float32)
+    faiss.normalize_L2(q)
+    truth = faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT)[1]
+    qs = QuerySet(q, np.where(np.arange(400) < 200, 2, 20))
+    real = tuning.single_query_ms
+    side_by_side = []
+
+    def timed(index, queries, k, params=None):
+        lat = real(index, queries, k, params)
+        if isinstance(params, list):  # the last setting in turn is made the fastest
+            side_by_side.append(len(params))
+            lat[len(params) - 1::len(params)] = 1e-6
+        return lat
+
+    monkeypatch.setattr(tuning, "single_query_ms", timed)
+    t = tune(idx, qs, truth, 10, target_recall=0.9)
+    assert t.reached and max(side_by_side) > 1  # some bucket passed on more than one line
+    for name, b in t.buckets.items():
+        first_per_line = {}  # k_factor: the first setting of that line passing in this bucket
+        for e in t.tried:
+            if name in e["buckets"] and e["buckets"][name]["recall_lower_bound"] >= 0.9:
+                first_per_line.setdefault(e["k_factor"], {"nprobe": e["nprobe"], "k_factor": e["k_factor"]})
+        assert b["params"] == list(first_per_line.values())[-1] and b["p50_ms"] == 0.0
+
+
 def test_a_latency_budget_prices_buckets_out_of_the_walk():
     idx, qs, truth = _ivf_case()
     full = tune(idx, qs, truth, 10, target_recall=0.95)

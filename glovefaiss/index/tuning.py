@@ -157,16 +157,19 @@ def warn_if_few(queries: np.ndarray) -> None:
 
 
 def single_query_ms(index: faiss.Index, queries: np.ndarray, k: int, params=None) -> np.ndarray:
-    """Single-query latencies in ms on one thread, each query timed once (``params``: SearchParameters),
-    searched as a warmed :class:`~.search.Index` searches one query."""
+    """Single-query latencies in ms on one thread, each query timed once (``params``: SearchParameters,
+    or a list of them taking turns: query i with ``params[i % len(params)]``), searched as a warmed
+    :class:`~.search.Index` searches one query."""
     index = single_query_view(index)
+    turns = params if isinstance(params, list) else [params]
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
         times = np.empty(len(queries))
         for i, q in enumerate(queries):
+            p = turns[i % len(turns)]
             t = time.perf_counter()
-            index.search(q[None, :], k, params=params)
+            index.search(q[None, :], k, params=p)
             times[i] = time.perf_counter() - t
     finally:
         faiss.omp_set_num_threads(threads)
@@ -234,7 +237,7 @@ def _best_short(tried: list[dict], target_recall: float) -> dict:
 
 
 TIME_PER_BUCKET = 40  # single queries timed per bucket for each setting tried (the tuning curve)
-TIME_KEPT_PER_BUCKET = 200  # and for the settings kept
+TIME_KEPT_PER_BUCKET = 200  # and for each passing setting of a bucket, timed again side by side (see tune)
 PARAM_KEYS = ("nprobe", "k_factor", "efSearch")
 LINE_KEYS = ("k_factor",)  # the parameters fixed along one line of the grid (see _grid)
 
@@ -424,21 +427,24 @@ def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, 
                     e["buckets"][name].update(b)  # their p50s stay
                 e.update(curve_entry(_params_of(e), mean, e["buckets"]))
     uniform = min(winners, key=lambda e: e["p50_ms"]) if winners else _best_short(tried, target_recall)
-    per_bucket, own = {}, {}
-    for name in buckets:
-        ok = _first_per_line([e for e in tried if name in e["buckets"]
-                              and e["buckets"][name]["recall_lower_bound"] >= target_recall])
-        best = min(ok, key=lambda e: e["buckets"][name]["p50_ms"]) if ok else uniform
-        own[name] = _params_of(best)
-        per_bucket[name] = {key: v for key, v in best["buckets"][name].items() if key != "p50_ms"}
-        per_bucket[name]["params"] = own[name]
     params = _params_of(uniform)
     faiss_index.set_params(index, params)
+    per_bucket, own, kept_lat = {}, {}, []
+    for name, rows in buckets.items():
+        # The bucket's passing settings (the first on each line) timed again, taking turns over its
+        # queries: the walk timed them minutes apart, and the machine's speed drifts more than they differ.
+        cands = _first_per_line([e for e in tried if name in e["buckets"]
+                                 and e["buckets"][name]["recall_lower_bound"] >= target_recall]) or [uniform]
+        lat = single_query_ms(index, vectors[rows[:TIME_KEPT_PER_BUCKET * len(cands)]], k,
+                              [faiss_index.search_parameters(index, _params_of(e)) for e in cands])
+        turns = [lat[i::len(cands)] for i in range(len(cands))]
+        j = int(np.argmin([np.median(t) if len(t) else np.inf for t in turns]))  # a tiny bucket may time only some
+        own[name] = _params_of(cands[j])
+        per_bucket[name] = {key: v for key, v in cands[j]["buckets"][name].items() if key != "p50_ms"}
+        per_bucket[name].update(params=own[name], p50_ms=round(float(np.median(turns[j])), 4))
+        kept_lat.append(turns[j])
+    lat = np.concatenate(kept_lat)
     searchers = {name: faiss_index.search_parameters(index, own[name]) for name in buckets}
-    lat = np.concatenate([single_query_ms(index, vectors[rows[:TIME_KEPT_PER_BUCKET]], k, searchers[name])
-                          for name, rows in buckets.items()])
-    for name, p50 in _split_p50(lat, buckets, TIME_KEPT_PER_BUCKET).items():
-        per_bucket[name]["p50_ms"] = p50
     t = time.perf_counter()
     found = {name: index.search(vectors[rows], k, params=searchers[name])[1] for name, rows in buckets.items()}
     qps = len(vectors) / (time.perf_counter() - t)
