@@ -123,6 +123,8 @@ def test_query_files(tmp_path, index_dir):
     "args, message",
     [
         (["query", "{idx}", "cat", "-k", "0"], "Error: k must be at least 1, got 0\n"),
+        (["eval", "recall", "{idx}", "-k", "0"], "Error: k must be at least 1, got 0\n"),  # as query says it
+        (["eval", "recall", "{idx}", "-n", "-2"], "Error: n must be at least 1, got -2\n"),
         (["query", "{idx}", "   "], "Error: every query is empty; give some text to search for\n"),
         (["query", "{tmp}/nowhere", "cat"], "Error: index directory not found: {tmp}/nowhere\n"),
         (["query", "{idx}/manifest.json", "cat"], "Error: {idx}/manifest.json is a file, not an index directory; "

@@ -241,8 +241,8 @@ def eval_sts(pairs, index_dir, model_dir, config_path, glove, fit_on, fmt):
 @click.argument("index_dir", type=click.Path(path_type=Path))
 @click.option("--queries", "queries_file", type=click.Path(path_type=Path),
               help="Query file (text lines, JSONL or Parquet); default: queries sampled from the stored texts.")
-@click.option("-k", "k", type=click.IntRange(1), default=10, show_default=True)
-@click.option("-n", "n", type=click.IntRange(1), default=1000, show_default=True, help="Queries to sample.")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query.")
+@click.option("-n", "n", type=int, default=1000, show_default=True, help="Queries to sample.")
 @click.option("--seed", type=int, help="Seed of the sampled queries (default: the build's seed + 1, so not the "
                                       "queries it tuned on).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)

@@ -33,6 +33,10 @@ def index_recall(directory: str | Path, texts: list[str] | None = None, k: int =
     queries the build tuned on.
     Returns ``{"k", "queries", "recall", "buckets": {name: {"queries", "recall", "recall_lower_bound"}}}``.
     """
+    if k <= 0:
+        raise QueryError(f"k must be at least 1, got {k}")
+    if n <= 0:
+        raise QueryError(f"n must be at least 1, got {n}")
     directory = Path(directory)
     idx = Index.load(directory)
     m = idx.manifest
