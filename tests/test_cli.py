@@ -59,6 +59,14 @@ def test_query_with_no_known_word_says_so(index_dir):
     assert result.exit_code == 0, result.output
     assert [json.loads(line)["query_id"] for line in result.stdout.splitlines()] == [1]
     assert "1 of 2 queries have no word in the vocabulary and get no hits: 2" in result.stderr
+    # No hits at all: the columns a search with hits would have.
+    assert run("query", index_dir, "xqzzy").stdout == (
+        "query_id  rank  id  score  text\n"
+        "--------  ----  --  -----  ----\n")
+    assert run("query", index_dir, "xqzzy", "--format", "csv").stdout.strip() == "query_id,rank,id,score,text"
+    out = index_dir.parent / "none.parquet"
+    assert run("query", index_dir, "xqzzy", "--output", out).exit_code == 0
+    assert pq.read_schema(out).names == ["query_id", "rank", "id", "score", "text"]
 
 
 def test_query_table(index_dir):

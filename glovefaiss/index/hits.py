@@ -174,7 +174,7 @@ class HitsWriter:
         q_hint, d_hint = self._id_types or (None, None)
         fields = [pa.field("query_id", id_type("query_id", q_hint)), pa.field("rank", pa.int32()),
                   pa.field("id", id_type("id", d_hint)), pa.field("score", pa.float32())]
-        if self.with_text and (hits and "text" in hits[0]):
+        if _text_field(hits, self.with_text):
             fields.append(pa.field("text", pa.string()))
         for name in stored_columns(hits):  # build --columns: typed from the values themselves
             fields.append(pa.field(name, pa.array([h.get(name) for h in hits]).type))
@@ -192,6 +192,8 @@ class HitsWriter:
                 self._stream.write(render_table(self._table, with_text=self.with_text))
             elif self.format == "json":
                 self._stream.write("\n]\n" if self._started else "[]\n")
+            elif self.format == "csv" and self._csv is None:  # no hits: the header alone, as Parquet keeps its schema
+                self._stream.write(",".join(self._fields([])) + "\n")
             elif self.format == "parquet":
                 if self._parquet is None:
                     self._id_types = self._id_types or ("int64", "int64")
@@ -227,7 +229,8 @@ def stored_columns(hits: list[dict]) -> list[str]:
 
 
 def _text_field(hits: list[dict], with_text: bool) -> list[str]:
-    return ["text"] if with_text and hits and "text" in hits[0] else []
+    # No hits at all: the header a search with hits would have (``with_text``: the index stores texts).
+    return ["text"] if with_text and (not hits or "text" in hits[0]) else []
 
 
 def fields_of(hits: list[dict], with_text: bool = True) -> list[str]:
