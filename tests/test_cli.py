@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from glovefaiss.cli import cli, human_bytes
+from glovefaiss.index.hits import render
 
 from .helpers import write_corpus, write_glove_text
 
@@ -67,6 +68,8 @@ def test_query_with_no_known_word_says_so(index_dir):
     out = index_dir.parent / "none.parquet"
     assert run("query", index_dir, "xqzzy", "--output", out).exit_code == 0
     assert pq.read_schema(out).names == ["query_id", "rank", "id", "score", "text"]
+    # and none where the index stores no texts
+    assert render([], "csv", with_text=False) == "query_id,rank,id,score\n"
 
 
 def test_query_table(index_dir):

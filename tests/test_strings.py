@@ -63,3 +63,11 @@ def test_populate_maps_every_page_at_open(tmp_path):
                                    capture_output=True, text=True, check=True).stdout) for m in ("0", "1")}
     assert grown["1"] > 0.9 * 20_000_000, grown
     assert grown["0"] < 0.1 * 20_000_000, grown
+
+
+def test_strings_are_a_sequence_that_ends():
+    p = PackedStrings.from_arrow(pa.array(["a", "bc", "", "é"]))
+    assert list(p) == ["a", "bc", "", "é"] and "bc" in p
+    for i in (4, -1):
+        with pytest.raises(IndexError):
+            p[i]

@@ -68,6 +68,7 @@ def write_batch_hits(index_dir: str | Path, query_ids: Sequence, texts: Sequence
     """:meth:`.Index.write_hits` with the searching done by Ray workers: the same output, in query order."""
     from ..errors import QueryError
     from ..index.hits import HitsWriter, format_for
+    from ..index.layout import read_manifest
     from ..index.search import QueryRun
 
     fmt = format_for(output, fmt)
@@ -78,7 +79,8 @@ def write_batch_hits(index_dir: str | Path, query_ids: Sequence, texts: Sequence
     ids = [q for q, _ in kept]
     hits = batch_hits(index_dir, [t for _, t in kept], k, ids, ray_address=ray_address, workers=workers,
                       with_text=with_text)
-    with HitsWriter(output, fmt, with_text=with_text) as writer:
+    stored = read_manifest(Path(index_dir)).store_text  # without hits, the columns say whether texts come
+    with HitsWriter(output, fmt, with_text=with_text and stored) as writer:
         writer.write(hits)
     answered = {h["query_id"] for h in hits}
     return QueryRun(queries=len(query_ids), hits=writer.count, format=fmt,

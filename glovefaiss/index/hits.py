@@ -229,7 +229,8 @@ def stored_columns(hits: list[dict]) -> list[str]:
 
 
 def _text_field(hits: list[dict], with_text: bool) -> list[str]:
-    # No hits at all: the header a search with hits would have (``with_text``: the index stores texts).
+    # No hits at all: the text column still, when ``with_text`` says the index stores texts (the
+    # columns of build --columns are not known without a hit).
     return ["text"] if with_text and (not hits or "text" in hits[0]) else []
 
 

@@ -79,7 +79,6 @@ class Index:
         self.directory: Path | None = None
         self._columns: ColumnStore | None = None  # build --columns: corpus columns returned in every hit
         self._by_length: list[tuple[int | None, Any]] = []  # (most tokens, SearchParameters) per query length
-        self._bounds: list[int | None] = []  # their most tokens
         self._single = faiss_idx  # what one query at a time searches (see warm)
         self._id_offset: int | None = None  # ids are rows + this, in row order (see warm)
         self._mapped = False
@@ -180,7 +179,6 @@ class Index:
         """
         self._by_length = [(e["max_tokens"], faiss_index.search_parameters(self.faiss, e["params"]))
                            for e in params_by_length]
-        self._bounds = [most for most, _ in self._by_length]
 
     def search(self, texts: Sequence[str] | str, k: int = 10) -> SearchResult:
         """Top-``k`` documents for each text, best first."""
@@ -256,21 +254,23 @@ class Index:
                      tokens: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """FAISS's (scores, labels) and the shard row of each label; each query with the setting of its
         length when ``tokens`` are given, grouped by setting and put back in query order."""
+        by_length = self._by_length  # read once: set_params_by_length may replace it meanwhile
+        bounds = [most for most, _ in by_length]
         if len(vectors) == 1:
             # Its setting by Python arithmetic: the numpy calls that group a batch cost 40 µs here.
-            g = -1 if tokens is None or not self._by_length else _length_group_of(self._bounds, int(tokens[0]))
-            scores, labels = faiss_index.search(self._single, vectors, depth, self._by_length[g][1] if g >= 0 else None)
+            g = -1 if tokens is None or not by_length else _length_group_of(bounds, int(tokens[0]))
+            scores, labels = faiss_index.search(self._single, vectors, depth, by_length[g][1] if g >= 0 else None)
             return scores, labels, labels if self._row_ids is not None else self._rows_of_ids(labels)
-        group = None if tokens is None or not self._by_length else _length_group(self._bounds, np.asarray(tokens))
+        group = None if tokens is None or not by_length else _length_group(bounds, np.asarray(tokens))
         if group is None or (group == group[0]).all():  # one setting: no gathering
-            params = self._by_length[group[0]][1] if group is not None and len(group) and group[0] >= 0 else None
+            params = by_length[group[0]][1] if group is not None and len(group) and group[0] >= 0 else None
             scores, labels = faiss_index.search(self.faiss, vectors, depth, params)
         else:
             scores = np.empty((len(vectors), depth), np.float32)
             labels = np.empty((len(vectors), depth), np.int64)
             for g in np.unique(group).tolist():
                 at = np.flatnonzero(group == g)
-                params = self._by_length[g][1] if g >= 0 else None
+                params = by_length[g][1] if g >= 0 else None
                 scores[at], labels[at] = faiss_index.search(self.faiss, vectors[at], depth, params)
         rows = labels if self._row_ids is not None else self._rows_of_ids(labels)
         return scores, labels, rows
