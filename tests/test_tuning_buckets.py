@@ -240,11 +240,13 @@ def test_threads_searching_different_buckets_at_once_get_the_serial_results(clus
     assert all(np.array_equal(g, serial[1][i % 60]) for i, g in enumerate(got_b))
 
 
-def _ivf_case(seed=0, n=4000, dim=16, nlist=64, queries=300):
+def _ivf_case(seed=0, n=4000, dim=16, nlist=64, queries=300, key=None):
+    """(index of ``key``, default IVF-Flat, over seeded unit vectors; queries near the first ones, half
+    of 2 tokens and half of 20; their exact top-10)."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, dim)).astype(np.float32)
     faiss.normalize_L2(x)
-    idx = faiss_index.make_index(dim, f"IVF{nlist},Flat", with_ids=False)
+    idx = faiss_index.make_index(dim, key or f"IVF{nlist},Flat", with_ids=False)
     faiss_index.train(idx, x)
     idx.add(x)
     q = x[:queries] + 0.05 * rng.standard_normal((queries, dim)).astype(np.float32)
@@ -256,16 +258,7 @@ def _ivf_case(seed=0, n=4000, dim=16, nlist=64, queries=300):
 def test_each_bucket_keeps_the_fastest_of_its_passing_settings_timed_side_by_side(monkeypatch):
     import glovefaiss.index.tuning as tuning
 
-    rng = np.random.default_rng(4)
-    x = rng.standard_normal((4000, 16)).astype(np.float32)
-    faiss.normalize_L2(x)
-    idx = faiss_index.make_index(16, "IVF32,PQ16x4fs,RFlat", with_ids=False)
-    faiss_index.train(idx, x)
-    idx.add(x)
-    q = x[:400] + 0.05 * rng.standard_normal((400, 16)).astype(np.float32)
-    faiss.normalize_L2(q)
-    truth = faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT)[1]
-    qs = QuerySet(q, np.where(np.arange(400) < 200, 2, 20))
+    idx, qs, truth = _ivf_case(seed=4, queries=400, key="IVF32,PQ16x4fs,RFlat")  # re-ranked: several grid lines
     real = tuning.single_query_ms
     side_by_side = []
 

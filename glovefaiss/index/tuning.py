@@ -429,22 +429,21 @@ def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, 
     uniform = min(winners, key=lambda e: e["p50_ms"]) if winners else _best_short(tried, target_recall)
     params = _params_of(uniform)
     faiss_index.set_params(index, params)
-    per_bucket, own, kept_lat = {}, {}, []
+    per_bucket, own, searchers, kept_lat = {}, {}, {}, []
     for name, rows in buckets.items():
         # The bucket's passing settings (the first on each line) timed again, taking turns over its
         # queries: the walk timed them minutes apart, and the machine's speed drifts more than they differ.
         cands = _first_per_line([e for e in tried if name in e["buckets"]
                                  and e["buckets"][name]["recall_lower_bound"] >= target_recall]) or [uniform]
-        lat = single_query_ms(index, vectors[rows[:TIME_KEPT_PER_BUCKET * len(cands)]], k,
-                              [faiss_index.search_parameters(index, _params_of(e)) for e in cands])
+        made = [faiss_index.search_parameters(index, _params_of(e)) for e in cands]
+        lat = single_query_ms(index, vectors[rows[:TIME_KEPT_PER_BUCKET * len(cands)]], k, made)
         turns = [lat[i::len(cands)] for i in range(len(cands))]
         j = int(np.argmin([np.median(t) if len(t) else np.inf for t in turns]))  # a tiny bucket may time only some
-        own[name] = _params_of(cands[j])
+        own[name], searchers[name] = _params_of(cands[j]), made[j]
         per_bucket[name] = {key: v for key, v in cands[j]["buckets"][name].items() if key != "p50_ms"}
         per_bucket[name].update(params=own[name], p50_ms=round(float(np.median(turns[j])), 4))
         kept_lat.append(turns[j])
     lat = np.concatenate(kept_lat)
-    searchers = {name: faiss_index.search_parameters(index, own[name]) for name in buckets}
     t = time.perf_counter()
     found = {name: index.search(vectors[rows], k, params=searchers[name])[1] for name, rows in buckets.items()}
     qps = len(vectors) / (time.perf_counter() - t)

@@ -60,8 +60,8 @@ class PackedStrings:
         return len(self.offsets) - 1
 
     def __getitem__(self, i: int) -> str:
-        if not 0 <= i < len(self.offsets) - 1:
-            raise IndexError(f"string {i} of {len(self.offsets) - 1}")
+        if not 0 <= i < len(self):
+            raise IndexError(f"string {i} of {len(self)}")
         a, b = self.offsets[i:i + 2].tolist()
         return str(self._bytes[a:b], "utf-8")
 
