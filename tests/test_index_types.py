@@ -13,6 +13,8 @@ import pytest
 from glovefaiss.errors import ConfigError
 from glovefaiss.index import faiss_ops as faiss_index
 from glovefaiss.index.build import build
+from glovefaiss.index.families import HOLD_BYTES, holds_vectors
+from glovefaiss.index.shards import ShardReader
 from glovefaiss.index.search import Index
 from glovefaiss.index.tuning import exact_topk, knn_recall, tune
 
@@ -297,8 +299,10 @@ def test_pq_training_skips_polysemous_reordering_and_caps_its_sample():
     assert knn_recall(found, exact) > 0.5  # the codes still rank: a trained PQ, not noise
 
 
-def test_auto_says_when_no_family_fits_the_memory_budget(tmp_path, topic_corpus, caplog):
+def test_auto_says_when_no_family_fits_the_memory_budget(tmp_path, topic_corpus, caplog, monkeypatch):
     _, vec, corpus, texts = topic_corpus
+    held = []
+    monkeypatch.setattr(ShardReader, "hold_vectors", lambda self: held.append(self))
     with caplog.at_level(logging.WARNING, logger="glovefaiss.index.families"):
         result = build([corpus], tmp_path / "idx", config_for(vec, max_index_memory="1K", tune_queries=100),
                        progress=False)
@@ -307,3 +311,11 @@ def test_auto_says_when_no_family_fits_the_memory_budget(tmp_path, topic_corpus,
     assert [r.getMessage() for r in caplog.records if "no index family fits" in r.getMessage()] == [
         f"no index family fits --max-index-memory 1K for {len(texts)} vectors: the smallest, ivf-pq, needs about "
         f"{need:.1f} MiB; building it anyway (raise the budget to fit it)"]
+    assert held == []  # a 1K budget: the shard vectors are read again for each pass, not held
+
+
+def test_a_build_holds_its_vectors_only_within_the_cap_and_the_memory_budget():
+    one_mib = (1 << 20) // (50 * 4)  # 50-dimensional vectors in 1 MiB
+    assert holds_vectors(one_mib, 50, None) and holds_vectors(one_mib, 50, 1 << 20)
+    assert not holds_vectors(one_mib + 1, 50, 1 << 20)
+    assert not holds_vectors(HOLD_BYTES // 200 + 1, 50, None)

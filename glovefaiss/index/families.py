@@ -56,6 +56,13 @@ FINER_LISTS = 0.5
 # exact neighbours, filling each candidate): 1M of 50 dimensions take 200 MB.
 HOLD_BYTES = 1 << 30
 
+def holds_vectors(n: int, dim: int, budget: int | None) -> bool:
+    """Whether a build over ``n`` vectors of ``dim`` holds them in memory between its passes: up to
+    ``HOLD_BYTES``, and no more than the ``--max-index-memory`` budget (a user who sets one is short of memory)."""
+    size = n * dim * 4
+    return size <= HOLD_BYTES and (budget is None or size <= budget)
+
+
 # IVF-Flat's lists after a forecast in budget: each of the forecast's lists split in this many
 # (forecast_nlist is a quarter of nlist_for). At 1M on topics, against a k-means over 4,000 lists:
 # the same recall at nprobe 8-32 (within 0.003), 13% more vectors scanned, 0.8 s instead of 10-16 s.
@@ -81,10 +88,10 @@ def build_index(directory: Path, shards: list[dict], dim: int, bc: BuildConfig,
     """
     reader = ShardReader(directory, shards)
     n = reader.num_rows
-    if n * dim * 4 <= HOLD_BYTES:
+    budget = faiss_index.parse_bytes(bc.max_index_memory)
+    if holds_vectors(n, dim, budget):
         reader.hold_vectors()
     kind, key = resolve_index(bc, n, dim)
-    budget = faiss_index.parse_bytes(bc.max_index_memory)
     need = n * faiss_index.bytes_per_vector(kind, dim) if kind != "custom" else 0
     if bc.index == "auto" and budget is not None and need > budget:  # choose_kind fell back to its smallest family
         logger.warning("no index family fits --max-index-memory %s for %d vectors: the smallest, %s, needs about "
