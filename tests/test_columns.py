@@ -120,3 +120,18 @@ def test_stored_columns_in_table_csv_and_parquet_output(tmp_path):
     got = pq.read_table(tmp_path / "h.parquet")
     assert got.column_names == order
     assert got.column("year").to_pylist() == [2001, 1999] and got.column("title").to_pylist() == ["A", "B"]
+
+
+def test_output_without_hits_still_names_the_stored_columns(tmp_path, tiny_vectors):
+    c = _corpus(tmp_path / "c.parquet", list(range(5)), TEXTS)
+    out = tmp_path / "idx"
+    build([c], out, config_for(tiny_vectors[0], columns="year,title"), progress=False)
+    csv_out = CliRunner().invoke(cli, ["query", str(out), "qqqzzz", "--format", "csv"])
+    assert csv_out.exit_code == 0, csv_out.output
+    assert csv_out.stdout == "query_id,rank,id,score,text,year,title\n"
+    table = CliRunner().invoke(cli, ["query", str(out), "qqqzzz"])
+    assert table.stdout.splitlines()[0].split() == ["query_id", "rank", "id", "score", "year", "title", "text"]
+    Index.load(out).write_hits([1], ["qqqzzz"], output=tmp_path / "h.parquet")
+    schema = pq.read_schema(tmp_path / "h.parquet")
+    assert schema.names == ["query_id", "rank", "id", "score", "text", "year", "title"]
+    assert schema.field("year").type == pa.int32()  # as stored, not guessed from values there are none of

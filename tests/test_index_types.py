@@ -14,8 +14,8 @@ from glovefaiss.errors import ConfigError
 from glovefaiss.index import faiss_ops as faiss_index
 from glovefaiss.index.build import build
 from glovefaiss.index.families import HOLD_BYTES, holds_vectors
-from glovefaiss.index.shards import ShardReader
 from glovefaiss.index.search import Index
+from glovefaiss.index.shards import ShardReader
 from glovefaiss.index.tuning import exact_topk, knn_recall, tune
 
 from .helpers import config_for, topic_vectors, write_corpus, write_glove_text

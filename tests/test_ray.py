@@ -169,3 +169,21 @@ def test_missing_ray_is_one_clear_line(data, tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == "Error: --engine ray needs Ray: pip install 'glovefaiss[ray]'"
     assert not (tmp_path / "y").exists()
+
+
+@pytest.mark.slow
+def test_ray_output_without_hits_names_the_stored_columns_as_local_does(ray_instance, data, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    corpus = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "text": ["w1 w2", "w3"], "year": pa.array([2001, 2002], pa.int32())}),
+                   corpus)
+    index_dir = build([str(corpus)], tmp_path / "idx", ray_config(data["vectors"], engine="local", columns="year"),
+                      progress=False).out_dir
+    queries = tmp_path / "q.txt"
+    queries.write_text("qqqzzz\n")
+    runs = [CliRunner().invoke(cli, ["query", str(index_dir), "--queries", str(queries), "--format", "csv", *engine])
+            for engine in ([], ["--engine", "ray", "--workers", "2"])]
+    assert [r.exit_code for r in runs] == [0, 0], runs[1].output
+    assert runs[0].stdout == runs[1].stdout == "query_id,rank,id,score,text,year\n"

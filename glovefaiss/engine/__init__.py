@@ -70,6 +70,7 @@ def write_batch_hits(index_dir: str | Path, query_ids: Sequence, texts: Sequence
     from ..index.hits import HitsWriter, format_for
     from ..index.layout import read_manifest
     from ..index.search import QueryRun
+    from ..index.shards import ColumnStore
 
     fmt = format_for(output, fmt)
     empty = [q for q, t in zip(query_ids, texts) if not isinstance(t, str) or not t.strip()]
@@ -79,8 +80,10 @@ def write_batch_hits(index_dir: str | Path, query_ids: Sequence, texts: Sequence
     ids = [q for q, _ in kept]
     hits = batch_hits(index_dir, [t for _, t in kept], k, ids, ray_address=ray_address, workers=workers,
                       with_text=with_text)
-    stored = read_manifest(Path(index_dir)).store_text  # without hits, the columns say whether texts come
-    with HitsWriter(output, fmt, with_text=with_text and stored) as writer:
+    manifest = read_manifest(Path(index_dir))  # without hits, it says which columns the output has
+    names = manifest.corpus.get("columns")
+    columns = ColumnStore(Path(index_dir), manifest.shards, names).schema if names else None
+    with HitsWriter(output, fmt, with_text=with_text and manifest.store_text, columns=columns) as writer:
         writer.write(hits)
     answered = {h["query_id"] for h in hits}
     return QueryRun(queries=len(query_ids), hits=writer.count, format=fmt,

@@ -13,9 +13,12 @@ import sys
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import OutputError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FORMATS = ("table", "json", "jsonl", "csv", "trec", "parquet")
 _BY_SUFFIX = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv",
@@ -61,9 +64,10 @@ class HitsWriter:
     """
 
     def __init__(self, output: str | Path | IO[str] | None = None, fmt: str | None = None, *,
-                 with_text: bool = True, id_types: tuple[str, str] | None = None):
+                 with_text: bool = True, id_types: tuple[str, str] | None = None, columns: pa.Schema | None = None):
         self.format = format_for(output, fmt)
         self.with_text = with_text
+        self.columns = columns
         self.count = 0
         self._id_types = id_types
         self._table: list[dict] = []
@@ -114,7 +118,7 @@ class HitsWriter:
             raise OutputError(f"cannot write {self._path or 'the output'}: {e.strerror or e}") from None
 
     def _fields(self, hits: list[dict]) -> list[str]:
-        return fields_of(hits, self.with_text)
+        return fields_of(hits, self.with_text, self.columns)
 
     def _write_jsonl(self, hits):
         self._stream.write("".join(json.dumps(self._trim(h), ensure_ascii=False) + "\n" for h in hits))
@@ -176,8 +180,10 @@ class HitsWriter:
                   pa.field("id", id_type("id", d_hint)), pa.field("score", pa.float32())]
         if _text_field(hits, self.with_text):
             fields.append(pa.field("text", pa.string()))
-        for name in stored_columns(hits):  # build --columns: typed from the values themselves
-            fields.append(pa.field(name, pa.array([h.get(name) for h in hits]).type))
+        for name in stored_columns(hits, self.columns):  # build --columns: as stored, else typed from the values
+            given = self.columns.get_field_index(name) if self.columns is not None else -1
+            fields.append(self.columns.field(given) if given >= 0
+                          else pa.field(name, pa.array([h.get(name) for h in hits]).type))
         return pa.schema(fields)
 
     def _trim(self, hit: dict) -> dict:
@@ -189,7 +195,7 @@ class HitsWriter:
         """Finish the output (the table, the JSON array, the Parquet footer) and put the file in place."""
         try:
             if self.format == "table":
-                self._stream.write(render_table(self._table, with_text=self.with_text))
+                self._stream.write(render_table(self._table, with_text=self.with_text, columns=self.columns))
             elif self.format == "json":
                 self._stream.write("\n]\n" if self._started else "[]\n")
             elif self.format == "csv" and self._csv is None:  # no hits: the header alone, as Parquet keeps its schema
@@ -223,26 +229,28 @@ class HitsWriter:
                 self._tmp.unlink(missing_ok=True)
 
 
-def stored_columns(hits: list[dict]) -> list[str]:
-    """The corpus columns a build stored with its documents (``build --columns``), as the hits carry them."""
-    return [k for k in hits[0] if k not in FIELDS and k != "text"] if hits else []
+def stored_columns(hits: list[dict], columns: pa.Schema | None = None) -> list[str]:
+    """The corpus columns a build stored with its documents (``build --columns``), as the hits carry
+    them; without hits, those of ``columns`` (the index's, when known)."""
+    if hits:
+        return [k for k in hits[0] if k not in FIELDS and k != "text"]
+    return list(columns.names) if columns is not None else []
 
 
 def _text_field(hits: list[dict], with_text: bool) -> list[str]:
-    # No hits at all: the text column still, when ``with_text`` says the index stores texts (the
-    # columns of build --columns are not known without a hit).
+    # No hits at all: the text column still, when ``with_text`` says the index stores texts.
     return ["text"] if with_text and (not hits or "text" in hits[0]) else []
 
 
-def fields_of(hits: list[dict], with_text: bool = True) -> list[str]:
+def fields_of(hits: list[dict], with_text: bool = True, columns: pa.Schema | None = None) -> list[str]:
     """The columns of a CSV output, in the order of a hit's keys (and of JSON and Parquet): the
     hit's fields, the text, then the stored corpus columns."""
-    return list(FIELDS) + _text_field(hits, with_text) + stored_columns(hits)
+    return list(FIELDS) + _text_field(hits, with_text) + stored_columns(hits, columns)
 
 
-def render_table(hits: list[dict], with_text: bool = True) -> str:
+def render_table(hits: list[dict], with_text: bool = True, columns: pa.Schema | None = None) -> str:
     """Aligned columns, texts cut to one line of 80 characters."""
-    extra = stored_columns(hits)
+    extra = stored_columns(hits, columns)
     # The text last here, not after the score: it is the wide column of a terminal table.
     fields = list(FIELDS) + extra + _text_field(hits, with_text)
     rows = [[str(h["query_id"]), str(h["rank"]), str(h["id"]), f"{h['score']:.4f}"]

@@ -409,7 +409,8 @@ class Index:
         """Write the hits of :meth:`like` as :meth:`write_hits` does; each hit's query_id is the document's id."""
         fmt = format_for(output, fmt)
         id_type = self._figure("corpus.id_type", "int64")
-        writer = HitsWriter(output, fmt, with_text=with_text and self._texts is not None, id_types=(id_type, id_type))
+        writer = HitsWriter(output, fmt, with_text=with_text and self._texts is not None, id_types=(id_type, id_type),
+                            columns=self._stored_schema)
         with writer:
             result = self.like(ids, k)
             query_ids = [_as_int(i) if id_type == "int64" else str(i) for i in ids]
@@ -451,7 +452,7 @@ class Index:
         if not kept:
             raise QueryError("every query is empty; give some text to search for")
         qtype = "int64" if all(isinstance(q, int) and not isinstance(q, bool) for q, _ in kept) else "string"
-        writer = HitsWriter(output, fmt, with_text=with_text and self._texts is not None,
+        writer = HitsWriter(output, fmt, with_text=with_text and self._texts is not None, columns=self._stored_schema,
                             id_types=(qtype, self._figure("corpus.id_type", "int64")))
         unanswered = []
         with writer:
@@ -465,6 +466,10 @@ class Index:
         return QueryRun(queries=len(query_ids), hits=writer.count, format=fmt,
                         output=Path(output) if isinstance(output, (str, Path)) else None,
                         empty=empty, unanswered=unanswered)
+
+    @property
+    def _stored_schema(self):
+        return self._columns.schema if self._columns is not None else None
 
     def __repr__(self) -> str:
         where = repr(str(self.directory)) if self.directory is not None else "in memory"

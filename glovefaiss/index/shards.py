@@ -288,6 +288,18 @@ class ColumnStore:
         self._files = [Path(root) / s["file"] for s in shards]
         self._starts = np.cumsum([0] + [s["rows"] for s in shards])
         self._tables: dict[int, pa.Table] = {}
+        self._schema: pa.Schema | None = None
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The stored columns' names and types (what an output without hits still names)."""
+        if self._schema is None:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            full = pq.read_schema(self._files[0])
+            self._schema = pa.schema([full.field(n) for n in self.names])
+        return self._schema
 
     def take(self, rows: list[int]) -> list[dict]:
         """``{column: value}`` for each of ``rows``."""
