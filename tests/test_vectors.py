@@ -434,6 +434,64 @@ def test_unwritable_cache_dir_warns_and_loads(tmp_path, data, caplog):
     assert any("continuing without it" in m for m in warnings_logged(caplog))
 
 
+def test_arrays_derived_from_cached_vectors_are_made_once_and_kept_in_the_entry(tmp_path, data):
+    words, matrix = data
+    path = tmp_path / "glove.txt"
+    path.write_text(glove_text(words, matrix))
+    cache = tmp_path / "cache"
+    calls = []
+
+    def make():
+        calls.append(1)
+        return np.arange(5, dtype=np.uint64), np.arange(3, dtype=np.int32)[::-1].copy()
+
+    first = V.load_vectors(str(path), cache_dir=cache).derived("thing-v1", make)
+    again = V.load_vectors(str(path), cache_dir=cache).derived("thing-v1", make)  # a new load, as a new process
+    assert len(calls) == 1
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    assert sorted(p.name for p in next(cache.iterdir()).iterdir() if p.name.startswith("thing")) == [
+        "thing-v1-0.npy", "thing-v1-1.npy"]
+    V.load_vectors(str(path), cache_dir=cache).derived("thing-v2", make)  # another name: made again
+    assert len(calls) == 2
+
+
+def test_derived_arrays_without_a_writable_entry_are_made_each_time(tmp_path, data):
+    words, matrix = data
+    path = tmp_path / "glove.txt"
+    path.write_text(glove_text(words, matrix))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    wv = V.load_vectors(str(path), cache_dir=blocker / "cache")
+    calls = []
+    for _ in range(2):
+        got = wv.derived("thing-v1", lambda: calls.append(1) or (np.ones(2),))
+    assert len(calls) == 2 and got[0].tolist() == [1.0, 1.0]
+
+
+def test_the_vocabulary_hash_table_is_kept_with_the_vectors_and_equals_a_fresh_one(tmp_path, data, monkeypatch):
+    from glovefaiss.config import from_dict
+    from glovefaiss.text.vocabulary import Vocabulary
+    from glovefaiss.tower.encoder import encoder_from_config
+
+    words, matrix = data
+    path = tmp_path / "glove.txt"
+    path.write_text(glove_text(words, matrix))
+    config = from_dict({"embedding": {"model_name": str(path)}})
+    fresh = Vocabulary(V.load_vectors(str(path), cache_dir=tmp_path / "cache").words).hash_table()
+    computed = []
+    real = Vocabulary._compute_hash_table
+    monkeypatch.setattr(Vocabulary, "_compute_hash_table", lambda self: computed.append(1) or real(self))
+    for _ in range(3):  # three builds
+        wv = V.load_vectors(str(path), cache_dir=tmp_path / "cache")
+        kept = encoder_from_config(config, wv)[0].vocabulary.hash_table()
+        for a, b in zip(kept, fresh):
+            np.testing.assert_array_equal(a, b)
+            assert a.dtype == b.dtype
+    assert computed == [1]
+
+
 def _truncate_npy(entry: Path):
     npy = entry / "vectors.npy"
     npy.write_bytes(npy.read_bytes()[:-8])

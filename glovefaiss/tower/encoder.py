@@ -30,6 +30,8 @@ if TYPE_CHECKING:  # annotations only: imported where used, see the module docst
     import pyarrow as pa
 
 VOCAB_FILES = ("vocab.words", "vocab.words-offsets.npy")
+# Name of the vocabulary's hash table kept in a vectors cache entry; a new name if word_hash changes.
+VOCAB_HASH_TABLE = "vocab-hash-blake2b64"
 # Where index and model directories keep their towers.
 QUERY_TOWER = "query_tower"
 DOCUMENT_TOWER = "document_tower"
@@ -315,5 +317,8 @@ def encoder_from_config(config, vectors=None):
 
     if vectors is None:
         vectors = load_vectors(config.embedding.model_name)
-    encoder = TextEncoder(Tokeniser(config.tokeniser), Vocabulary(vectors.words), vectors.matrix)
+    vocabulary = Vocabulary(vectors.words)
+    # The same vectors give the same words: their hash table is kept beside them, not redone each build.
+    vocabulary.keep_hash_table_in(lambda make: vectors.derived(VOCAB_HASH_TABLE, make))
+    encoder = TextEncoder(Tokeniser(config.tokeniser), vocabulary, vectors.matrix)
     return encoder, vectors

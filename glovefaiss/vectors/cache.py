@@ -1,4 +1,5 @@
-"""The parsed-vectors cache: ``<key>/vectors.npy`` + ``vocab.parquet`` + ``meta.json``, memory-mapped on load."""
+"""The parsed-vectors cache: ``<key>/vectors.npy`` + ``vocab.parquet`` + ``meta.json``, memory-mapped on load
+(and arrays derived from them, such as the vocabulary's hash table, kept beside them)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,7 @@ class WordVectors:
     source: str
     sha256: str
     skipped_lines: int = 0
+    entry: Path | None = None  # the cache entry it was read from, if any
 
     def __post_init__(self):
         if self.matrix.ndim != 2 or self.matrix.dtype != np.float32 or len(self.words) != self.matrix.shape[0]:
@@ -54,6 +57,27 @@ class WordVectors:
 
     def __len__(self) -> int:
         return int(self.matrix.shape[0])
+
+    def derived(self, name: str, make: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+        """Arrays computed from these vectors by ``make()``, kept in their cache entry as
+        ``<name>-<i>.npy`` and memory-mapped from there on later calls (in any process).
+
+        ``name`` must change whenever what ``make`` computes does. Without an entry, or when the
+        entry cannot be written, ``make()`` each time.
+        """
+        if self.entry is not None and (self.entry / f"{name}-0.npy").exists():
+            try:
+                kept, i = [], 0
+                while (self.entry / f"{name}-{i}.npy").exists():
+                    kept.append(np.load(self.entry / f"{name}-{i}.npy", mmap_mode="r").view(np.ndarray))
+                    i += 1
+                return tuple(kept)
+            except (OSError, ValueError) as e:
+                logger.warning("recomputing damaged %s in %s: %s", name, self.entry, one_line(e))
+        arrays = make()
+        if self.entry is not None:
+            _write_derived(self.entry, name, arrays)
+        return arrays
 
     def __repr__(self) -> str:
         return (f"WordVectors(source={self.source!r}, words={len(self)}, dim={self.dim}, "
@@ -121,9 +145,26 @@ def store(parsed: Parsed, *, source: str, sha: str, cache: Path, key: str) -> Wo
         hit = read_cache(entry)
         if hit is not None:
             words, matrix, _ = hit
-            return WordVectors(words, matrix, source, sha, parsed.skipped)
+            return WordVectors(words, matrix, source, sha, parsed.skipped, entry=entry)
     matrix = parsed.chunks[0] if len(parsed.chunks) == 1 else np.concatenate(parsed.chunks)
     return WordVectors(parsed.words, np.ascontiguousarray(matrix, dtype=np.float32), source, sha, parsed.skipped)
+
+
+def _write_derived(entry: Path, name: str, arrays: tuple[np.ndarray, ...]) -> None:
+    # All files under temporary names first, then renamed last to first: a reader that sees
+    # <name>-0 sees the others, and a crash leaves at most stray temporaries.
+    tmps = []
+    try:
+        for i, a in enumerate(arrays):
+            tmp = entry / f".{name}-{i}.{os.getpid()}.npy"
+            np.save(tmp, a)
+            tmps.append((tmp, entry / f"{name}-{i}.npy"))
+        for tmp, final in reversed(tmps):
+            os.replace(tmp, final)
+    except OSError as e:
+        logger.debug("cannot keep %s in the vectors cache entry %s: %s", name, entry, one_line(e))
+        for tmp, _ in tmps:
+            tmp.unlink(missing_ok=True)
 
 
 def _write_cache(cache: Path, key: str, parsed: Parsed, meta: dict) -> Path | None:

@@ -95,7 +95,7 @@ def _load_bundled(cache: Path, progress: bool | None) -> WordVectors:
     hit = read_cache(cache / key)
     if hit is not None:
         words, matrix, meta = hit
-        return WordVectors(words, matrix, DEFAULT_SOURCE, meta["sha256"], meta["skipped_lines"])
+        return WordVectors(words, matrix, DEFAULT_SOURCE, meta["sha256"], meta["skipped_lines"], entry=cache / key)
     try:
         matrix = np.load(npy, mmap_mode="r")
         words = pq.read_table(index, columns=["index"]).column("index").combine_chunks()
@@ -177,7 +177,7 @@ def _load_file(path: Path, source: str, cache: Path, progress: bool | None) -> W
     if hit is not None:
         words, matrix, meta = hit
         logger.debug("loaded %s from cache %s", source, cache / key)
-        return WordVectors(words, matrix, source, meta["sha256"], meta["skipped_lines"])
+        return WordVectors(words, matrix, source, meta["sha256"], meta["skipped_lines"], entry=cache / key)
     parsed = formats.parse_file(path, progress)
     sha = sha256_files(files if parsed.fmt == "gensim-keyedvectors" else [path])
     return store(parsed, source=source, sha=sha, cache=cache, key=key)
