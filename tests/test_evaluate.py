@@ -326,3 +326,19 @@ def test_eval_sts_sif_fitted_on_other_pairs(tmp_path):
     assert json.loads(own.stdout)[0]["metrics"] == json.loads(other.stdout)[0]["metrics"]
     plain = runner.invoke(cli, ["eval", "sts", str(pairs), "--glove", str(vec), "--format", "json"])
     assert json.loads(plain.stdout)[0]["metrics"] != json.loads(own.stdout)[0]["metrics"]
+
+
+def test_training_validation_and_eval_sts_give_the_same_spearman_on_tied_pairs():
+    from glovefaiss.train.data import ScoredData
+    from glovefaiss.train.fit import evaluate_scored
+
+    rng = np.random.default_rng(11)
+    words = [f"w{i}" for i in range(40)]
+    enc = TextEncoder(Tokeniser(), Vocabulary(pa.array(words)), rng.standard_normal((40, 16)).astype(np.float32))
+    first = [" ".join(rng.choice(words, 6)) for _ in range(60)]
+    # Half the pairs are a sentence and itself: cosines of 1 up to rounding, whose order decides ties.
+    second = [s if i % 2 else " ".join(rng.choice(words, 6)) for i, s in enumerate(first)]
+    gold = np.where(np.arange(60) % 2, 5.0, rng.uniform(0, 4, 60))
+    trained = evaluate_scored(enc, enc, ScoredData(first, second, gold))
+    evaluated = evaluate_sts(enc, first, second, gold).metrics
+    assert trained["spearman"] == evaluated["spearman"] and trained["pearson"] == evaluated["pearson"]

@@ -117,6 +117,15 @@ def evaluate_run(run: Mapping[Hashable, Sequence[Hashable]], qrels: Mapping[Hash
     return {"metrics": means, "queries": n, "per_query": per_query}
 
 
+def pair_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot products of two (n, d) arrays of unit (or zero) vectors, in float64.
+
+    Training's validation and ``eval sts`` both score pairs with this: in float32, identical
+    sentences get cosines that differ in the last bit, and ties broken by rounding move Spearman.
+    """
+    return (np.asarray(a, np.float64) * np.asarray(b, np.float64)).sum(axis=1)
+
+
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     """Pearson correlation; 0 when either series is constant."""
     x = np.asarray(x, dtype=np.float64)

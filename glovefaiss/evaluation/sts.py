@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import DataError
 from ..io.scored import read_scored
 from ..tower.encoder import TextEncoder
-from .metrics import EvalError, pearson, spearman
+from .metrics import EvalError, pair_cosines, pearson, spearman
 from .retrieval import Report
 
 
@@ -29,9 +29,7 @@ def cosines(encoder: TextEncoder, a: Sequence[str], b: Sequence[str],
             document_encoder: TextEncoder | None = None) -> np.ndarray:
     """Cosine of each pair's vectors (0 when either has no known word); ``b`` through
     ``document_encoder`` when given (a trained model's document tower)."""
-    va = encoder.encode(a)
-    vb = (document_encoder or encoder).encode(b)
-    return (va.astype(np.float64) * vb.astype(np.float64)).sum(axis=1)
+    return pair_cosines(encoder.encode(a), (document_encoder or encoder).encode(b))
 
 
 def evaluate_sts(encoder: TextEncoder, a: Sequence[str], b: Sequence[str], gold: Sequence[float],

@@ -28,7 +28,7 @@ import torch
 
 from ..config import Config
 from ..errors import ConfigError, ModelError
-from ..evaluation.metrics import evaluate_run, pearson, spearman
+from ..evaluation.metrics import evaluate_run, pair_cosines, pearson, spearman
 from ..index import faiss_ops as faiss_index
 from .data import PairData, ScoredData, Tokenizer, load_training_data
 from .losses import SCORED_LOSSES
@@ -95,9 +95,7 @@ def evaluate_pairs(query_encoder, document_encoder, data: PairData, k: int = 10)
 
 def evaluate_scored(query_encoder, document_encoder, data: ScoredData) -> dict[str, float]:
     """Spearman and Pearson x100 between cos(sentence1, sentence2) and the gold scores (NaN below 2 pairs)."""
-    a = query_encoder.encode(_arrow(data.first))
-    b = document_encoder.encode(_arrow(data.second))
-    cos = (a * b).sum(axis=1)
+    cos = pair_cosines(query_encoder.encode(_arrow(data.first)), document_encoder.encode(_arrow(data.second)))
     if len(cos) < 2:
         return {"spearman": float("nan"), "pearson": float("nan")}
     return {"spearman": spearman(cos, data.scores) * 100, "pearson": pearson(cos, data.scores) * 100}
