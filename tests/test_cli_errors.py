@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -193,3 +195,24 @@ def test_resume_with_changed_input_is_refused_without_overwrite(tmp_path, tiny_v
     assert result.exit_code == 0, result.output
     assert "building from the start (--overwrite)" in result.stderr
     assert Index.load(out).manifest.timings["resumed_documents"] == 0
+
+
+def test_an_index_key_with_more_lists_than_vectors_is_one_line_naming_the_fix(tmp_path, tiny_vectors):
+    corpus = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"id": list(range(30)), "text": [f"the cat sat {i}" for i in range(30)]}), corpus)
+    r = run("build", corpus, "--out", tmp_path / "i", "--glove", tiny_vectors[0], "--index-key", "IVF99999,Flat")
+    assert r.exit_code == 1
+    assert r.stderr.splitlines()[-1] == ("Error: an index of 99999 lists needs at least 99999 vectors to train on, and "
+                                         "30 are there; give fewer lists (e.g. --index-key IVF1,Flat) or --index auto")
+
+
+def test_a_small_sample_for_pq_codebooks_is_one_warning_not_one_per_sub_quantizer(tmp_path, tiny_vectors):
+    corpus = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"id": list(range(30)), "text": [f"the cat sat {i}" for i in range(30)]}), corpus)
+    r = subprocess.run([sys.executable, "-m", "glovefaiss", "build", str(corpus), "--out", str(tmp_path / "i"),
+                        "--glove", str(tiny_vectors[0]), "--index-key", "IVF2,PQ4x4fs"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "please provide" not in r.stderr  # FAISS's own warnings, one per sub-quantizer
+    assert [line for line in r.stderr.splitlines() if "FAISS advises" in line] == [
+        "WARNING: training on 30 vectors, where FAISS advises at least 624 (39 per centroid of its k-means); "
+        "recall may suffer: give fewer lists or a smaller code, or more documents"]

@@ -17,6 +17,7 @@ memory budget in the order ivf, ivf-sq8, ivf-pq (see :func:`choose_kind`).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -29,6 +30,8 @@ import faiss
 import numpy as np
 
 from ..errors import ConfigError, IndexDirError
+
+logger = logging.getLogger(__name__)
 
 KINDS = ("flat", "hnsw", "ivf", "ivf-fastscan", "ivf-pq", "ivf-sq8")
 # Flat search scans n*d floats; below this many (50,000 x 50) a query stays under a millisecond here
@@ -124,9 +127,7 @@ def make_index(dim: int, key: str = "Flat", with_ids: bool = True) -> faiss.Inde
     try:
         index = faiss.index_factory(dim, key, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as e:
-        # FAISS prefixes its reason with the C++ function and source line: only the reason is kept.
-        msg = str(e).strip().splitlines()[-1].rpartition(": ")[2] or str(e)
-        raise ConfigError(f"FAISS cannot build index key '{key}' ({msg}); give a FAISS factory string such as "
+        raise ConfigError(f"FAISS cannot build index key '{key}' ({_reason(e)}); give a FAISS factory string such as "
                           "'IVF1024,Flat' or 'HNSW32', or --index auto") from None
     if with_ids and not _stores_ids(index):
         index = faiss.IndexIDMap(index)
@@ -146,10 +147,34 @@ def _stores_ids(index: faiss.Index) -> bool:
 IVF_KMEANS_ITERATIONS = 10
 
 
+def _reason(e: RuntimeError) -> str:
+    # FAISS prefixes its reason with the C++ function and source line: only the reason is kept.
+    return str(e).strip().splitlines()[-1].rpartition(": ")[2] or str(e)
+
+
 def train(index: faiss.Index, sample: np.ndarray, seed: int = 0) -> None:
-    """Train on a sample (IVF centroids, PQ codebooks), seeded so builds are reproducible."""
+    """Train on a sample (IVF centroids, PQ codebooks), seeded so builds are reproducible.
+
+    :class:`ConfigError` when FAISS cannot (too few vectors for the index's lists, say): the
+    index key is the user's to change."""
     _seed(index, seed)
-    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    for sub in index_chain(index):
+        if isinstance(sub, faiss.IndexIVF) and sub.nlist > len(sample) and sub.quantizer.ntotal == 0:
+            raise ConfigError(f"an index of {sub.nlist} lists needs at least {sub.nlist} vectors to train on, and "
+                              f"{len(sample)} are there; give fewer lists (e.g. --index-key IVF{nlist_for(len(sample))},"
+                              "Flat) or --index auto")
+    advised = max([39 * sub.nlist for sub in index_chain(index)
+                   if isinstance(sub, faiss.IndexIVF) and sub.quantizer.ntotal == 0]
+                  + [39 * sub.pq.ksub for sub in index_chain(index) if hasattr(sub, "pq")] + [0])
+    if len(sample) < advised:
+        # Said once here: FAISS would print its own warning for each of up to 64 sub-quantizers.
+        logger.warning("training on %d vectors, where FAISS advises at least %d (39 per centroid of its k-means); "
+                       "recall may suffer: give fewer lists or a smaller code, or more documents", len(sample), advised)
+    try:
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    except RuntimeError as e:
+        raise ConfigError(f"FAISS cannot train this index ({_reason(e)}); give another --index-key, or --index auto") \
+            from None
 
 
 # Training points per PQ sub-quantizer k-means at most (FAISS: 256 per centroid, 65,536 for 8-bit
@@ -163,12 +188,14 @@ def _seed(index: faiss.Index, seed: int) -> None:
         if isinstance(sub, faiss.IndexIVF):
             sub.cp.seed = seed
             sub.cp.niter = IVF_KMEANS_ITERATIONS
+            sub.cp.min_points_per_centroid = 1  # only FAISS's stderr warning depends on it: train() logs one
         if getattr(sub, "do_polysemous_training", False):
             # FAISS's factory turns it on for PQ: a code reordering for Hamming filtering, which no
             # search here uses, and 60 s of a 20,000-vector build.
             sub.do_polysemous_training = False
         if hasattr(sub, "pq"):
             sub.pq.cp.seed = seed
+            sub.pq.cp.min_points_per_centroid = 1
             sub.pq.cp.max_points_per_centroid = min(sub.pq.cp.max_points_per_centroid,
                                                     max(1, PQ_TRAIN_POINTS // sub.pq.ksub))
 
