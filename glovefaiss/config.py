@@ -216,6 +216,7 @@ RANGES = {
     "build.target_recall": (0, 1), "build.batch_size": (1, None), "build.shard_rows": (1, None),
     "build.row_group_rows": (1, None), "build.threads": (1, None), "build.tune_k": (1, None),
     "build.tune_queries": (1, None), "build.auto_latency_ms": (0, None), "build.workers": (1, None),
+    "tokeniser.max_len": (1, None),
 }
 
 

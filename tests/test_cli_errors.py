@@ -216,3 +216,17 @@ def test_a_small_sample_for_pq_codebooks_is_one_warning_not_one_per_sub_quantize
     assert [line for line in r.stderr.splitlines() if "FAISS advises" in line] == [
         "WARNING: training on 30 vectors, where FAISS advises at least 624 (39 per centroid of its k-means); "
         "recall may suffer: give fewer lists or a smaller code, or more documents"]
+
+
+@pytest.mark.parametrize("texts, message", [
+    (["qqq zzz", "xxyy"], "Error: none of the 2 documents has a word the vectors know (unknown words include 'qqq', "
+                          "'xxyy', 'zzz'); check the vectors ({glove}) and the tokeniser settings"),
+    (["", "  ...  "], "Error: all 2 documents are empty (no words at all); check that --text-column names the column "
+                      "of texts"),
+])
+def test_a_corpus_of_only_empty_documents_is_refused_naming_the_cause(tmp_path, tiny_vectors, texts, message):
+    corpus = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"id": [1, 2], "text": texts}), corpus)
+    r = run("build", corpus, "--out", tmp_path / "i", "--glove", tiny_vectors[0])
+    assert r.exit_code == 1
+    assert r.stderr.splitlines()[-1] == message.format(glove=tiny_vectors[0])

@@ -90,4 +90,6 @@ def test_numbers_out_of_range_are_refused(tmp_path):
     p = tmp_path / "c.yml"
     assert config_error(p, "build:\n  target_recall: 5\n") == f"{p}: 'build.target_recall' must be between 0 and 1, got 5.0"
     assert config_error(p, "build:\n  batch_size: 0\n") == f"{p}: 'build.batch_size' must be at least 1, got 0"
+    assert config_error(p, "tokeniser:\n  max_len: -5\n") == f"{p}: 'tokeniser.max_len' must be at least 1, got -5"
+    assert config_error(p, "tokeniser:\n  max_len: 0\n") == f"{p}: 'tokeniser.max_len' must be at least 1, got 0"
     assert load_config(CONFIGS / "default_config.yml").build.target_recall == 0.95

@@ -333,6 +333,8 @@ def finish_index(directory: Path, shards: list[dict], ids: pa.ChunkedArray, corp
     """
     bc = config.build
     check_unique(ids)
+    if corpus is not None:
+        _check_some_known(shard_stats(shards), config.embedding.model_name)
     with_ids = pa.types.is_integer(ids.type)
     id_lookup = write_id_lookup(directory, ids.to_numpy()) if with_ids else {}
     t_index = time.perf_counter()
@@ -359,6 +361,19 @@ def finish_index(directory: Path, shards: list[dict], ids: pa.ChunkedArray, corp
     info = {**info, "file": saved["file"], "metric": "inner_product", "labels": "id" if with_ids else "row",
             "ntotal": int(index.ntotal), "bytes": saved["bytes"], "sha256": saved["sha256"]}
     return FinishedIndex(index, info, id_lookup, t_index)
+
+
+def _check_some_known(stats: EncodeStats, vectors: str) -> None:
+    # An index where every document is a zero vector answers nothing: the vectors (or the
+    # tokeniser) do not fit the corpus, and saying so beats a build that "succeeds".
+    if not stats.texts or stats.empty_texts < stats.texts:
+        return
+    if not stats.tokens:
+        raise CorpusError(f"all {stats.texts} documents are empty (no words at all); check that --text-column "
+                          "names the column of texts")
+    words = ", ".join(repr(w) for w, _ in stats.oov_words.most_common(3))
+    raise CorpusError(f"none of the {stats.texts} documents has a word the vectors know (unknown words include "
+                      f"{words}); check the vectors ({vectors}) and the tokeniser settings")
 
 
 def with_stats(manifest: Manifest, stats: EncodeStats, sign: int = 1) -> Manifest:
