@@ -10,7 +10,10 @@ fi
 STAMP="$VENV/.glovefaiss-installed"
 if [ ! -f "$STAMP" ] || [ "$ROOT/setup.cfg" -nt "$STAMP" ] || [ "$ROOT/constraints.txt" -nt "$STAMP" ]; then
     echo "installing glovefaiss and its dependencies into $VENV" >&2
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check -c "$ROOT/constraints.txt" "torch==2.13.0"
+    # TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu where the package index serves torch's
+    # multi-GB CUDA build for Linux (PyPI does); this machine's index serves the CPU wheel.
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -c "$ROOT/constraints.txt" \
+        ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==2.13.0"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -c "$ROOT/constraints.txt" -e "$ROOT[dev]"
     touch "$STAMP"
 fi
