@@ -35,6 +35,23 @@ def test_read_rows_formats(tmp_path):
         read_rows(tmp_path / "nope.jsonl")
 
 
+def test_csv_and_tsv_query_files_are_read_by_their_header(tmp_path):
+    (tmp_path / "q.csv").write_text('id,text\n1,interest rates\n2,"the cat, the mat"\n')
+    assert read_queries(tmp_path / "q.csv") == ([1, 2], ["interest rates", "the cat, the mat"])  # not 3 text lines
+    (tmp_path / "q.tsv").write_text("_id\ttext\nq1\t42\n")
+    assert read_queries(tmp_path / "q.tsv") == (["q1"], ["42"])  # a number-like text stays text
+    (tmp_path / "cols.csv").write_text("q,body\n1,cat\n")
+    with pytest.raises(QueryError, match=r"cols.csv has no 'id' or '_id' column; columns present: q, body; "
+                                         r"query files need 'id' \(or '_id'\) and 'text'$"):
+        read_queries(tmp_path / "cols.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(QueryError, match=r"empty.csv has no queries$"):
+        read_queries(tmp_path / "empty.csv")
+    (tmp_path / "ragged.csv").write_text("id,text\n1,a,b\n")
+    with pytest.raises(QueryError, match=r"ragged.csv is not a readable CSV file with a header row \(.*\)$"):
+        read_queries(tmp_path / "ragged.csv")
+
+
 def test_read_texts_id_columns_and_titles(tmp_path):
     p = _jsonl(tmp_path / "c.jsonl", [{"_id": "d1", "title": " Cats ", "text": "purr. "},
                                       {"_id": "d2", "title": "", "text": "Stocks fell."},

@@ -30,7 +30,7 @@ from . import CORPUS, cli, engine_options, human_bytes, note, progress
 @click.option("--max-index-memory", help="Memory budget for the index, e.g. 4G (guides --index auto).")
 @click.option("--target-recall", type=click.FloatRange(0, 1), help="Recall@10 that tuning must reach (default 0.95).")
 @click.option("--tuning-queries", type=click.Path(path_type=Path),
-              help="Queries to tune with: Parquet/JSONL (id, text) or one per line (default: windows of documents).")
+              help="Queries to tune with: Parquet/JSONL/CSV (id, text) or one per line (default: windows of documents).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index directory.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build from its completed shards.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON on stdout.")
@@ -135,7 +135,7 @@ def shown(values: list, most: int = 10) -> str:
 @click.argument("text", nargs=-1)
 @click.option("-k", "--top-k", "k", default=10, show_default=True, type=int, help="Hits per query.")
 @click.option("--queries", type=click.Path(path_type=Path),
-              help="Queries from Parquet or JSONL (columns id, text) or a text file (one per line).")
+              help="Queries from Parquet, JSONL or CSV (columns id, text) or a text file (one per line).")
 @click.option("--like", is_flag=True, help="TEXT arguments are document ids: find the documents nearest to each.")
 @click.option("--format", "fmt", type=click.Choice(HIT_FORMATS),
               help="Hits format [default: from --output's suffix (.parquet, .jsonl, .json, .csv, .trec), else table]")

@@ -433,7 +433,7 @@ class Index:
 
     def search_file(self, queries_path: str | Path, k: int = 10, output_path: str | Path | IO[str] | None = None,
                     fmt: str | None = None, *, batch_size: int = 1024, with_text: bool = True) -> QueryRun:
-        """Search every query of a Parquet/JSONL (``id``, ``text``) or text file (one a line, ids are
+        """Search every query of a Parquet/JSONL/CSV (``id``, ``text``) or text file (one a line, ids are
         line numbers) and write the hits as :meth:`write_hits` does. Blank lines of a text file are
         skipped and listed in :attr:`QueryRun.empty`, as empty queries anywhere are.
         """

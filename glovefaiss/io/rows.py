@@ -3,8 +3,8 @@
 The one reader behind query files (``glovefaiss query --queries``, the build's
 ``--tuning-queries``), training data (:mod:`glovefaiss.train.data`) and evaluation inputs
 (:mod:`glovefaiss.io.beir`). Parquet is recognised by its magic bytes, JSONL by the suffix
-``.jsonl``, ``.ndjson`` or ``.json``; anything else is plain text where the caller accepts it,
-JSONL where it does not. Ids are in a column ``id`` or ``_id`` (BEIR's name), texts in ``text``.
+``.jsonl``, ``.ndjson`` or ``.json``, CSV with a header row by ``.csv`` (``.tsv``: tab-separated);
+anything else is plain text where the caller accepts it, JSONL where it does not. Ids are in a column ``id`` or ``_id`` (BEIR's name), texts in ``text``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ..errors import DataError, QueryError
 ID_COLUMNS = ("id", "_id")
 TEXT_COLUMN = "text"
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+CSV_SUFFIXES = (".csv", ".tsv")  # with a header row; .tsv tab-separated
 
 
 def is_parquet(path: str | Path) -> bool:
@@ -40,6 +41,8 @@ def read_rows(path: str | Path, *, lines: bool = False, blank_lines: bool = Fals
     if path.suffix.lower() == ".parquet":
         raise DataError(f"{path} is not a readable Parquet file (it does not start with PAR1); "
                         "give a Parquet file, or name a text or JSONL file .txt or .jsonl")
+    if path.suffix.lower() in CSV_SUFFIXES:
+        return _read_csv(path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
@@ -60,6 +63,21 @@ def read_rows(path: str | Path, *, lines: bool = False, blank_lines: bool = Fals
             raise DataError(f"{path}:{n}: each line must be a JSON object")
         rows.append(row)
     return rows
+
+
+def _read_csv(path: Path) -> list[dict]:
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    try:
+        table = pcsv.read_csv(path, parse_options=pcsv.ParseOptions(delimiter="\t" if path.suffix.lower() == ".tsv"
+                                                                    else ","),
+                              convert_options=pcsv.ConvertOptions(column_types={TEXT_COLUMN: pa.string()}))
+    except pa.ArrowInvalid as e:
+        if "Empty CSV file" in str(e):
+            return []
+        raise DataError(f"{path} is not a readable CSV file with a header row ({str(e).splitlines()[0]})") from None
+    return table.to_pylist()
 
 
 def column(rows: Sequence[dict], names: Sequence[str], path: str | Path) -> str:
