@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -302,6 +303,24 @@ def test_interrupted_build_keeps_previous_index_then_resumes(tmp_path, tiny_vect
     assert resumed.manifest.timings["resumed_documents"] == 2 * kept
     assert _sums(out) == _sums(tmp_path / "clean")
     assert not (tmp_path / ".idx.partial").exists()
+
+
+def test_an_interrupt_says_what_it_kept_and_keeps_nothing_before_the_first_shard(tmp_path, tiny_vectors, tiny_corpus,
+                                                                                   caplog):
+    cfg = config_for(tiny_vectors[0], shard_rows=2, batch_size=2, threads=1)
+    plain = open_corpus([tiny_corpus[0]], "id", "text")
+    fields = {f.name: getattr(plain, f.name) for f in dataclasses.fields(Corpus)}
+    with caplog.at_level(logging.WARNING, logger="glovefaiss.index.build"), pytest.raises(KeyboardInterrupt):
+        build(_InterruptedCorpus(**fields, at=0), tmp_path / "idx", cfg, progress=False)
+    assert [r.getMessage() for r in caplog.records] == ["interrupted before any shard was complete; nothing to resume"]
+    assert not (tmp_path / ".idx.partial").exists()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="glovefaiss.index.build"), pytest.raises(KeyboardInterrupt):
+        build(_InterruptedCorpus(**fields, at=2), tmp_path / "idx", cfg, progress=False)
+    kept = _journal_shards(tmp_path / ".idx.partial")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"interrupted after {kept} complete shards ({2 * kept} documents), kept in {tmp_path / '.idx.partial'}: "
+        "build again with --resume to continue"]
 
 
 # --- properties -----------------------------------------------------------------------------

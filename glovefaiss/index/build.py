@@ -98,7 +98,11 @@ class _BuildState:
             changed = [name for key, name in (("corpus", "corpus files"), ("config", "config"),
                                               ("tower", "towers (word vectors or model)"))
                        if old.get(key) != self.fingerprint.get(key)]
-            raise ResumeMismatch(f"the {' and the '.join(changed) or 'input'} changed since the interrupted build")
+            what = f"the {' and the '.join(changed) or 'input'} changed since the interrupted build"
+            keys = _changes(old.get("config"), self.fingerprint.get("config"))
+            if keys:
+                what += f" ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+            raise ResumeMismatch(what)
         root = self.path.parent
         for shard in data.get("shards", []):
             files = [shard, *shard.get("texts", [])]
@@ -114,6 +118,22 @@ class _BuildState:
         # never a wrong index. The fsync flushed the shard just written too: 90 ms of a 0.9 s
         # encoding phase at 100,000 documents, on the writing thread.
         write_json_atomic(self.path, {"fingerprint": self.fingerprint, "shards": self.shards}, durable=False)
+
+
+def _journal_shards(directory: Path) -> list[dict]:
+    """The complete shards the journal of a partial directory lists (none when it has no journal)."""
+    try:
+        return json.loads((directory / STATE).read_text(encoding="utf-8")).get("shards", [])
+    except (OSError, ValueError):
+        return []
+
+
+def _changes(old, new, prefix: str = "") -> list[str]:
+    """``key old → new`` for each leaf value that differs between two nested dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [c for k in sorted(set(old) | set(new), key=str)
+                for c in _changes(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [f"{prefix.rstrip('.')} {json.dumps(old)} → {json.dumps(new)}"]
 
 
 def _intact(path: Path, size: int, digest: str) -> bool:
@@ -220,7 +240,13 @@ def _locked_build(corpus: Corpus, out: Path, config: Config, overwrite: bool, re
         write_manifest(tmp, manifest)
         publish_dir(tmp, out)
     except KeyboardInterrupt:
-        logger.warning("interrupted; completed shards are kept in %s: build again with --resume to continue", tmp)
+        done = _journal_shards(tmp)
+        if done:
+            logger.warning("interrupted after %d complete shards (%d documents), kept in %s: build again with "
+                           "--resume to continue", len(done), sum(s["rows"] for s in done), tmp)
+        else:
+            logger.warning("interrupted before any shard was complete; nothing to resume")
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     except ResumeMismatch as e:  # the interrupted build's shards stay, for a --resume with its input
         raise ResumeMismatch(f"cannot resume {out}: {e}; pass --overwrite to start it afresh") from None
