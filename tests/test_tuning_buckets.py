@@ -136,6 +136,13 @@ def test_eval_recall_cli_and_info_plot(clustered, tmp_path):
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert d["k"] == 10 and list(d["buckets"]) == ["1-3 tokens"] and d["buckets"]["1-3 tokens"]["queries"] == 50
+    assert d["left_out"] == {"empty": 0, "no_known_word": 0}
+    # Blank lines and queries with no known word are left out, and said so (as query says it).
+    qfile.write_text("\n".join(t.split()[0] for t in texts[:5]) + "\n\nqqqzzz\n")
+    r = CliRunner().invoke(cli, ["eval", "recall", str(out), "--queries", str(qfile)])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("recall@10 ") and " over 5 queries" in r.stdout.splitlines()[0]
+    assert r.stderr == "note: 1 empty and 1 with no word in the vocabulary of 7 queries left out\n"
     r = CliRunner().invoke(cli, ["info", str(out), "--plot", str(tmp_path / "curve.png")])
     try:
         import matplotlib  # noqa: F401

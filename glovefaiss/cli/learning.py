@@ -251,8 +251,13 @@ def eval_recall(index_dir, queries_file, k, n, seed, fmt):
     from ..index.recall import index_recall
     from ..io.rows import read_queries
 
-    texts = read_queries(queries_file)[1] if queries_file is not None else None
+    texts = read_queries(queries_file, blank_lines=True)[1] if queries_file is not None else None
     r = index_recall(index_dir, texts, k=k, n=n, seed=seed)
+    gone = r["left_out"]
+    if texts is not None and (gone["empty"] or gone["no_known_word"]):
+        parts = [f"{gone['empty']} empty" if gone["empty"] else "",
+                 f"{gone['no_known_word']} with no word in the vocabulary" if gone["no_known_word"] else ""]
+        click.echo(f"note: {' and '.join(p for p in parts if p)} of {len(texts)} queries left out", err=True)
     if fmt == "json":
         click.echo(json.dumps(r, indent=2))
         return

@@ -31,7 +31,8 @@ def index_recall(directory: str | Path, texts: list[str] | None = None, k: int =
     1-3 and 4-12 tokens and whole documents) from the stored texts, which then must be stored.
     ``seed``: of that sample; None gives the build's seed + 1, so that these are not the very
     queries the build tuned on.
-    Returns ``{"k", "queries", "recall", "buckets": {name: {"queries", "recall", "recall_lower_bound"}}}``.
+    Returns ``{"k", "queries", "recall", "buckets": {name: {"queries", "recall", "recall_lower_bound"}},
+    "left_out": {"empty": ..., "no_known_word": ...}}``: queries of ``texts`` not measured.
     """
     if k <= 0:
         raise QueryError(f"k must be at least 1, got {k}")
@@ -40,6 +41,9 @@ def index_recall(directory: str | Path, texts: list[str] | None = None, k: int =
     directory = Path(directory)
     idx = Index.load(directory)
     m = idx.manifest
+    if k > len(idx):
+        raise QueryError(f"k must be at most the index's {len(idx):,} documents, got {k}")
+    left_out = {"empty": 0, "no_known_word": 0}
     if texts is None:
         if not m.store_text:
             raise QueryError(f"{directory} stores no texts to sample queries from; give a query file (--queries)")
@@ -48,11 +52,16 @@ def index_recall(directory: str | Path, texts: list[str] | None = None, k: int =
         rows, rng = window_sample(len(idx), n, seed)
         qs = window_queries(TextStore(directory, m.shards).take(rows), idx.encoder, n, rng)
     else:
-        qs = encode_queries([str(t) for t in texts], idx.encoder).known()
+        given = [str(t) for t in texts if t is not None and str(t).strip()]
+        left_out["empty"] = len(texts) - len(given)
+        if not given:
+            raise QueryError("every query is empty; give some text to search for")
+        qs = encode_queries(given, idx.encoder).known()
+        left_out["no_known_word"] = len(given) - len(qs)
     if not len(qs):
         raise QueryError("none of the queries has a word in the vocabulary")
     truth = exact_topk(shard_rows(directory, m.shards), qs.vectors, k)
-    return recall_of(idx, qs, k, truth, ShardReader(directory, m.shards).vectors_at)
+    return {**recall_of(idx, qs, k, truth, ShardReader(directory, m.shards).vectors_at), "left_out": left_out}
 
 
 # Exact scores this close count as the same: one float32 dot product of unit vectors against another.
