@@ -177,3 +177,14 @@ def test_a_reader_that_goes_away_ends_the_query_quietly(index_dir, tmp_path, id_
     proc.stdout.close()  # as `| head -c 100` does
     _, err = proc.communicate(timeout=120)
     assert (proc.returncode, err) == (1, b"")  # click's ending for a closed pipe: no message, no traceback
+
+
+def test_query_ids_given_twice_are_answered_and_named_in_a_note(index_dir, tmp_path, id_kind):
+    if id_kind != "int":
+        pytest.skip("one id kind is enough")
+    q = tmp_path / "q.jsonl"
+    q.write_text('{"id": 1, "text": "cat"}\n{"id": 1, "text": "fish"}\n{"id": 2, "text": "dog"}\n')
+    result = run("query", index_dir, "--queries", q, "-k", 1, "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    assert [h["query_id"] for h in jsonl(result.stdout)] == [1, 1, 2]
+    assert result.stderr == "query id 1 is given to more than one query; their hits share it\n"

@@ -181,6 +181,10 @@ def query(index_dir, text, k, queries, like, fmt, output, batch_size, mmap, mode
         run = index.write_hits(list(range(1, len(text) + 1)), list(text), k, output, fmt, batch_size=batch_size)
     if run.empty:
         note(f"{len(run.empty)} of {run.queries} queries are empty and skipped: {shown(run.empty)}")
+    if run.repeated:
+        one = len(run.repeated) == 1
+        note(f"query {'id' if one else 'ids'} {shown(run.repeated)} {'is' if one else 'are each'} given to more "
+             f"than one query; their hits share {'it' if one else 'them'}")
     if run.unanswered:
         what = "documents have no word in the vocabulary" if like else "queries have no word in the vocabulary"
         note(f"{len(run.unanswered)} of {run.queries} {what} and get no hits: {shown(run.unanswered)}")

@@ -69,7 +69,7 @@ def write_batch_hits(index_dir: str | Path, query_ids: Sequence, texts: Sequence
     from ..errors import QueryError
     from ..index.hits import HitsWriter, format_for
     from ..index.layout import read_manifest
-    from ..index.search import QueryRun
+    from ..index.search import QueryRun, repeated_ids
     from ..index.shards import ColumnStore
 
     fmt = format_for(output, fmt)
@@ -88,4 +88,4 @@ def write_batch_hits(index_dir: str | Path, query_ids: Sequence, texts: Sequence
     answered = {h["query_id"] for h in hits}
     return QueryRun(queries=len(query_ids), hits=writer.count, format=fmt,
                     output=Path(output) if isinstance(output, (str, Path)) else None, empty=empty,
-                    unanswered=[q for q in ids if q not in answered])
+                    unanswered=[q for q in ids if q not in answered], repeated=repeated_ids(query_ids))

@@ -46,7 +46,8 @@ class QueryRun:
     """What :meth:`Index.search_file` (or :meth:`Index.write_hits`) wrote.
 
     ``empty``: ids of the queries skipped for having no text (blank lines of a text file by line
-    number); ``unanswered``: ids of the queries with no word in the vocabulary (no hits).
+    number); ``unanswered``: ids of the queries with no word in the vocabulary (no hits);
+    ``repeated``: ids given to more than one query (their hits share a query_id).
     """
 
     queries: int
@@ -55,6 +56,15 @@ class QueryRun:
     output: Path | None
     empty: list = field(default_factory=list)
     unanswered: list = field(default_factory=list)
+    repeated: list = field(default_factory=list)
+
+
+def repeated_ids(ids: Sequence) -> list:
+    """The ids that occur more than once, in order of first occurrence."""
+    seen: dict = {}
+    for q in ids:
+        seen[q] = seen.get(q, 0) + 1
+    return [q for q, c in seen.items() if c > 1]
 
 
 class Index:
@@ -465,7 +475,7 @@ class Index:
                 writer.write(hits)
         return QueryRun(queries=len(query_ids), hits=writer.count, format=fmt,
                         output=Path(output) if isinstance(output, (str, Path)) else None,
-                        empty=empty, unanswered=unanswered)
+                        empty=empty, unanswered=unanswered, repeated=repeated_ids(query_ids))
 
     @property
     def _stored_schema(self):
