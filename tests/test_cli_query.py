@@ -145,6 +145,18 @@ def test_empty_documents_never_come_back(index_dir):
     assert texts[0] == "fish" and sorted(texts[1:]) == ["cat", "cat dog", "dog, dog & bird"]  # not "xqzzy"
 
 
+def test_a_build_with_many_unknown_words_names_them_and_info_shows_the_token_limit(tmp_path):
+    vectors = write_glove_text(tmp_path / "onehot.txt", ["cat", "dog", "fish", "bird"], np.eye(4, dtype=np.float32))
+    corpus = write_corpus(tmp_path / "docs.parquet", [1, 2], ["cat 5±2 µm", "dog µm"], pa.int64())
+    config = tmp_path / "c.yml"
+    config.write_text("tokeniser:\n  max_len: 128\n")
+    result = run("build", corpus, "--out", tmp_path / "idx", "--glove", vectors, "--config", config)
+    assert result.exit_code == 0, result.output
+    assert ("unknown words most often: 'µm', '5±2' (glovefaiss info DIR lists them; check the vectors and the "
+            "tokeniser settings)") in result.stderr.splitlines()
+    assert ", at most 128 tokens a text" in run("info", tmp_path / "idx").stdout.splitlines()[1]
+
+
 def test_info(index_dir, id_kind):
     result = run("info", index_dir)
     assert result.exit_code == 0, result.output
@@ -152,11 +164,13 @@ def test_info(index_dir, id_kind):
     kind = "int64" if id_kind == "int" else "string"
     assert lines[0] == f"{index_dir}: 5 documents (1 empty: no known word), {kind} ids, texts stored"
     assert lines[1].startswith(f"vectors: {index_dir.parent / 'onehot.txt'} (4 words x 4), mean pooling, tokeniser word")
-    assert lines[2] == "index: flat (Flat), search with defaults"
-    assert lines[3].startswith("sizes: index ") and "query tower" in lines[3]
-    assert lines[4].startswith(f"built from {index_dir.parent / 'docs.parquet'} by glovefaiss ")
+    assert lines[2] == "unknown tokens: 12.5%, most often 'xqzzy'"
+    assert lines[3] == "index: flat (Flat), search with defaults"
+    assert lines[4].startswith("sizes: index ") and "query tower" in lines[4]
+    assert lines[5].startswith(f"built from {index_dir.parent / 'docs.parquet'} by glovefaiss ")
     data = json.loads(run("info", index_dir, "--json").stdout)
     assert (data["documents"], data["empty_documents"], data["dim"], data["index"]["family"]) == (5, 1, 4, "flat")
+    assert (data["oov_rate"], data["top_unknown_words"]) == (0.125, ["xqzzy"])
     result = run("info", index_dir.parent / "nowhere")
     assert (result.exit_code, result.stderr) == (1, f"Error: index directory not found: {index_dir.parent / 'nowhere'}\n")
 

@@ -68,6 +68,8 @@ def summary(manifest_or_dir: Any) -> dict[str, Any]:
         "directory": str(directory) if directory else None,
         "documents": get("documents"),
         "empty_documents": get("empty_documents"),
+        "oov_rate": get("oov_rate"),
+        "top_unknown_words": [w for w, _ in get("top_oov_words", [])[:10]],
         "dim": get("dim"),
         "ids": get("corpus.id_type"),
         "texts": bool(get("store_text")),
