@@ -171,6 +171,10 @@ def test_read_pairs_csv_tsv_parquet(tmp_path):
     with pytest.raises(EvalError, match=r"head.csv: the header must name 'sentence1', 'sentence2' and 'score' "
                                         r"\(found: s1, s2, label\); or give a file without header$"):
         read_pairs(tmp_path / "head.csv")
+    (tmp_path / "one.csv").write_text("interest rates\nthe bank\n", encoding="utf-8")  # not pairs at all
+    with pytest.raises(EvalError, match=r"one.csv: want 3 comma-separated columns \(sentence1, sentence2, score\), "
+                                        r"but the first line has 1$"):
+        read_pairs(tmp_path / "one.csv")
     (tmp_path / "bad.csv").write_text("a,b,1\nc,d,high\n", encoding="utf-8")
     with pytest.raises(EvalError, match=r"bad.csv:2: expected sentence1, sentence2, score; got \[.c., .d., .high.\]$"):
         read_pairs(tmp_path / "bad.csv")

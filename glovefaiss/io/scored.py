@@ -29,6 +29,10 @@ def read_scored_csv(path: str | Path) -> tuple[list[str], list[str], np.ndarray]
         rows = [r for r in reader if r]
     if not rows:
         raise DataError(f"{path} has no rows")
+    if len(rows[0]) < 3:
+        sep = "tab" if delimiter == "\t" else "comma"
+        raise DataError(f"{path}: want 3 {sep}-separated columns (sentence1, sentence2, score), but the first line has "
+                        f"{len(rows[0])}")
     try:
         float(rows[0][2])
         header = None
