@@ -387,6 +387,7 @@ class Index:
             keys = [_as_int(i) for i in ids]
             if None in keys:
                 raise QueryError(f"id {ids[keys.index(None)]!r} is not an integer; this index has integer ids")
+            ids = keys  # named as integers below, as the index holds them
             labels = np.asarray(keys, dtype=np.int64)
             rows = self._rows_of_ids(labels)
             if self._id_order is not None:
