@@ -52,9 +52,11 @@ def test_train_build_query_round_trip(tmp_path, setup):
     assert info["training"]["metric"] == "recall@10" and info["training"]["peak_rss_mb"] > 0
     assert "xylophones" not in json.dumps(info)  # (sanity: the report holds no corpus text)
 
-    # Same seed, same data: the same model, byte for byte.
-    r2 = run("train", data, "--config", cfg, "--out", tmp_path / "model2", "--validation", val, "--epochs", 3,
-             "--seed", 1, "--corpus", corpus)
+    # Same seed, same data: the same model, byte for byte (and a path with ".." shown folded).
+    (tmp_path / "sub").mkdir()
+    r2 = run("train", data, "--config", cfg, "--out", tmp_path / "sub" / ".." / "model2", "--validation", val,
+             "--epochs", 3, "--seed", 1, "--corpus", corpus)
+    assert r2.stderr.splitlines()[-1].startswith(f"trained {tmp_path / 'model2'} (model ")
     assert r2.exit_code == 0, r2.output
     assert json.loads((tmp_path / "model2" / "model.json").read_text())["model_id"] == info["model_id"]
 

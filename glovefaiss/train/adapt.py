@@ -71,7 +71,7 @@ def adapt_and_build(corpus, out: str | Path, config: Config | None = None, *, ov
     """
     config = Config() if config is None else config
     t0 = time.perf_counter()
-    out = Path(out).absolute()
+    out = Path(os.path.abspath(out))  # ".." folded: the path the summary shows
     if out.exists() and not overwrite and not resume:
         raise IndexDirError(f"{out} already exists; pass --overwrite to replace it")
     train_cfg = adapt_config(config)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import resource
 import sys
 import time
@@ -454,7 +455,7 @@ def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int
     from .towers import build_two_tower
 
     t0 = time.perf_counter()
-    out = Path(out).absolute()
+    out = Path(os.path.abspath(out))  # ".." folded: the path the summary shows
     check_out_dir(out, overwrite)
     seed = config.seed if seed is None else seed
     epochs = config.epochs if epochs is None else epochs

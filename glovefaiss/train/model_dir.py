@@ -5,6 +5,7 @@ load its checkpoint for further training. Reading a model directory needs no tor
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -118,7 +119,7 @@ def save_model(out: str | Path, model, tokenizer, config: Config, *, vectors: An
 
     from .. import __version__
 
-    out = Path(out).absolute()
+    out = Path(os.path.abspath(out))  # ".." folded: the path the summary shows
     check_out_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import sys
 import time
 from dataclasses import asdict, replace
@@ -186,7 +187,7 @@ def train_self_supervised(data_path: str | Path, out: str | Path, config: Config
     from .model_dir import check_out_dir
 
     t0 = time.perf_counter()
-    out = Path(out).absolute()
+    out = Path(os.path.abspath(out))  # ".." folded: the path the summary shows
     check_out_dir(out, overwrite)
     seed = config.seed if seed is None else seed
     epochs = config.epochs if epochs is None else epochs
