@@ -136,7 +136,7 @@ def test_query_files(tmp_path, index_dir):
         (["query", "{idx}", "cat", "-k", "0"], "Error: k must be at least 1, got 0\n"),
         (["eval", "recall", "{idx}", "-k", "0"], "Error: k must be at least 1, got 0\n"),  # as query says it
         (["eval", "recall", "{idx}", "-n", "-2"], "Error: n must be at least 1, got -2\n"),
-        (["eval", "recall", "{idx}", "-k", "5"], "Error: k must be at most the index's 4 documents, got 5\n"),
+        (["eval", "recall", "{idx}", "-k", "5"], "Error: k must be at most the index's 4 documents, got 5; give a smaller k (-k)\n"),
         (["query", "{idx}", "   "], "Error: every query is empty; give some text to search for\n"),
         (["query", "{tmp}/nowhere", "cat"], "Error: index directory not found: {tmp}/nowhere\n"),
         (["query", "{idx}/manifest.json", "cat"], "Error: {idx}/manifest.json is a file, not an index directory; "

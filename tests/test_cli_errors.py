@@ -203,7 +203,8 @@ def test_an_index_key_with_more_lists_than_vectors_is_one_line_naming_the_fix(tm
     r = run("build", corpus, "--out", tmp_path / "i", "--glove", tiny_vectors[0], "--index-key", "IVF99999,Flat")
     assert r.exit_code == 1
     assert r.stderr.splitlines()[-1] == ("Error: an index of 99999 lists needs at least 99999 vectors to train on, and "
-                                         "30 are there; give fewer lists (e.g. --index-key IVF1,Flat) or --index auto")
+                                         "30 are there; give fewer lists (e.g. IVF1 in place of IVF99999 in "
+                                         "--index-key) or --index auto")
 
 
 def test_a_small_sample_for_pq_codebooks_is_one_warning_not_one_per_sub_quantizer(tmp_path, tiny_vectors):

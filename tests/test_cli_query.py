@@ -154,8 +154,8 @@ def test_a_build_with_many_unknown_words_names_them_and_info_shows_the_token_lim
     config.write_text("tokeniser:\n  max_len: 128\n")
     result = run("build", corpus, "--out", tmp_path / "idx", "--glove", vectors, "--config", config)
     assert result.exit_code == 0, result.output
-    assert ("unknown words most often: 'µm', '5±2' (glovefaiss info DIR lists them; check the vectors and the "
-            "tokeniser settings)") in result.stderr.splitlines()
+    assert (f"unknown words most often: 'µm', '5±2' (glovefaiss info {tmp_path / 'idx'} lists them; check the "
+            "vectors and the tokeniser settings)") in result.stderr.splitlines()
     assert ", at most 128 tokens a text" in run("info", tmp_path / "idx").stdout.splitlines()[1]
 
 

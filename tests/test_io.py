@@ -42,14 +42,28 @@ def test_csv_and_tsv_query_files_are_read_by_their_header(tmp_path):
     assert read_queries(tmp_path / "q.tsv") == (["q1"], ["42"])  # a number-like text stays text
     (tmp_path / "cols.csv").write_text("q,body\n1,cat\n")
     with pytest.raises(QueryError, match=r"cols.csv has no 'id' or '_id' column; columns present: q, body; "
-                                         r"query files need 'id' \(or '_id'\) and 'text'$"):
+                                         r"query files need 'id' \(or '_id'\) and 'text'; a .csv or .tsv query file "
+                                         r"needs a header row naming id and text"):
         read_queries(tmp_path / "cols.csv")
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(QueryError, match=r"empty.csv has no queries$"):
         read_queries(tmp_path / "empty.csv")
     (tmp_path / "ragged.csv").write_text("id,text\n1,a,b\n")
-    with pytest.raises(QueryError, match=r"ragged.csv is not a readable CSV file with a header row \(.*\)$"):
+    with pytest.raises(QueryError, match=r"ragged.csv:2: more fields than the header's 2; quote texts that hold a "
+                                         r"comma$"):
         read_queries(tmp_path / "ragged.csv")
+    # Values stay strings; ids become ints only when every one is written as an int.
+    (tmp_path / "typed.csv").write_text('id,text\n007,2024-01-01\n8,1e3\n')
+    assert read_queries(tmp_path / "typed.csv") == (["007", "8"], ["2024-01-01", "1e3"])
+    (tmp_path / "nl.csv").write_text('id,text\n1,"two\nlines, one query"\n')
+    assert read_queries(tmp_path / "nl.csv") == ([1], ["two\nlines, one query"])
+    (tmp_path / "quotes.tsv").write_text('id\ttext\n1\t"quoted" start\n')  # TSV: quotes are text
+    assert read_queries(tmp_path / "quotes.tsv") == ([1], ['"quoted" start'])
+    (tmp_path / "lines.csv").write_text("interest rates\nthe bank\n")  # a headerless file of queries
+    with pytest.raises(QueryError) as e:
+        read_queries(tmp_path / "lines.csv")
+    assert str(e.value).endswith("query files need 'id' (or '_id') and 'text'; a .csv or .tsv query file needs a "
+                                 "header row naming id and text (a file of one query a line: name it .txt)")
 
 
 def test_read_texts_id_columns_and_titles(tmp_path):

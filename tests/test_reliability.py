@@ -226,7 +226,7 @@ def _sums(directory):
     return [s["sha256"] for s in m["shards"]], m["index"]["sha256"]
 
 
-def _journal_shards(partial) -> int:
+def _kept_shards(partial) -> int:
     """How many complete shards the partial directory's journal lists (0 before it exists)."""
     try:
         return len(json.loads((partial / "build-state.json").read_text())["shards"])
@@ -253,7 +253,7 @@ def test_kill_9_then_resume_equals_clean_build(tmp_path):
     # Killed once the journal lists two complete shards, however long they took; the build has
     # 20, so it is still running (checked below), whatever the machine's speed.
     deadline = time.time() + 900  # only against a hang
-    while proc.poll() is None and _journal_shards(partial) < 2 and time.time() < deadline:
+    while proc.poll() is None and _kept_shards(partial) < 2 and time.time() < deadline:
         time.sleep(0.01)
     assert proc.poll() is None, "the build ended before its journal listed two shards"
     os.kill(proc.pid, signal.SIGKILL)
@@ -296,7 +296,7 @@ def test_interrupted_build_keeps_previous_index_then_resumes(tmp_path, tiny_vect
         build(interrupted, out, cfg, overwrite=True, progress=False)
     assert _sums(out) == before
     assert Index.load(out).hits("the cat sat on the mat", k=1)[0]["id"] == 10
-    kept = _journal_shards(tmp_path / ".idx.partial")
+    kept = _kept_shards(tmp_path / ".idx.partial")
     assert 1 <= kept <= 2  # the shard of batch 0, and that of batch 1 if it was written before the interrupt
 
     resumed = build([tiny_corpus[0]], out, cfg, overwrite=True, resume=True, progress=False)
@@ -317,9 +317,10 @@ def test_an_interrupt_says_what_it_kept_and_keeps_nothing_before_the_first_shard
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="glovefaiss.index.build"), pytest.raises(KeyboardInterrupt):
         build(_InterruptedCorpus(**fields, at=2), tmp_path / "idx", cfg, progress=False)
-    kept = _journal_shards(tmp_path / ".idx.partial")
+    kept = _kept_shards(tmp_path / ".idx.partial")
     assert [r.getMessage() for r in caplog.records] == [
-        f"interrupted after {kept} complete shards ({2 * kept} documents), kept in {tmp_path / '.idx.partial'}: "
+        f"interrupted after {kept} complete {'shard' if kept == 1 else 'shards'} ({2 * kept} documents), kept in "
+        f"{tmp_path / '.idx.partial'}: "
         "build again with --resume to continue"]
 
 

@@ -142,7 +142,7 @@ def test_eval_recall_cli_and_info_plot(clustered, tmp_path):
     r = CliRunner().invoke(cli, ["eval", "recall", str(out), "--queries", str(qfile)])
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith("recall@10 ") and " over 5 queries" in r.stdout.splitlines()[0]
-    assert r.stderr == "note: 1 empty and 1 with no word in the vocabulary of 7 queries left out\n"
+    assert r.stderr == "1 empty and 1 with no word in the vocabulary of 7 queries left out\n"
     r = CliRunner().invoke(cli, ["info", str(out), "--plot", str(tmp_path / "curve.png")])
     try:
         import matplotlib  # noqa: F401

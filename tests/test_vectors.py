@@ -451,13 +451,38 @@ def test_arrays_derived_from_cached_vectors_are_made_once_and_kept_in_the_entry(
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
         assert a.dtype == b.dtype
-    assert sorted(p.name for p in next(cache.iterdir()).iterdir() if p.name.startswith("thing")) == [
-        "thing-v1-0.npy", "thing-v1-1.npy"]
+    entry = next(cache.iterdir())
+    assert sorted(p.name for p in entry.iterdir() if "thing" in p.name) == ["thing-v1.npz"]  # no temporaries left
     V.load_vectors(str(path), cache_dir=cache).derived("thing-v2", make)  # another name: made again
     assert len(calls) == 2
+    # Kept arrays that do not fit (valid says no) or a damaged file are made again, and replaced.
+    V.load_vectors(str(path), cache_dir=cache).derived("thing-v1", make, valid=lambda a: len(a[0]) == 6)
+    assert len(calls) == 3
+    (entry / "thing-v1.npz").write_bytes(b"PK\x03\x04 not a zip")
+    got = V.load_vectors(str(path), cache_dir=cache).derived("thing-v1", make)
+    assert len(calls) == 4 and got[0].tolist() == [0, 1, 2, 3, 4]
+    V.load_vectors(str(path), cache_dir=cache).derived("thing-v1", make)
+    assert len(calls) == 4  # the damaged file was replaced by a good one
 
 
-def test_derived_arrays_without_a_writable_entry_are_made_each_time(tmp_path, data):
+def test_derived_arrays_that_cannot_be_kept_are_made_each_time(tmp_path, data, monkeypatch):
+    words, matrix = data
+    path = tmp_path / "glove.txt"
+    path.write_text(glove_text(words, matrix))
+    wv = V.load_vectors(str(path), cache_dir=tmp_path / "cache")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    calls = []
+    for _ in range(2):
+        got = wv.derived("thing-v1", lambda: calls.append(1) or (np.ones(2),))
+    assert len(calls) == 2 and got[0].tolist() == [1.0, 1.0]
+    assert [p.name for p in wv.entry.iterdir() if "thing" in p.name] == []  # nothing half-written left
+
+
+def test_derived_arrays_without_an_entry_are_made_each_time(tmp_path, data):
     words, matrix = data
     path = tmp_path / "glove.txt"
     path.write_text(glove_text(words, matrix))

@@ -93,7 +93,7 @@ def build(corpus, out, config_path, id_column, text_column, glove, batch_size, s
         f"anisotropy {m.anisotropy or 0:.3f} (mean cosine to the centroid)")
     if result.oov_rate >= HIGH_OOV_RATE and m.top_oov_words:
         note(f"unknown words most often: {', '.join(repr(w) for w, _ in m.top_oov_words[:10])} "
-             "(glovefaiss info DIR lists them; check the vectors and the tokeniser settings)")
+             f"(glovefaiss info {result.out_dir} lists them; check the vectors and the tokeniser settings)")
     tuning = m.index.get("tuning")
     if tuning:
         params = params_text(tuning["params"])

@@ -240,7 +240,7 @@ def eval_sts(pairs, index_dir, model_dir, config_path, glove, fit_on, fmt):
 @eval_group.command("recall")
 @click.argument("index_dir", type=click.Path(path_type=Path))
 @click.option("--queries", "queries_file", type=click.Path(path_type=Path),
-              help="Query file (text lines, JSONL or Parquet); default: queries sampled from the stored texts.")
+              help="Query file (text lines, JSONL, CSV or Parquet); default: queries sampled from the stored texts.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="Neighbours per query.")
 @click.option("-n", "n", type=int, default=1000, show_default=True, help="Queries to sample.")
 @click.option("--seed", type=int, help="Seed of the sampled queries (default: the build's seed + 1, so not the "
@@ -257,7 +257,7 @@ def eval_recall(index_dir, queries_file, k, n, seed, fmt):
     if texts is not None and (gone["empty"] or gone["no_known_word"]):
         parts = [f"{gone['empty']} empty" if gone["empty"] else "",
                  f"{gone['no_known_word']} with no word in the vocabulary" if gone["no_known_word"] else ""]
-        click.echo(f"note: {' and '.join(p for p in parts if p)} of {len(texts)} queries left out", err=True)
+        note(f"{' and '.join(p for p in parts if p)} of {len(texts)} queries left out")
     if fmt == "json":
         click.echo(json.dumps(r, indent=2))
         return

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from ..config import Config, from_dict
 from ..errors import CorpusError
 from ..io.corpus import Corpus, open_corpus
-from ..io.files import publish_dir
+from ..io.files import absolute_path, publish_dir
 from ..tower.encoder import EncodeStats, load_encoder
 from . import faiss_ops as faiss_index
 from .delete import Removed, rebuilt, remove_rows
@@ -60,7 +60,7 @@ def add_documents(directory: str | Path, corpus: str | Path | Sequence[str | Pat
     """
     t0 = time.perf_counter()
     engine = engine or LocalEngine()
-    directory = Path(directory).absolute()
+    directory = absolute_path(directory)
     with index_lock(directory, "add"):
         return _add(directory, corpus, progress, threads, id_column, text_column, upsert, t0, engine)
 

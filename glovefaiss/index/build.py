@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from ..config import Config
 from ..errors import IndexDirError, ModelError
 from ..io.corpus import Corpus, file_signature, open_corpus
-from ..io.files import publish_dir, sha256_file, write_json_atomic
+from ..io.files import absolute_path, publish_dir, sha256_file, write_json_atomic
 from ..tower import sif as weighting
 from ..tower.encoder import TextEncoder, encoder_from_config, save_encoder
 from .layout import (
@@ -192,7 +192,7 @@ def build(
     t0 = time.perf_counter()
     if not isinstance(corpus, Corpus):
         corpus = open_corpus(corpus, bc.id_column, bc.text_column, bc.columns)
-    out = Path(out).absolute()
+    out = absolute_path(out)
     with index_lock(out, "build"):
         return _locked_build(corpus, out, config, overwrite, resume, progress, encoder, query_encoder,
                              extra_manifest, t0, engine)
@@ -242,8 +242,9 @@ def _locked_build(corpus: Corpus, out: Path, config: Config, overwrite: bool, re
     except KeyboardInterrupt:
         done = _journal_shards(tmp)
         if done:
-            logger.warning("interrupted after %d complete shards (%d documents), kept in %s: build again with "
-                           "--resume to continue", len(done), sum(s["rows"] for s in done), tmp)
+            logger.warning("interrupted after %d complete %s (%d documents), kept in %s: build again with "
+                           "--resume to continue", len(done), "shard" if len(done) == 1 else "shards",
+                           sum(s["rows"] for s in done), tmp)
         else:
             logger.warning("interrupted before any shard was complete; nothing to resume")
             shutil.rmtree(tmp, ignore_errors=True)
@@ -288,6 +289,7 @@ def _build_into(tmp: Path, corpus: Corpus, config: Config, encoder: TextEncoder,
         if not overwrite:
             raise
         logger.info("%s; building from the start (--overwrite)", e)
+        state.path.unlink(missing_ok=True)  # its shards go below: an interrupt must not count them
     done = {f["file"] for s in state.shards for f in [s, *s.get("texts", [])]}
     for sub in (SHARDS_DIR, TEXTS_DIR):
         for stray in (tmp / sub).glob("*") if (tmp / sub).exists() else []:

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from ..config import from_dict
 from ..errors import CorpusError
-from ..io.files import publish_dir
+from ..io.files import absolute_path, publish_dir
 from ..tower.encoder import EncodeStats, TextEncoder, load_encoder
 from .layout import MANIFEST, SHARDS_DIR, Manifest, check_sizes, read_manifest, write_manifest
 from .shards import ShardReader, ShardWriter, iter_shard_vectors
@@ -127,7 +127,7 @@ def delete_documents(directory: str | Path, ids: Iterable, *, missing_ok: bool =
     in with one atomic exchange; the manifest's ``deletions`` list records the change.
     """
     t0 = time.perf_counter()
-    directory = Path(directory).absolute()
+    directory = absolute_path(directory)
     with index_lock(directory, "delete"):
         manifest = read_manifest(directory)
         check_sizes(directory, manifest)

@@ -161,8 +161,8 @@ def train(index: faiss.Index, sample: np.ndarray, seed: int = 0) -> None:
     for sub in index_chain(index):
         if isinstance(sub, faiss.IndexIVF) and sub.nlist > len(sample) and sub.quantizer.ntotal == 0:
             raise ConfigError(f"an index of {sub.nlist} lists needs at least {sub.nlist} vectors to train on, and "
-                              f"{len(sample)} are there; give fewer lists (e.g. --index-key IVF{nlist_for(len(sample))},"
-                              "Flat) or --index auto")
+                              f"{len(sample)} are there; give fewer lists (e.g. IVF{nlist_for(len(sample))} in place of "
+                              f"IVF{sub.nlist} in --index-key) or --index auto")
     advised = max([39 * sub.nlist for sub in index_chain(index)
                    if isinstance(sub, faiss.IndexIVF) and sub.quantizer.ntotal == 0]
                   + [39 * sub.pq.ksub for sub in index_chain(index) if hasattr(sub, "pq")] + [0])

@@ -42,7 +42,7 @@ def index_recall(directory: str | Path, texts: list[str] | None = None, k: int =
     idx = Index.load(directory)
     m = idx.manifest
     if k > len(idx):
-        raise QueryError(f"k must be at most the index's {len(idx):,} documents, got {k}")
+        raise QueryError(f"k must be at most the index's {len(idx):,} documents, got {k}; give a smaller k (-k)")
     left_out = {"empty": 0, "no_known_word": 0}
     if texts is None:
         if not m.store_text:

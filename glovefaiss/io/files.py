@@ -12,6 +12,11 @@ from pathlib import Path
 from typing import Any
 
 
+def absolute_path(path: str | Path) -> Path:
+    """``path`` made absolute with ``..`` folded (as a user would write it), symlinks left alone."""
+    return Path(os.path.abspath(path))
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -10,6 +10,7 @@ anything else is plain text where the caller accepts it, JSONL where it does not
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,18 +67,33 @@ def read_rows(path: str | Path, *, lines: bool = False, blank_lines: bool = Fals
 
 
 def _read_csv(path: Path) -> list[dict]:
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
+    # Every value stays a string (no guessing: "007" is not 7, "2024-01-01" not a date); ids are
+    # made ints only when every one is written as one, as a JSONL file would give them. TSV has no
+    # quoting (STS-style text holds unbalanced quotes); CSV quotes may hold commas and newlines.
+    import csv
 
+    tsv = path.suffix.lower() == ".tsv"
     try:
-        table = pcsv.read_csv(path, parse_options=pcsv.ParseOptions(delimiter="\t" if path.suffix.lower() == ".tsv"
-                                                                    else ","),
-                              convert_options=pcsv.ConvertOptions(column_types={TEXT_COLUMN: pa.string()}))
-    except pa.ArrowInvalid as e:
-        if "Empty CSV file" in str(e):
-            return []
-        raise DataError(f"{path} is not a readable CSV file with a header row ({str(e).splitlines()[0]})") from None
-    return table.to_pylist()
+        with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a byte-order mark is not header text
+            reader = csv.DictReader(f, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+            rows = []
+            for r in reader:
+                if None in r:  # more fields than the header names: a text with an unquoted comma
+                    raise DataError(f"{path}:{reader.line_num}: more fields than the header's "
+                                    f"{len(reader.fieldnames)}; quote texts that hold a comma")
+                rows.append(r)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); give a UTF-8 CSV file") from None
+    except csv.Error as e:
+        raise DataError(f"{path} is not a readable CSV file ({e})") from None
+    for name in ID_COLUMNS:
+        if rows and name in rows[0] and all(_INT.fullmatch(r.get(name) or "") for r in rows):
+            for r in rows:
+                r[name] = int(r[name])
+    return rows
+
+
+_INT = re.compile(r"-?(0|[1-9][0-9]*)")
 
 
 def column(rows: Sequence[dict], names: Sequence[str], path: str | Path) -> str:
@@ -118,7 +134,7 @@ def read_texts(path: str | Path, *, title: bool = False, lines: bool = False) ->
 
 
 def read_queries(path: str | Path, *, blank_lines: bool = False) -> tuple[list[Any], list[str]]:
-    """(ids, texts) of a query file: Parquet or JSONL with ``id`` (or ``_id``) and ``text``, or plain
+    """(ids, texts) of a query file: Parquet, JSONL or CSV with ``id`` (or ``_id``) and ``text``, or plain
     text (ids = line numbers; blank lines left out, or kept as empty texts with ``blank_lines``).
     Errors are :class:`QueryError`."""
     path = Path(path)
@@ -134,4 +150,7 @@ def read_queries(path: str | Path, *, blank_lines: bool = False) -> tuple[list[A
         return ids_and_texts(rows, path)
     except DataError as e:
         columns_missing = TEXT_COLUMN not in rows[0] or not any(c in rows[0] for c in ID_COLUMNS)
-        raise QueryError(f"{e}; query files need 'id' (or '_id') and 'text'" if columns_missing else str(e)) from None
+        hint = ("; a .csv or .tsv query file needs a header row naming id and text (a file of one query a line: "
+                "name it .txt)" if path.suffix.lower() in CSV_SUFFIXES else "")
+        raise QueryError(f"{e}; query files need 'id' (or '_id') and 'text'{hint}" if columns_missing else str(e)) \
+            from None

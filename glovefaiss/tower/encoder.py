@@ -319,6 +319,7 @@ def encoder_from_config(config, vectors=None):
         vectors = load_vectors(config.embedding.model_name)
     vocabulary = Vocabulary(vectors.words)
     # The same vectors give the same words: their hash table is kept beside them, not redone each build.
-    vocabulary.keep_hash_table_in(lambda make: vectors.derived(VOCAB_HASH_TABLE, make))
+    vocabulary.keep_hash_table_in(lambda make: vectors.derived(
+        VOCAB_HASH_TABLE, make, valid=lambda t: len(t) == 2 and len(t[0]) == len(t[1]) == len(vocabulary)))
     encoder = TextEncoder(Tokeniser(config.tokeniser), vocabulary, vectors.matrix)
     return encoder, vectors

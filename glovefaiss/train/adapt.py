@@ -20,6 +20,7 @@ from ..config import Config
 from ..errors import IndexDirError
 from ..index.with_model import build_with_model
 from ..io.corpus import open_corpus
+from ..io.files import absolute_path
 from ..tower import sif
 from .pseudo import CorpusTexts
 from .recipes import recipe
@@ -71,7 +72,7 @@ def adapt_and_build(corpus, out: str | Path, config: Config | None = None, *, ov
     """
     config = Config() if config is None else config
     t0 = time.perf_counter()
-    out = Path(os.path.abspath(out))  # ".." folded: the path the summary shows
+    out = absolute_path(out)
     if out.exists() and not overwrite and not resume:
         raise IndexDirError(f"{out} already exists; pass --overwrite to replace it")
     train_cfg = adapt_config(config)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
 import resource
 import sys
 import time
@@ -31,6 +30,7 @@ from ..config import Config
 from ..errors import ConfigError, ModelError
 from ..evaluation.metrics import evaluate_run, pair_cosines, pearson, spearman
 from ..index import faiss_ops as faiss_index
+from ..io.files import absolute_path
 from .data import PairData, ScoredData, Tokenizer, load_training_data
 from .losses import SCORED_LOSSES
 from .losses import from_config as loss_from_config
@@ -455,7 +455,7 @@ def train(data_path: str | Path, out: str | Path, config: Config, *, epochs: int
     from .towers import build_two_tower
 
     t0 = time.perf_counter()
-    out = Path(os.path.abspath(out))  # ".." folded: the path the summary shows
+    out = absolute_path(out)
     check_out_dir(out, overwrite)
     seed = config.seed if seed is None else seed
     epochs = config.epochs if epochs is None else epochs

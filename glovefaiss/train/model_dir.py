@@ -5,7 +5,6 @@ load its checkpoint for further training. Reading a model directory needs no tor
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -18,7 +17,7 @@ import pyarrow.parquet as pq
 
 from ..config import Config
 from ..errors import ModelError
-from ..io.files import publish_dir, sha256_file
+from ..io.files import absolute_path, publish_dir, sha256_file
 from ..text.tokeniser import Tokeniser
 from ..text.vocabulary import Vocabulary
 from ..tower.encoder import TextEncoder, save_encoder
@@ -119,7 +118,7 @@ def save_model(out: str | Path, model, tokenizer, config: Config, *, vectors: An
 
     from .. import __version__
 
-    out = Path(os.path.abspath(out))  # ".." folded: the path the summary shows
+    out = absolute_path(out)
     check_out_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict, replace
@@ -23,6 +22,7 @@ import torch
 
 from ..config import Config, SelfSupervisedConfig
 from ..errors import ConfigError, ModelError
+from ..io.files import absolute_path
 from ..tower import sif
 from .fit import Epoch, FitResult, TrainSummary, peak_rss_mb, torch_threads
 from .losses import from_config as loss_from_config
@@ -187,7 +187,7 @@ def train_self_supervised(data_path: str | Path, out: str | Path, config: Config
     from .model_dir import check_out_dir
 
     t0 = time.perf_counter()
-    out = Path(os.path.abspath(out))  # ".." folded: the path the summary shows
+    out = absolute_path(out)
     check_out_dir(out, overwrite)
     seed = config.seed if seed is None else seed
     epochs = config.epochs if epochs is None else epochs

@@ -1,5 +1,5 @@
 """The parsed-vectors cache: ``<key>/vectors.npy`` + ``vocab.parquet`` + ``meta.json``, memory-mapped on load
-(and arrays derived from them, such as the vocabulary's hash table, kept beside them)."""
+(and arrays derived from them, such as the vocabulary's hash table, kept beside them as ``.npz``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,25 +60,27 @@ class WordVectors:
     def __len__(self) -> int:
         return int(self.matrix.shape[0])
 
-    def derived(self, name: str, make: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-        """Arrays computed from these vectors by ``make()``, kept in their cache entry as
-        ``<name>-<i>.npy`` and memory-mapped from there on later calls (in any process).
+    def derived(self, name: str, make: Callable[[], tuple[np.ndarray, ...]],
+                valid: Callable[[tuple[np.ndarray, ...]], bool] = lambda arrays: True) -> tuple[np.ndarray, ...]:
+        """Arrays computed from these vectors by ``make()``, kept in their cache entry as one
+        ``<name>.npz`` and read from there on later calls (in any process) when ``valid(arrays)``.
 
         ``name`` must change whenever what ``make`` computes does. Without an entry, or when the
         entry cannot be written, ``make()`` each time.
         """
-        if self.entry is not None and (self.entry / f"{name}-0.npy").exists():
+        path = self.entry / f"{name}.npz" if self.entry is not None else None
+        if path is not None and path.is_file():
             try:
-                kept, i = [], 0
-                while (self.entry / f"{name}-{i}.npy").exists():
-                    kept.append(np.load(self.entry / f"{name}-{i}.npy", mmap_mode="r").view(np.ndarray))
-                    i += 1
-                return tuple(kept)
-            except (OSError, ValueError) as e:
+                with np.load(path) as kept:
+                    arrays = tuple(kept[f"a{i}"] for i in range(len(kept.files)))
+                if valid(arrays):
+                    return arrays
+                logger.warning("recomputing %s in %s: it does not fit these vectors", name, self.entry)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
                 logger.warning("recomputing damaged %s in %s: %s", name, self.entry, one_line(e))
         arrays = make()
-        if self.entry is not None:
-            _write_derived(self.entry, name, arrays)
+        if path is not None:
+            _write_derived(path, arrays)
         return arrays
 
     def __repr__(self) -> str:
@@ -150,21 +154,17 @@ def store(parsed: Parsed, *, source: str, sha: str, cache: Path, key: str) -> Wo
     return WordVectors(parsed.words, np.ascontiguousarray(matrix, dtype=np.float32), source, sha, parsed.skipped)
 
 
-def _write_derived(entry: Path, name: str, arrays: tuple[np.ndarray, ...]) -> None:
-    # All files under temporary names first, then renamed last to first: a reader that sees
-    # <name>-0 sees the others, and a crash leaves at most stray temporaries.
-    tmps = []
+def _write_derived(path: Path, arrays: tuple[np.ndarray, ...]) -> None:
+    # Under a name of its own, then renamed: readers see the whole file or none, and two writers
+    # (processes or threads) each publish a complete one.
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.npz")
     try:
-        for i, a in enumerate(arrays):
-            tmp = entry / f".{name}-{i}.{os.getpid()}.npy"
-            np.save(tmp, a)
-            tmps.append((tmp, entry / f"{name}-{i}.npy"))
-        for tmp, final in reversed(tmps):
-            os.replace(tmp, final)
+        np.savez(tmp, **{f"a{i}": a for i, a in enumerate(arrays)})
+        os.replace(tmp, path)
     except OSError as e:
-        logger.debug("cannot keep %s in the vectors cache entry %s: %s", name, entry, one_line(e))
-        for tmp, _ in tmps:
-            tmp.unlink(missing_ok=True)
+        logger.debug("cannot keep %s: %s", path, one_line(e))
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_cache(cache: Path, key: str, parsed: Parsed, meta: dict) -> Path | None:
