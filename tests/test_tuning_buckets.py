@@ -405,3 +405,26 @@ def test_three_perfect_tuning_queries_do_not_show_the_target(tmp_path, clustered
     t = build([corpus], tmp_path / "idx", cfg, progress=False).manifest.index["tuning"]
     assert t["queries"] == 3 and t["recall"] == 1.0
     assert t["recall_lower_bound"] < 0.95 and not t["reached"] and t["short_buckets"]
+
+
+def test_tuning_queries_from_stored_texts_equal_those_from_the_corpus(clustered, tmp_path):
+    from glovefaiss.index.layout import read_manifest
+    from glovefaiss.index.tuning import corpus_window_queries
+    from glovefaiss.index.writer import stored_window_queries
+    from glovefaiss.io.corpus import open_corpus
+
+    out, texts = clustered
+    # Null and empty texts among them, in several shards: both sources must skip them alike.
+    mixed = [None if i % 97 == 0 else "" if i % 89 == 0 else t for i, t in enumerate(texts)]
+    corpus = write_corpus(tmp_path / "c.parquet", list(range(len(mixed))), mixed, pa.int64())
+    vec = read_manifest(out).config["embedding"]["model_name"]
+    idx_dir = tmp_path / "idx"
+    build([corpus], idx_dir, config_for(vec, shard_rows=700), progress=False)
+    encoder = Index.load(idx_dir).encoder
+    m = read_manifest(idx_dir)
+    assert len(m.shards) == 5
+    a = corpus_window_queries(open_corpus([corpus], "id", "text"), encoder, 300, 4)
+    b = stored_window_queries(idx_dir, m.shards, encoder, 300, 4)
+    assert len(a) == len(b) == 300
+    np.testing.assert_array_equal(a.vectors, b.vectors)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
