@@ -24,7 +24,7 @@ def _data(seed=5, n=6000, d=16, k=10):
     q = x[rng.choice(n, 300, replace=False)] + 0.3 * rng.standard_normal((300, d)).astype(np.float32)
     q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
     qs = QuerySet(q, rng.choice([2, 8, 20], size=300))
-    labels, vectors = exact_neighbours([(x[:2500], None), (x[2500:], np.arange(2500, n))], q, k)
+    labels, vectors, _ = exact_neighbours([(x[:2500], None), (x[2500:], np.arange(2500, n))], q, k)
     return x, qs, labels, vectors
 
 

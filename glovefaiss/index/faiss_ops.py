@@ -321,6 +321,18 @@ def index_chain(index: faiss.Index) -> list:
     return out
 
 
+def scores_exactly(index: faiss.Index) -> bool:
+    """Whether a search's scores are the exact inner products of the stored float vectors (flat
+    storage, IVF-Flat, HNSW over flat vectors, or re-ranked on them), not of compressed codes."""
+    chain = index_chain(index)
+    if any(isinstance(i, faiss.IndexRefine) for i in chain):
+        return True
+    inner = chain[-1]
+    if isinstance(inner, faiss.IndexHNSW):
+        return isinstance(faiss.downcast_index(inner.storage), faiss.IndexFlat)
+    return isinstance(inner, (faiss.IndexFlat, faiss.IndexIVFFlat))
+
+
 def family(index: faiss.Index) -> str:
     """Which search parameters an index takes: 'flat', 'hnsw', 'ivf' or 'ivf-refine'."""
     chain = index_chain(index)

@@ -239,8 +239,8 @@ def _tuning_set(reader: ShardReader, with_ids: bool, queries: QuerySet | np.ndar
     qs = QuerySet.of(queries).known()
     qs = QuerySet(np.ascontiguousarray(qs.vectors, dtype=np.float32), qs.tokens)
     warn_if_few(qs.vectors)
-    labels, vectors = exact_neighbours(_chunks(reader, with_ids), qs.vectors, bc.tune_k, with_vectors)
-    return qs, labels, vectors
+    labels, vectors, scores = exact_neighbours(_chunks(reader, with_ids), qs.vectors, bc.tune_k, with_vectors)
+    return QuerySet(qs.vectors, qs.tokens, scores[:, -1].copy()), labels, vectors
 
 
 def _build_one(reader: ShardReader, kind: str, key: str, dim: int, with_ids: bool, seed: int,

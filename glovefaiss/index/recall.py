@@ -10,7 +10,16 @@ import numpy as np
 from ..errors import QueryError
 from .search import Index
 from .shards import ShardReader, TextStore, iter_shard_vectors
-from .tuning import QuerySet, bucket_recall, encode_queries, exact_topk, recall_per_query, window_queries, window_sample
+from .tuning import (
+    TIE,
+    QuerySet,
+    bucket_recall,
+    encode_queries,
+    exact_topk,
+    recall_per_query,
+    window_queries,
+    window_sample,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +71,6 @@ def index_recall(directory: str | Path, texts: list[str] | None = None, k: int =
         raise QueryError("none of the queries has a word in the vocabulary")
     truth = exact_topk(shard_rows(directory, m.shards), qs.vectors, k)
     return {**recall_of(idx, qs, k, truth, ShardReader(directory, m.shards).vectors_at), "left_out": left_out}
-
-
-# Exact scores this close count as the same: one float32 dot product of unit vectors against another.
-TIE = 1e-6
 
 
 def recall_of(idx: Index, qs: QuerySet, k: int, truth_rows: np.ndarray, vectors_at=None) -> dict:

@@ -79,8 +79,8 @@ def exact_topk(chunks, queries: np.ndarray, k: int) -> np.ndarray:
 
 
 def exact_neighbours(chunks, queries: np.ndarray, k: int,
-                     with_vectors: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """(labels, vectors) of the exact inner-product top-k, merged over (vectors, labels) chunks.
+                     with_vectors: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """(labels, vectors, scores) of the exact inner-product top-k, merged over (vectors, labels) chunks.
 
     ``vectors`` is (queries, k, dim), zeros where a slot is empty; None without ``with_vectors``.
     """
@@ -102,7 +102,7 @@ def exact_neighbours(chunks, queries: np.ndarray, k: int,
                 best_v = np.zeros((len(queries), k, vectors.shape[1]), dtype=np.float32)
             v_all = np.concatenate([best_v, vectors[i]], axis=1)
             best_v = np.take_along_axis(v_all, order[:, :, None], axis=1)
-    return best_l, best_v
+    return best_l, best_v, best_s
 
 
 def recall_per_query(found: np.ndarray, truth: np.ndarray, tied: np.ndarray | None = None) -> np.ndarray:
@@ -120,6 +120,24 @@ def recall_per_query(found: np.ndarray, truth: np.ndarray, tied: np.ndarray | No
             true = set(t)
             hits.append(min(k, sum(1 for x, x_tied in zip(f, tie) if x >= 0 and (x in true or x_tied))))
     return np.asarray(hits, dtype=np.float64) / k
+
+
+# Exact scores this close count as the same: one float32 dot product of unit vectors against another.
+TIE = 1e-6
+
+
+def tied_hits(index: faiss.Index, scores: np.ndarray, found: np.ndarray, kth: np.ndarray | None,
+              rows: np.ndarray) -> np.ndarray | None:
+    """The hits of a search whose score ties or beats the k-th exact score (``kth[rows]``), when
+    ``index`` scores exactly (flat vectors, or re-ranked on them); None otherwise.
+
+    A corpus of repeated documents has more exact neighbours at the k-th score than k: any of them
+    is as near, and counting only the exact search's picks made recall look far short (0.73 for
+    IVF-Flat on a corpus of sentences repeated 76 times each).
+    """
+    if kth is None or not faiss_index.scores_exactly(index):
+        return None
+    return (found >= 0) & (scores >= kth[rows][:, None] - TIE)
 
 
 def knn_recall(found: np.ndarray, truth: np.ndarray) -> float:
@@ -246,7 +264,8 @@ PRICED_OUT = 1.25  # a bucket leaves a line once it is this much slower than its
 
 
 def _walk(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: dict[str, np.ndarray], k: int,
-          target_recall: float, budget_ms: float | None = None, least_nprobe: int = 0) -> list[dict]:
+          target_recall: float, budget_ms: float | None = None, least_nprobe: int = 0,
+          kth: np.ndarray | None = None) -> list[dict]:
     """Every setting tried, walking the grid's lines (see :func:`_grid`) for the buckets still reachable.
 
     A line starts at the earliest setting where a bucket met the target in the line before and
@@ -276,7 +295,7 @@ def _walk(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: d
             walked = {name: buckets[name] for name in walking}
             params = line[pos]
             faiss_index.set_params(index, params)
-            mean, per_bucket = _screened_recall(index, vectors, truth, walked, k, target_recall)
+            mean, per_bucket = _screened_recall(index, vectors, truth, walked, k, target_recall, kth)
             timing = vectors[_timing_rows(walked, TIME_PER_BUCKET)]
             for name, p50 in _split_p50(single_query_ms(index, timing, k), walked, TIME_PER_BUCKET).items():
                 per_bucket[name]["p50_ms"] = p50
@@ -335,7 +354,7 @@ def _screen_part(rows: np.ndarray) -> np.ndarray:
 
 
 def _screened_recall(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, walked: dict[str, np.ndarray],
-                     k: int, target_recall: float) -> tuple[float, dict[str, dict]]:
+                     k: int, target_recall: float, kth: np.ndarray | None = None) -> tuple[float, dict[str, dict]]:
     """(mean recall, :func:`bucket_recall` per bucket) of ``walked`` buckets' queries (each in random
     order) at the index's setting.
 
@@ -346,28 +365,30 @@ def _screened_recall(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray,
     """
     part = {name: _screen_part(rows) for name, rows in walked.items()}
     if not all(len(part[name]) < len(walked[name]) for name in walked):
-        return _recall_of(index, vectors, truth, walked, k)
-    first = _per_query_recall(index, vectors, truth, part, k)
+        return _recall_of(index, vectors, truth, walked, k, kth)
+    first = _per_query_recall(index, vectors, truth, part, k, kth)
     mean, per_bucket = _figures(first, k)
     if all(b["recall"] + Z_SCREEN / Z * (b["recall"] - b["recall_lower_bound"]) < target_recall
            for b in per_bucket.values()):
         return mean, per_bucket
-    rest = _per_query_recall(index, vectors, truth, {name: rows[len(part[name]):] for name, rows in walked.items()}, k)
+    rest = _per_query_recall(index, vectors, truth, {name: rows[len(part[name]):] for name, rows in walked.items()}, k,
+                             kth)
     return _figures({name: np.concatenate([first[name], rest[name]]) for name in walked}, k)
 
 
 def _recall_of(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: dict[str, np.ndarray],
-               k: int) -> tuple[float, dict[str, dict]]:
+               k: int, kth: np.ndarray | None = None) -> tuple[float, dict[str, dict]]:
     """(mean recall, :func:`bucket_recall` per bucket) of ``buckets``' queries at the index's setting."""
-    return _figures(_per_query_recall(index, vectors, truth, buckets, k), k)
+    return _figures(_per_query_recall(index, vectors, truth, buckets, k, kth), k)
 
 
 def _per_query_recall(index: faiss.Index, vectors: np.ndarray, truth: np.ndarray, buckets: dict[str, np.ndarray],
-                      k: int) -> dict[str, np.ndarray]:
-    """Each bucket's per-query recall@k, its queries (rows of ``vectors``) searched in one batch."""
+                      k: int, kth: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Each bucket's per-query recall@k, its queries (rows of ``vectors``) searched in one batch
+    (hits tied with the k-th exact score counted as found, given ``kth``: see :func:`tied_hits`)."""
     rows = np.concatenate(list(buckets.values()))
-    _, found = index.search(vectors[rows], k)
-    per_query = recall_per_query(found, truth[rows])
+    scores, found = index.search(vectors[rows], k)
+    per_query = recall_per_query(found, truth[rows], tied_hits(index, scores, found, kth, rows))
     return dict(zip(buckets, np.split(per_query, np.cumsum([len(r) for r in buckets.values()])[:-1])))
 
 
@@ -415,14 +436,15 @@ def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, 
     qs = QuerySet.of(queries)
     vectors = np.ascontiguousarray(qs.vectors, dtype=np.float32)
     buckets = qs.buckets()
-    tried = _walk(index, vectors, truth, buckets, k, target_recall, budget_ms, least_nprobe)
+    tried = _walk(index, vectors, truth, buckets, k, target_recall, budget_ms, least_nprobe, qs.kth)
     full = [e for e in tried if len(e["buckets"]) == len(buckets)]
     winners = [e for e in full if e["recall_lower_bound"] >= target_recall]
     if not winners:  # the choice among short settings is made on all queries, not screening parts
         for e in tried:
             if any(b["queries"] < len(buckets[name]) for name, b in e["buckets"].items()):
                 faiss_index.set_params(index, _params_of(e))
-                mean, again = _recall_of(index, vectors, truth, {name: buckets[name] for name in e["buckets"]}, k)
+                mean, again = _recall_of(index, vectors, truth, {name: buckets[name] for name in e["buckets"]}, k,
+                                         qs.kth)
                 for name, b in again.items():
                     e["buckets"][name].update(b)  # their p50s stay
                 e.update(curve_entry(_params_of(e), mean, e["buckets"]))
@@ -445,11 +467,13 @@ def tune(index: faiss.Index, queries: QuerySet | np.ndarray, truth: np.ndarray, 
         kept_lat.append(turns[j])
     lat = np.concatenate(kept_lat)
     t = time.perf_counter()
-    found = {name: index.search(vectors[rows], k, params=searchers[name])[1] for name, rows in buckets.items()}
+    searched = {name: index.search(vectors[rows], k, params=searchers[name]) for name, rows in buckets.items()}
     qps = len(vectors) / (time.perf_counter() - t)
     # Each bucket's figures over all its queries (the walk may have screened a short setting on a part).
     for name, rows in buckets.items():
-        per_bucket[name].update(bucket_recall(recall_per_query(found[name], truth[rows]),
+        scores, found = searched[name]
+        tied = tied_hits(index, scores, found, qs.kth, rows)
+        per_bucket[name].update(bucket_recall(recall_per_query(found, truth[rows], tied),
                                               {name: np.arange(len(rows))}, k)[name])
     short = [name for name, b in per_bucket.items() if b["recall_lower_bound"] < target_recall]
     if short:
@@ -479,10 +503,13 @@ WINDOW_QUERIES = "windows of 1-3 and 4-12 tokens and whole documents, from sampl
 
 @dataclass
 class QuerySet:
-    """Query vectors with each query's token count (-1 when unknown, e.g. documents' own vectors)."""
+    """Query vectors with each query's token count (-1 when unknown, e.g. documents' own vectors),
+    and once their exact neighbours are known, each one's k-th exact score (``kth``: see
+    :func:`recall_per_query`'s ties)."""
 
     vectors: np.ndarray
     tokens: np.ndarray
+    kth: np.ndarray | None = None
 
     @classmethod
     def of(cls, queries: QuerySet | np.ndarray) -> QuerySet:
@@ -495,7 +522,7 @@ class QuerySet:
         return len(self.vectors)
 
     def take(self, rows: np.ndarray) -> QuerySet:
-        return QuerySet(self.vectors[rows], self.tokens[rows])
+        return QuerySet(self.vectors[rows], self.tokens[rows], None if self.kth is None else self.kth[rows])
 
     def known(self) -> QuerySet:
         """The queries with a word in the vocabulary (a zero vector has no neighbours to find)."""
