@@ -183,14 +183,14 @@ def test_resume_with_changed_input_is_refused_without_overwrite(tmp_path, tiny_v
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
         f"Error: cannot resume {out}: the config changed since the interrupted build (build.shard_rows 2 → 3); "
-        "pass --overwrite to start it afresh"]
+        "build with the interrupted build's input and settings, or pass --overwrite to start it afresh"]
     assert (partial / "build-state.json").is_file()  # kept for a resume with the original input
     other = tmp_path / "other.parquet"
     pq.write_table(pq.read_table(tiny_corpus[0]), other)
     result = run(*[other if a == tiny_corpus[0] else a for a in args], "--shard-rows", 2)
     assert result.stderr.splitlines()[-1] == (
-        f"Error: cannot resume {out}: the corpus files changed since the interrupted build; pass --overwrite to "
-        "start it afresh")
+        f"Error: cannot resume {out}: the corpus files changed since the interrupted build; build with the "
+        "interrupted build's input and settings, or pass --overwrite to start it afresh")
     result = run(*args, "--shard-rows", 3, "--overwrite")
     assert result.exit_code == 0, result.output
     assert "building from the start (--overwrite)" in result.stderr

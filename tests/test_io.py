@@ -55,6 +55,9 @@ def test_csv_and_tsv_query_files_are_read_by_their_header(tmp_path):
     # Values stay strings; ids become ints only when every one is written as an int.
     (tmp_path / "typed.csv").write_text('id,text\n007,2024-01-01\n8,1e3\n')
     assert read_queries(tmp_path / "typed.csv") == (["007", "8"], ["2024-01-01", "1e3"])
+    (tmp_path / "noid.csv").write_text("id,text\n1,a\n,b\n")
+    with pytest.raises(QueryError, match=r"noid.csv: row 2 has no 'id'$"):
+        read_queries(tmp_path / "noid.csv")
     (tmp_path / "nl.csv").write_text('id,text\n1,"two\nlines, one query"\n')
     assert read_queries(tmp_path / "nl.csv") == ([1], ["two\nlines, one query"])
     (tmp_path / "quotes.tsv").write_text('id\ttext\n1\t"quoted" start\n')  # TSV: quotes are text

@@ -456,3 +456,25 @@ def test_a_second_writer_is_told_who_holds_the_index(tmp_path, tiny_vectors, tin
     # The kernel released the lock with the process, whatever file it left.
     result = CliRunner().invoke(cli, ["delete", str(out), "10"])
     assert result.exit_code == 0, result.output
+
+
+def test_an_encoding_map_closed_early_does_not_wait_for_its_batches():
+    import threading
+
+    from glovefaiss.index.writer import _ordered_map
+
+    finished, release = [], threading.Event()
+
+    def batch(i):
+        if i:
+            release.wait(10)  # the batches after the first are still running at close
+        finished.append(i)
+        return i
+
+    gen = _ordered_map(batch, range(50), workers=2)
+    assert next(gen) == 0
+    gen.close()  # as when the consumer stops (an error, Ctrl-C)
+    # Returned without waiting for the running batches (waiting is where a second Ctrl-C used to
+    # print a traceback); the queued ones are cancelled.
+    assert finished == [0]
+    release.set()

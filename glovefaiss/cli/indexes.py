@@ -142,7 +142,7 @@ def shown(values: list, most: int = 10) -> str:
 @click.argument("text", nargs=-1)
 @click.option("-k", "--top-k", "k", default=10, show_default=True, type=int, help="Hits per query.")
 @click.option("--queries", type=click.Path(path_type=Path),
-              help="Queries from Parquet, JSONL or CSV (columns id, text) or a text file (one per line).")
+              help="Queries from Parquet, JSONL, CSV or TSV (columns id, text) or a text file (one per line).")
 @click.option("--like", is_flag=True, help="TEXT arguments are document ids: find the documents nearest to each.")
 @click.option("--format", "fmt", type=click.Choice(HIT_FORMATS),
               help="Hits format [default: from --output's suffix (.parquet, .jsonl, .json, .csv, .trec), else table]")

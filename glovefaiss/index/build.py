@@ -250,7 +250,8 @@ def _locked_build(corpus: Corpus, out: Path, config: Config, overwrite: bool, re
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     except ResumeMismatch as e:  # the interrupted build's shards stay, for a --resume with its input
-        raise ResumeMismatch(f"cannot resume {out}: {e}; pass --overwrite to start it afresh") from None
+        raise ResumeMismatch(f"cannot resume {out}: {e}; build with the interrupted build's input and settings, or "
+                             "pass --overwrite to start it afresh") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -73,14 +73,21 @@ def _ordered_map(fn: Callable, items: Iterable, workers: int) -> Iterator:
     if workers <= 1:
         yield from map(fn, items)
         return
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque = deque()
+    pool = ThreadPoolExecutor(workers)
+    pending: deque = deque()
+    done = False
+    try:
         for item in items:
             pending.append(pool.submit(fn, item))
             if len(pending) > workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+        done = True
+    finally:
+        # Closed early (an error, Ctrl-C): waiting here for batches nobody will read made a second
+        # interrupt land in the generator's finalisation, which Python prints as a traceback.
+        pool.shutdown(wait=done, cancel_futures=True)
 
 
 class SerialCalls:

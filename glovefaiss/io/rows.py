@@ -87,9 +87,13 @@ def _read_csv(path: Path) -> list[dict]:
     except csv.Error as e:
         raise DataError(f"{path} is not a readable CSV file ({e})") from None
     for name in ID_COLUMNS:
-        if rows and name in rows[0] and all(_INT.fullmatch(r.get(name) or "") for r in rows):
+        if rows and name in rows[0]:
             for r in rows:
-                r[name] = int(r[name])
+                if not (r.get(name) or "").strip():
+                    r[name] = None  # an empty field is no id (read_queries names the row)
+            if all(r[name] is not None and _INT.fullmatch(r[name]) for r in rows):
+                for r in rows:
+                    r[name] = int(r[name])
     return rows
 
 
