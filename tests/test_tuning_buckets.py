@@ -409,8 +409,7 @@ def test_three_perfect_tuning_queries_do_not_show_the_target(tmp_path, clustered
 
 def test_tuning_queries_from_stored_texts_equal_those_from_the_corpus(clustered, tmp_path):
     from glovefaiss.index.layout import read_manifest
-    from glovefaiss.index.tuning import corpus_window_queries
-    from glovefaiss.index.writer import stored_window_queries
+    from glovefaiss.index.tuning_queries import corpus_window_queries, stored_window_queries
     from glovefaiss.io.corpus import open_corpus
 
     out, texts = clustered

@@ -23,9 +23,10 @@ from .delete import Removed, rebuilt, remove_rows
 from .families import retune
 from .layout import MANIFEST, Manifest, check_sizes, read_manifest, write_manifest
 from .shards import ShardReader, next_shard_number, write_id_lookup
-from .tuning import FEW_QUERIES, WINDOW_QUERIES, corpus_window_queries, file_tuning_queries
+from .tuning import FEW_QUERIES
+from .tuning_queries import WINDOW_QUERIES, corpus_window_queries, file_tuning_queries, stored_window_queries
 from .update import assembled_beside, index_lock, link_files
-from .writer import LocalEngine, check_unique, save_index, stored_window_queries, with_stats
+from .writer import LocalEngine, check_unique, save_index, with_stats
 
 logger = logging.getLogger(__name__)
 

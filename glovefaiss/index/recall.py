@@ -10,16 +10,8 @@ import numpy as np
 from ..errors import QueryError
 from .search import Index
 from .shards import ShardReader, TextStore, iter_shard_vectors
-from .tuning import (
-    TIE,
-    QuerySet,
-    bucket_recall,
-    encode_queries,
-    exact_topk,
-    recall_per_query,
-    window_queries,
-    window_sample,
-)
+from .tuning import TIE, QuerySet, bucket_recall, encode_queries, exact_topk, recall_per_query
+from .tuning_queries import window_queries, window_sample
 
 logger = logging.getLogger(__name__)
 

@@ -37,14 +37,8 @@ from ..tower.encoder import EncodeStats, TextEncoder
 from . import faiss_ops as faiss_index
 from .families import build_index, resolve_index
 from .layout import DOCUMENT_TOWER_DIR, INDEX_FILE, SHARDS_DIR, TOWER_DIR, Manifest
-from .shards import ShardReader, ShardWriter, TextStore, iter_shard_vectors, shard_schema, write_id_lookup
-from .tuning import (
-    WINDOW_QUERIES,
-    corpus_window_queries,
-    file_tuning_queries,
-    window_queries,
-    window_sample,
-)
+from .shards import ShardReader, ShardWriter, iter_shard_vectors, shard_schema, write_id_lookup
+from .tuning_queries import WINDOW_QUERIES, corpus_window_queries, file_tuning_queries, stored_window_queries
 
 logger = logging.getLogger(__name__)
 
@@ -317,13 +311,6 @@ class FinishedIndex:
     info: dict  # the manifest's "index" section
     id_lookup: dict  # {file: sha256}; empty for string ids
     index_s: float
-
-
-def stored_window_queries(directory: Path, shards: list[dict], encoder: TextEncoder, n: int,
-                          seed: int) -> np.ndarray:
-    """Window queries cut from the texts stored in ``shards``: the same as those of a corpus of these rows."""
-    rows, rng = window_sample(sum(s["rows"] for s in shards), n, seed)
-    return window_queries(TextStore(directory, shards).take(rows), encoder, n, rng)
 
 
 def finish_index(directory: Path, shards: list[dict], ids: pa.ChunkedArray, corpus: Corpus | None, config: Config,
