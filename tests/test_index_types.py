@@ -78,9 +78,9 @@ def test_index_key_and_params_are_applied_at_load(tmp_path, topic_corpus):
     assert ivf.nlist == 32 and ivf.nprobe == m["index"]["params"]["nprobe"]
     with pytest.raises(ConfigError) as e:
         build([corpus], tmp_path / "bad", config_for(vec, index_key="IVF32,Nonsense"), progress=False)
-    assert str(e.value) == ("FAISS cannot build index key 'IVF32,Nonsense' (could not parse code description Nonsense "
-                            "in IVF32,Nonsense); give a FAISS factory string such as 'IVF1024,Flat' or 'HNSW32', "
-                            "or --index auto")
+    assert str(e.value) == ("FAISS cannot build index key 'IVF32,Nonsense' for 16-dimensional vectors (could not "
+                            "parse code description Nonsense in IVF32,Nonsense); give a FAISS factory string such as "
+                            "'IVF1024,Flat' or 'HNSW32', or --index auto")
 
 
 def test_unknown_index_type(tmp_path, topic_corpus):

@@ -127,8 +127,8 @@ def make_index(dim: int, key: str = "Flat", with_ids: bool = True) -> faiss.Inde
     try:
         index = faiss.index_factory(dim, key, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as e:
-        raise ConfigError(f"FAISS cannot build index key '{key}' ({_reason(e)}); give a FAISS factory string such as "
-                          "'IVF1024,Flat' or 'HNSW32', or --index auto") from None
+        raise ConfigError(f"FAISS cannot build index key '{key}' for {dim}-dimensional vectors ({_reason(e)}); give a "
+                          "FAISS factory string such as 'IVF1024,Flat' or 'HNSW32', or --index auto") from None
     if with_ids and not _stores_ids(index):
         index = faiss.IndexIDMap(index)
     return index
