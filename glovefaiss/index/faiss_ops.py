@@ -351,6 +351,15 @@ def nlist_of(index: faiss.Index) -> int:
     return 1
 
 
+def filled_lists(index: faiss.Index) -> np.ndarray | None:
+    """Whether each IVF list holds a vector (None without inverted lists)."""
+    for sub in index_chain(index):
+        if isinstance(sub, faiss.IndexIVF):
+            lists = sub.invlists
+            return np.fromiter((lists.list_size(i) > 0 for i in range(sub.nlist)), dtype=bool, count=sub.nlist)
+    return None
+
+
 def set_params(index: faiss.Index, params: dict) -> None:
     """Apply search parameters (nprobe, efSearch, k_factor) wherever they belong in the index."""
     for sub in index_chain(index):

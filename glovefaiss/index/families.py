@@ -270,6 +270,21 @@ def _build_one(reader: ShardReader, kind: str, key: str, dim: int, with_ids: boo
     else:
         faiss_index.add_all(index, ((v, lab if with_ids else None) for v, lab in _chunks(reader, with_ids)))
     t_add = time.perf_counter() - t0 - t_train
+    filled = faiss_index.filled_lists(index)
+    if filled is not None and not filled.all() and filled.any():
+        # A corpus that repeats documents leaves lists empty (k-means splits a cluster of identical
+        # vectors); a query whose nearest centroids are theirs would find nothing at all.
+        if kind == "custom":
+            logger.warning("%d of the %d lists of %s hold no vector (the corpus repeats documents): a query near "
+                           "them finds nothing; give fewer lists in --index-key", (~filled).sum(), len(filled), key)
+        else:
+            logger.info("%d of the %d lists hold no vector (the corpus repeats documents): filling %d lists",
+                        (~filled).sum(), len(filled), filled.sum())
+            again, info = _build_one(reader, kind, faiss_index.factory_key(kind, n, dim, nlist=int(filled.sum())),
+                                     dim, with_ids, seed, rng, fill, faiss_index.centroids_of(index)[filled], sample)
+            info.update(train_s=round(info["train_s"] + t_train, 3), add_s=round(info["add_s"] + t_add, 3),
+                        centroids=f"the {filled.sum()} of {len(filled)} k-means lists that held vectors")
+            return again, info
     info = {"type": kind, "key": key, "params": {}, "train_s": round(t_train, 3), "add_s": round(t_add, 3)}
     if reused:
         info["centroids"] = "reused from another candidate"
