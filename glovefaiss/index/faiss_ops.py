@@ -250,7 +250,8 @@ def quantizer_of(index: faiss.Index) -> faiss.Index | None:
 def split_lists(centroids: np.ndarray, sample: np.ndarray, parts: int, seed: int = 0) -> np.ndarray:
     """``parts`` centroids in place of each of ``centroids``: a small spherical k-means over the
     members of each list among ``sample`` (a list with fewer than 4 members a part keeps its
-    centroid, repeated). Lists ``len(centroids) * parts`` in about a tenth of a k-means's time."""
+    centroid alone: a repeated centroid would leave a list empty). Up to ``len(centroids) * parts``
+    lists in about a tenth of a k-means's time."""
     centroids = np.ascontiguousarray(centroids, dtype=np.float32)
     sample = np.ascontiguousarray(sample, dtype=np.float32)
     coarse = faiss.IndexFlatIP(centroids.shape[1])
@@ -259,15 +260,17 @@ def split_lists(centroids: np.ndarray, sample: np.ndarray, parts: int, seed: int
     lists = lists.ravel()
     order = np.argsort(lists, kind="stable")
     bounds = np.searchsorted(lists[order], np.arange(len(centroids) + 1))
-    out = np.repeat(centroids, parts, axis=0)
+    out = []
     for i in range(len(centroids)):
         members = sample[order[bounds[i]:bounds[i + 1]]]
         if len(members) >= 4 * parts:
             km = faiss.Kmeans(centroids.shape[1], parts, niter=IVF_KMEANS_ITERATIONS, seed=seed + i, spherical=True)
             km.cp.min_points_per_centroid = 1  # a list's members are few by design: no warning
             km.train(members)
-            out[i * parts:(i + 1) * parts] = km.centroids
-    return out
+            out.append(km.centroids)
+        else:
+            out.append(centroids[i:i + 1])
+    return np.concatenate(out)
 
 
 def give_centroids(index: faiss.Index, centroids: np.ndarray) -> bool:
