@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import subprocess
 import sys
@@ -197,19 +198,35 @@ def test_resume_with_changed_input_is_refused_without_overwrite(tmp_path, tiny_v
     assert Index.load(out).manifest.timings["resumed_documents"] == 0
 
 
+def _distinct_texts(words, n):
+    """``n`` texts of two known words each, no two alike (so no two document vectors alike)."""
+    return [f"{a} {b}" for a, b in itertools.islice(itertools.combinations(words, 2), n)]
+
+
 def test_an_index_key_with_more_lists_than_vectors_is_one_line_naming_the_fix(tmp_path, tiny_vectors):
     corpus = tmp_path / "c.parquet"
-    pq.write_table(pa.table({"id": list(range(30)), "text": [f"the cat sat {i}" for i in range(30)]}), corpus)
+    pq.write_table(pa.table({"id": list(range(30)), "text": _distinct_texts(tiny_vectors[1], 30)}), corpus)
     r = run("build", corpus, "--out", tmp_path / "i", "--glove", tiny_vectors[0], "--index-key", "IVF99999,Flat")
     assert r.exit_code == 1
-    assert r.stderr.splitlines()[-1] == ("Error: an index of 99999 lists needs at least 99999 vectors to train on, and "
+    assert r.stderr.splitlines()[-1] == ("Error: an index of 99999 lists needs at least 99999 distinct vectors to train on, and "
                                          "30 are there; give fewer lists (e.g. IVF1 in place of IVF99999 in "
                                          "--index-key) or --index auto")
 
 
+def test_an_index_key_with_more_lists_than_distinct_documents_counts_the_distinct_ones(tmp_path, tiny_vectors):
+    corpus = tmp_path / "c.parquet"
+    texts = _distinct_texts(tiny_vectors[1], 3) * 100  # 300 documents, 3 different
+    pq.write_table(pa.table({"id": list(range(300)), "text": texts}), corpus)
+    r = run("build", corpus, "--out", tmp_path / "i", "--glove", tiny_vectors[0], "--index-key", "IVF4,Flat")
+    assert r.exit_code == 1
+    assert r.stderr.splitlines()[-1] == ("Error: an index of 4 lists needs at least 4 distinct vectors to train on, and "
+                                         "3 are there; give fewer lists (e.g. IVF1 in place of IVF4 in --index-key) "
+                                         "or --index auto")
+
+
 def test_a_small_sample_for_pq_codebooks_is_one_warning_not_one_per_sub_quantizer(tmp_path, tiny_vectors):
     corpus = tmp_path / "c.parquet"
-    pq.write_table(pa.table({"id": list(range(30)), "text": [f"the cat sat {i}" for i in range(30)]}), corpus)
+    pq.write_table(pa.table({"id": list(range(30)), "text": _distinct_texts(tiny_vectors[1], 30)}), corpus)
     r = subprocess.run([sys.executable, "-m", "glovefaiss", "build", str(corpus), "--out", str(tmp_path / "i"),
                         "--glove", str(tiny_vectors[0]), "--index-key", "IVF2,PQ4x4fs"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

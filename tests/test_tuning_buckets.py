@@ -1,5 +1,6 @@
 """Tuning and evaluation per query-length bucket: brute-force references, a bucket that falls short, the curve."""
 
+import io
 import json
 
 import faiss
@@ -475,3 +476,37 @@ def test_lists_left_empty_are_dropped_and_the_others_filled_again(clustered):
     assert info["key"] == f"IVF{len(kept)},Flat" and faiss_index.nlist_of(index) == len(kept)
     assert faiss_index.filled_lists(index).all() and index.ntotal == len(x)
     np.testing.assert_array_equal(faiss_index.centroids_of(index), kept)
+
+
+def test_distinct_rows_are_the_first_copy_of_each_row_as_a_byte_comparison_finds_them():
+    rng = np.random.default_rng(8)
+    for dim in (1, 3, 12, 50):  # row widths of 4, 12, 48 and 200 bytes
+        x = rng.standard_normal((300, dim)).astype(np.float32)
+        x = x[rng.integers(0, 120, 600)]  # repeats, in no order
+        rows = x.view(np.dtype((np.void, dim * 4))).ravel()
+        _, first = np.unique(rows, return_index=True)
+        np.testing.assert_array_equal(faiss_index.distinct_rows(x), np.sort(first))
+        np.testing.assert_array_equal(faiss_index.distinct_rows(x[:, ::-1]), faiss_index.distinct_rows(x[:, ::-1].copy()))
+    assert faiss_index.lists_for_distinct(4000, 160_000) == 4000
+    assert faiss_index.lists_for_distinct(123, 80) == 2 and faiss_index.lists_for_distinct(50, 10) == 1
+
+
+def test_a_query_with_known_words_that_finds_no_hit_is_told_apart_from_one_without(clustered):
+    out, texts = clustered
+    loaded = Index.load(out)
+    x = np.concatenate(_vectors(out))
+    q = loaded.encode([texts[0]])[0]
+    # Two lists: one that the documents held are nearer to, one that the query is nearer to, left empty.
+    centroids = np.stack([x[1], q]).astype(np.float32)
+    held = x[(x @ centroids.T).argmax(axis=1) == 0]
+    assert (centroids @ q).argmax() == 1 and len(held) > 100
+    ivf = faiss_index.make_index(x.shape[1], "IVF2,Flat", with_ids=False)
+    assert faiss_index.give_centroids(ivf, centroids)
+    ivf.train(centroids)
+    faiss_index.add(ivf, held)
+    assert faiss_index.filled_lists(ivf).tolist() == [True, False]
+    ivf.nprobe = 1
+    idx = Index(loaded.encoder, ivf, row_ids=np.arange(len(held), dtype=np.int64))
+    run = idx.write_hits([1, 2, 3], [texts[0], "zzzunknown", texts[1]], k=3, output=io.StringIO(), fmt="jsonl")
+    assert run.missed == [1] and run.unanswered == [2]
+    assert run.hits == 3  # the third query's

@@ -195,6 +195,10 @@ def query(index_dir, text, k, queries, like, fmt, output, batch_size, mmap, mode
     if run.unanswered:
         what = "documents have no word in the vocabulary" if like else "queries have no word in the vocabulary"
         note(f"{len(run.unanswered)} of {run.queries} {what} and get no hits: {shown(run.unanswered)}")
+    if run.missed:
+        note(f"{len(run.missed)} of {run.queries} {'documents' if like else 'queries'} found no hits although the "
+             f"vocabulary knows their words: {shown(run.missed)}; the index's lists near them hold no vector "
+             f"(see the build's warning): rebuild with fewer lists in --index-key, or --index auto")
     if output is not None:
         note(f"wrote {run.hits:,} {'hit' if run.hits == 1 else 'hits'} of {run.queries:,} "
              f"{'query' if run.queries == 1 else 'queries'} to {output} "

@@ -69,8 +69,9 @@ def write_batch_hits(index_dir: str | Path, query_ids: Sequence, texts: Sequence
     from ..errors import QueryError
     from ..index.hits import HitsWriter, format_for
     from ..index.layout import read_manifest
-    from ..index.search import QueryRun, repeated_ids
+    from ..index.search import QueryRun, repeated_ids, split_no_hits
     from ..index.shards import ColumnStore
+    from ..tower.encoder import load_encoder
 
     fmt = format_for(output, fmt)
     empty = [q for q, t in zip(query_ids, texts) if not isinstance(t, str) or not t.strip()]
@@ -86,6 +87,10 @@ def write_batch_hits(index_dir: str | Path, query_ids: Sequence, texts: Sequence
     with HitsWriter(output, fmt, with_text=with_text and manifest.store_text, columns=columns) as writer:
         writer.write(hits)
     answered = {h["query_id"] for h in hits}
+    no_hits = [(q, t) for q, t in kept if q not in answered]
+    # Which of them know no word: the query tower alone, memory-mapped (no FAISS index loaded here).
+    unanswered, missed = split_no_hits(load_encoder(Path(index_dir) / manifest.query_tower_dir), no_hits) \
+        if no_hits else ([], [])
     return QueryRun(queries=len(query_ids), hits=writer.count, format=fmt,
                     output=Path(output) if isinstance(output, (str, Path)) else None, empty=empty,
-                    unanswered=[q for q in ids if q not in answered], repeated=repeated_ids(query_ids))
+                    unanswered=unanswered, missed=missed, repeated=repeated_ids(query_ids))

@@ -55,6 +55,28 @@ def nlist_for(n: int) -> int:
     return int(max(1, min(4 * math.sqrt(n), n // 39, 65536)))
 
 
+def distinct_rows(x: np.ndarray) -> np.ndarray:
+    """Positions of the first copy of each distinct row of ``x``, ascending (by a 64-bit hash of the
+    row's bytes: two different rows that collide lose one, which a k-means sample can spare)."""
+    x = np.ascontiguousarray(x)
+    if len(x) == 0:
+        return np.zeros(0, np.int64)
+    raw = x.reshape(len(x), -1).view(np.uint8)
+    if raw.shape[1] % 8:
+        raw = np.pad(raw, ((0, 0), (0, -raw.shape[1] % 8)))
+    words = np.ascontiguousarray(raw).view(np.uint64)
+    odd = (np.arange(words.shape[1], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        keys = (words * odd).sum(axis=1, dtype=np.uint64)
+    return np.sort(np.unique(keys, return_index=True)[1])
+
+
+def lists_for_distinct(nlist: int, distinct: int) -> int:
+    """``nlist``, or fewer so that each list has 39 distinct training vectors (FAISS's advice): a
+    k-means over fewer distinct vectors than that leaves lists empty or nearly identical."""
+    return max(1, min(nlist, distinct // 39))
+
+
 def forecast_nlist(n: int) -> int:
     """Lists of the quantizer ``auto`` forecasts IVF-Flat with: a quarter of :func:`nlist_for` (its k-means is an order of magnitude cheaper)."""
     return max(1, nlist_for(n) // 4)
@@ -160,7 +182,7 @@ def train(index: faiss.Index, sample: np.ndarray, seed: int = 0) -> None:
     _seed(index, seed)
     for sub in index_chain(index):
         if isinstance(sub, faiss.IndexIVF) and sub.nlist > len(sample) and sub.quantizer.ntotal == 0:
-            raise ConfigError(f"an index of {sub.nlist} lists needs at least {sub.nlist} vectors to train on, and "
+            raise ConfigError(f"an index of {sub.nlist} lists needs at least {sub.nlist} distinct vectors to train on, and "
                               f"{len(sample)} are there; give fewer lists (e.g. IVF{nlist_for(len(sample))} in place of "
                               f"IVF{sub.nlist} in --index-key) or --index auto")
     advised = max([39 * sub.nlist for sub in index_chain(index)
@@ -249,7 +271,7 @@ def quantizer_of(index: faiss.Index) -> faiss.Index | None:
 
 def split_lists(centroids: np.ndarray, sample: np.ndarray, parts: int, seed: int = 0) -> np.ndarray:
     """``parts`` centroids in place of each of ``centroids``: a small spherical k-means over the
-    members of each list among ``sample`` (a list with fewer than 4 members a part keeps its
+    distinct members of each list among ``sample`` (a list with fewer than 4 a part keeps its
     centroid alone: a repeated centroid would leave a list empty). Up to ``len(centroids) * parts``
     lists in about a tenth of a k-means's time."""
     centroids = np.ascontiguousarray(centroids, dtype=np.float32)
@@ -263,6 +285,7 @@ def split_lists(centroids: np.ndarray, sample: np.ndarray, parts: int, seed: int
     out = []
     for i in range(len(centroids)):
         members = sample[order[bounds[i]:bounds[i + 1]]]
+        members = members[distinct_rows(members)]  # copies of a document would split into empty parts
         if len(members) >= 4 * parts:
             km = faiss.Kmeans(centroids.shape[1], parts, niter=IVF_KMEANS_ITERATIONS, seed=seed + i, spherical=True)
             km.cp.min_points_per_centroid = 1  # a list's members are few by design: no warning

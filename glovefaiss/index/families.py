@@ -208,8 +208,11 @@ def _forecast_ivf(reader: ShardReader, queries: QuerySet, neighbours: np.ndarray
     # any prefix is a random sample.
     sample = _sample_rows(reader, np.sort(rng.choice(n, _training_rows(n, faiss_index.nlist_for(n)), replace=False)))
     sample = sample[rng.permutation(len(sample))]
+    trained = sample[:_training_rows(n, nlist)]
+    trained = trained[faiss_index.distinct_rows(trained)]  # as in _build_one: repeated documents are one point
+    nlist = faiss_index.lists_for_distinct(nlist, len(trained))
     probe = faiss_index.make_index(dim, f"IVF{nlist},Flat", False)
-    faiss_index.train(probe, sample[:_training_rows(n, nlist)], seed)
+    faiss_index.train(probe, trained, seed)
     quantizer = faiss_index.quantizer_of(probe)
     t_train = time.perf_counter() - t0
     entry = forecast(quantizer, queries, neighbours, sample[:_training_rows(n, nlist)], n, bc.target_recall)
@@ -261,9 +264,21 @@ def _build_one(reader: ShardReader, kind: str, key: str, dim: int, with_ids: boo
         m = min(n, 50_000) if reused else _training_rows(n, faiss_index.nlist_of(index))
         vectors = sample[:m] if sample is not None and len(sample) >= m else \
             _sample_rows(reader, np.sort(rng.choice(n, m, replace=False)))
-        logger.info("training %s on %d of %d vectors%s", key, len(vectors), n,
-                    " (codes only: the IVF centroids are reused)" if reused else "")
-        faiss_index.train(index, vectors, seed)
+        # A repeated document is one point to k-means: its copies would be split between lists
+        # that are empty or nearly identical, and a query near them would find one copy or none.
+        distinct = vectors[faiss_index.distinct_rows(vectors)]
+        nlist = faiss_index.nlist_of(index)
+        fewer = faiss_index.lists_for_distinct(nlist, len(distinct))
+        if not reused and kind != "custom" and fewer < nlist:
+            logger.info("the training sample holds %d distinct vectors of %d (the corpus repeats documents): "
+                        "%d %s instead of %d", len(distinct), len(vectors), fewer, "list" if fewer == 1 else "lists",
+                        nlist)
+            key = faiss_index.factory_key(kind, n, dim, nlist=fewer)
+            index = faiss_index.make_index(dim, key, with_ids)
+        logger.info("training %s on %d%s of %d vectors%s", key, len(distinct),
+                    " distinct" if len(distinct) < len(vectors) else "", n,
+                    " (the IVF centroids are given)" if reused else "")
+        faiss_index.train(index, distinct, seed)
     t_train = time.perf_counter() - t0
     if fill is not None:
         fill(index)
@@ -272,18 +287,21 @@ def _build_one(reader: ShardReader, kind: str, key: str, dim: int, with_ids: boo
     t_add = time.perf_counter() - t0 - t_train
     filled = faiss_index.filled_lists(index)
     if filled is not None and not filled.all() and filled.any():
-        # A corpus that repeats documents leaves lists empty (k-means splits a cluster of identical
-        # vectors); a query whose nearest centroids are theirs would find nothing at all.
+        # Lists left empty all the same (centroids no vector is nearest to): a query whose nearest
+        # centroids are theirs would find nothing.
+        empty, full = int((~filled).sum()), int(filled.sum())
         if kind == "custom":
-            logger.warning("%d of the %d lists of %s hold no vector (the corpus repeats documents): a query near "
-                           "them finds nothing; give fewer lists in --index-key", (~filled).sum(), len(filled), key)
+            logger.warning("%d of the %d lists of %s hold no vector: a query near them finds nothing; give at most "
+                           "%d lists in --index-key (IVF%d), or --index auto", empty, len(filled), key, full, full)
         else:
-            logger.info("%d of the %d lists hold no vector (the corpus repeats documents): filling %d lists",
-                        (~filled).sum(), len(filled), filled.sum())
-            again, info = _build_one(reader, kind, faiss_index.factory_key(kind, n, dim, nlist=int(filled.sum())),
-                                     dim, with_ids, seed, rng, fill, faiss_index.centroids_of(index)[filled], sample)
+            logger.info("%d of the %d lists hold no vector: the index is filled again over the %d others",
+                        empty, len(filled), full)
+            again, info = _build_one(reader, kind, faiss_index.factory_key(kind, n, dim, nlist=full), dim, with_ids,
+                                     seed, rng, fill, faiss_index.centroids_of(index)[filled], sample)
             info.update(train_s=round(info["train_s"] + t_train, 3), add_s=round(info["add_s"] + t_add, 3),
-                        centroids=f"the {filled.sum()} of {len(filled)} k-means lists that held vectors")
+                        empty_lists_dropped=empty + info.get("empty_lists_dropped", 0))
+            if not reused:
+                info.pop("centroids", None)
             return again, info
     info = {"type": kind, "key": key, "params": {}, "train_s": round(t_train, 3), "add_s": round(t_add, 3)}
     if reused:

@@ -47,7 +47,9 @@ class QueryRun:
 
     ``empty``: ids of the queries skipped for having no text (blank lines of a text file by line
     number); ``unanswered``: ids of the queries with no word in the vocabulary (no hits);
-    ``repeated``: ids given to more than one query (their hits share a query_id).
+    ``missed``: ids of queries with a known word that the index found no hit for (an index key
+    whose lists near them hold no vector); ``repeated``: ids given to more than one query (their
+    hits share a query_id).
     """
 
     queries: int
@@ -56,7 +58,16 @@ class QueryRun:
     output: Path | None
     empty: list = field(default_factory=list)
     unanswered: list = field(default_factory=list)
+    missed: list = field(default_factory=list)
     repeated: list = field(default_factory=list)
+
+
+def split_no_hits(encoder: TextEncoder, no_hits: list[tuple[Any, str]]) -> tuple[list, list]:
+    """Of the (query id, text) pairs that got no hit: (ids of those with no known word, ids of the others)."""
+    if not no_hits:
+        return [], []
+    known = encoder.encode([t for _, t in no_hits]).any(axis=1).tolist()
+    return [q for (q, _), w in zip(no_hits, known) if not w], [q for (q, _), w in zip(no_hits, known) if w]
 
 
 def repeated_ids(ids: Sequence) -> list:
@@ -370,8 +381,7 @@ class Index:
         if k <= 0:
             raise QueryError(f"k must be at least 1, got {k}")
         rows = self.rows_of(ids)
-        vectors = self._vectors[rows] if self._vectors is not None else self._id_source.vectors_at(rows)
-        res = self.search_vectors(vectors.reshape(len(rows), self.dim), k + 1)
+        res = self.search_vectors(self._document_vectors(rows), k + 1)
         # Drop the document itself; where the search missed it (approximate indexes), the last hit.
         own = res.rows == rows[:, None]
         drop = np.where(own.any(axis=1), own.argmax(axis=1), res.rows.shape[1] - 1)
@@ -379,6 +389,10 @@ class Index:
         keep[np.arange(len(rows)), drop] = False
         width = res.rows.shape[1] - 1
         return SearchResult(*(a[keep].reshape(len(rows), width) for a in (res.ids, res.scores, res.rows)))
+
+    def _document_vectors(self, rows: np.ndarray) -> np.ndarray:
+        vectors = self._vectors[rows] if self._vectors is not None else self._id_source.vectors_at(rows)
+        return vectors.reshape(len(rows), self.dim)
 
     def rows_of(self, ids: Sequence[Any]) -> np.ndarray:
         """Shard row of each corpus id; :class:`QueryError` naming the ids the index does not hold."""
@@ -426,10 +440,12 @@ class Index:
             result = self.like(ids, k)
             query_ids = [_as_int(i) if id_type == "int64" else str(i) for i in ids]
             writer.write(self.hits_of(result, query_ids, with_text))
-        answered = result.rows.max(axis=1, initial=-1) >= 0
+        answered = (result.rows.max(axis=1, initial=-1) >= 0).tolist()
+        known = self._document_vectors(self.rows_of(ids)).any(axis=1).tolist()
         return QueryRun(queries=len(query_ids), hits=writer.count, format=fmt,
                         output=Path(output) if isinstance(output, (str, Path)) else None,
-                        unanswered=[q for q, a in zip(query_ids, answered.tolist()) if not a])
+                        unanswered=[q for q, a, w in zip(query_ids, answered, known) if not a and not w],
+                        missed=[q for q, a, w in zip(query_ids, answered, known) if not a and w])
 
     def write_hits(self, query_ids: Sequence[Any], texts: Sequence[str], k: int = 10,
                    output: str | Path | IO[str] | None = None, fmt: str | None = None, *,
@@ -465,18 +481,19 @@ class Index:
         qtype = "int64" if all(isinstance(q, int) and not isinstance(q, bool) for q, _ in kept) else "string"
         writer = HitsWriter(output, fmt, with_text=with_text and self._texts is not None, columns=self._stored_schema,
                             id_types=(qtype, self._figure("corpus.id_type", "int64")))
-        unanswered = []
+        no_hits = []
         with writer:
             for start in range(0, len(kept), batch_size):
                 batch = kept[start:start + batch_size]
                 ids = [q for q, _ in batch]
                 hits = self.hits([t for _, t in batch], k, query_ids=ids, with_text=with_text)
                 answered = {h["query_id"] for h in hits}
-                unanswered += [q for q in ids if q not in answered]  # with k >= 1: no known word
+                no_hits += [(q, t) for q, t in batch if q not in answered]
                 writer.write(hits)
+        unanswered, missed = split_no_hits(self.encoder, no_hits)
         return QueryRun(queries=len(query_ids), hits=writer.count, format=fmt,
                         output=Path(output) if isinstance(output, (str, Path)) else None,
-                        empty=empty, unanswered=unanswered, repeated=repeated_ids(query_ids))
+                        empty=empty, unanswered=unanswered, missed=missed, repeated=repeated_ids(query_ids))
 
     @property
     def _stored_schema(self):
