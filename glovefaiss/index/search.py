@@ -441,7 +441,8 @@ class Index:
             query_ids = [_as_int(i) if id_type == "int64" else str(i) for i in ids]
             writer.write(self.hits_of(result, query_ids, with_text))
         answered = (result.rows.max(axis=1, initial=-1) >= 0).tolist()
-        known = self._document_vectors(self.rows_of(ids)).any(axis=1).tolist()
+        # Read the documents' own vectors again only for those without hits.
+        known = self._document_vectors(self.rows_of(ids)).any(axis=1).tolist() if not all(answered) else answered
         return QueryRun(queries=len(query_ids), hits=writer.count, format=fmt,
                         output=Path(output) if isinstance(output, (str, Path)) else None,
                         unanswered=[q for q, a, w in zip(query_ids, answered, known) if not a and not w],
