@@ -177,6 +177,8 @@ def _reason(e: RuntimeError) -> str:
 def train(index: faiss.Index, sample: np.ndarray, seed: int = 0) -> None:
     """Train on a sample (IVF centroids, PQ codebooks), seeded so builds are reproducible.
 
+    The callers give distinct vectors (see :func:`distinct_rows`): a repeated document is one point.
+
     :class:`ConfigError` when FAISS cannot (too few vectors for the index's lists, say): the
     index key is the user's to change."""
     _seed(index, seed)

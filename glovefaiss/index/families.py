@@ -208,14 +208,14 @@ def _forecast_ivf(reader: ShardReader, queries: QuerySet, neighbours: np.ndarray
     # any prefix is a random sample.
     sample = _sample_rows(reader, np.sort(rng.choice(n, _training_rows(n, faiss_index.nlist_for(n)), replace=False)))
     sample = sample[rng.permutation(len(sample))]
-    trained = sample[:_training_rows(n, nlist)]
-    trained = trained[faiss_index.distinct_rows(trained)]  # as in _build_one: repeated documents are one point
+    part = sample[:_training_rows(n, nlist)]
+    trained = part[faiss_index.distinct_rows(part)]  # as in _build_one: repeated documents are one point
     nlist = faiss_index.lists_for_distinct(nlist, len(trained))
     probe = faiss_index.make_index(dim, f"IVF{nlist},Flat", False)
     faiss_index.train(probe, trained, seed)
     quantizer = faiss_index.quantizer_of(probe)
     t_train = time.perf_counter() - t0
-    entry = forecast(quantizer, queries, neighbours, sample[:_training_rows(n, nlist)], n, bc.target_recall)
+    entry = forecast(quantizer, queries, neighbours, part, n, bc.target_recall)
     entry.update(train_s=round(t_train, 3), add_s=0.0, tune_s=round(time.perf_counter() - t0 - t_train, 3))
     logger.info("IVF-Flat forecast over %d lists: nprobe %s, p50 %.3f ms", nlist,
                 " / ".join(f"{p['nprobe']} ({name})" for name, p in entry["params_by_bucket"].items()),
